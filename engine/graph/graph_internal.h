@@ -1,0 +1,96 @@
+/* Internal view of the layer graph, shared by the graph module, the backends and the runtime. */
+#ifndef BRIGADE_GRAPH_INTERNAL_H
+#define BRIGADE_GRAPH_INTERNAL_H
+
+#include <stdint.h>
+
+#include "brigade/graph.h"
+#include "internal.h"
+
+#define BRG__MAX_INPUTS 3
+
+struct brg_tensor {
+    int64_t index; /* position in graph->tensors */
+    char name[BRG_MAX_NAME];
+    brg_tensor_kind kind;
+    brg_dtype dtype;
+    int ndim;
+    int64_t shape[BRG_MAX_DIMS]; /* shape[0] == BRG_BATCH for per-micro-batch tensors */
+    int64_t producer;            /* op index, -1 for inputs and parameters */
+    int layer;                   /* producer's layer, -1 for inputs and parameters */
+    int consumers;               /* number of op inputs reading it */
+    int64_t param_index;         /* dense index among parameters, -1 otherwise */
+    brg_init init;
+    struct brg_graph *graph;
+};
+
+typedef struct brg__op {
+    int64_t index;
+    brg_op_kind kind;
+    char name[BRG_MAX_NAME];
+    int layer;
+    int n_inputs;
+    brg_tensor *inputs[BRG__MAX_INPUTS];
+    brg_tensor *output;
+    int64_t heads;          /* attention */
+    brg_matmul_flags flags; /* matmul */
+    float eps;              /* layernorm */
+} brg__op;
+
+typedef struct brg__layer {
+    char name[BRG_MAX_NAME];
+    int64_t op_begin, op_end;
+    int implicit; /* an op outside brg_layer_begin/end */
+} brg__layer;
+
+struct brg_graph {
+    brg_status status;
+    char error[BRG_ERROR_MESSAGE_MAX];
+    brg_tensor **tensors;
+    int64_t n_tensors, cap_tensors;
+    brg__op *ops;
+    int64_t n_ops, cap_ops;
+    brg__layer *layers;
+    int n_layers, cap_layers;
+    brg_tensor **params; /* dense parameter list, creation order */
+    int64_t n_params, cap_params;
+    int layer_open; /* index of the open layer, -1 when none */
+    int finalized;
+    int64_t loss_op; /* the cross-entropy op, -1 until there is one */
+};
+
+/* Elements of t with BRG_BATCH bound to `batch`. */
+int64_t brg__tensor_numel(const brg_tensor *t, int64_t batch);
+/* Bytes of one element. */
+int64_t brg__dtype_size(brg_dtype dtype);
+/* The op at index i (no checks). */
+static inline const brg__op *brg__graph_op(const brg_graph *g, int64_t i) { return &g->ops[i]; }
+
+/* Per-op metadata from the op registry, with BRG_BATCH bound to `batch`. */
+typedef struct brg__op_costs {
+    double flops[BRG_PASS_COUNT];
+    double bytes_moved[BRG_PASS_COUNT];
+    int64_t aux_floats;     /* internals saved by forward for backward (layernorm mean/rstd, attention probs) */
+    int64_t scratch_floats; /* temporary workspace for one call of forward or backward */
+    int cheap_to_recompute;
+} brg__op_costs;
+void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *costs);
+
+/* ---- executing one op (the backends' kernel interface) ----
+ * Tensors are dense, row-major, with BRG_BATCH bound to `batch`. Forward writes `out` (and `aux`).
+ * Backward accumulates: din[i] += d(loss)/d(input i), for every i whose din[i] is non-NULL; the runtime
+ * asks for activation inputs in the backward-input pass and parameters in the backward-weight pass.
+ * Kernels validate data they cannot trust (token ids, targets) and report through msg. */
+typedef struct brg__op_call {
+    const brg__op *op;
+    int64_t batch;
+    const void *in[BRG__MAX_INPUTS]; /* F32 or I32, as the input tensor's dtype */
+    void *out;
+    float *aux;     /* brg__op_costs.aux_floats elements, kept from forward to backward */
+    float *scratch; /* brg__op_costs.scratch_floats elements, contents undefined */
+    const float *dout;
+    float *din[BRG__MAX_INPUTS];
+    char *msg; /* BRG_ERROR_MESSAGE_MAX bytes for a failure message; may be NULL */
+} brg__op_call;
+
+#endif

@@ -1,0 +1,8 @@
+/* brigade: pipeline model-parallel training engine. The umbrella header. */
+#ifndef BRIGADE_H
+#define BRIGADE_H
+
+#include "brigade/status.h"
+#include "brigade/graph.h"
+
+#endif

@@ -1,0 +1,28 @@
+/* Helpers shared by the brigade subcommands: strict number parsing and flag errors.
+ * Every helper prints "brigade <command>: ..." to stderr on failure and returns non-zero. */
+#ifndef BRIGADE_CLI_H
+#define BRIGADE_CLI_H
+
+#include <stdint.h>
+
+/* Exit codes: 0 success, 1 a run that failed, 2 bad usage (flags, specs, files given). */
+enum { BRG_EXIT_OK = 0, BRG_EXIT_FAILURE = 1, BRG_EXIT_USAGE = 2 };
+
+/* Each subcommand: int cmd(int argc, char **argv), argv[0] being the subcommand's name. */
+int brg_cmd_train(int argc, char **argv);
+int brg_cmd_topo(int argc, char **argv);
+
+/* Parses `text` as a whole integer in [min, max] for flag `flag` of `command`. */
+int brg_cli_int64(const char *command, const char *flag, const char *text, int64_t min, int64_t max,
+                  int64_t *out);
+/* Parses `text` as a whole finite number in [min, max]. */
+int brg_cli_double(const char *command, const char *flag, const char *text, double min, double max,
+                   double *out);
+/* The value following flag argv[*i]; advances *i. Prints an error when it is missing. */
+const char *brg_cli_value(const char *command, int argc, char **argv, int *i);
+/* Prints "brigade <command>: unknown flag '<flag>' (see 'brigade <command> --help')" and returns 2. */
+int brg_cli_unknown_flag(const char *command, const char *flag);
+/* Whether arg is -h or --help. */
+int brg_cli_is_help(const char *arg);
+
+#endif
