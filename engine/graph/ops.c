@@ -1,0 +1,126 @@
+/* The op registry: per op kind, its name and its costs (FLOPs and bytes moved per pass, internals saved
+ * for backward, workspace, whether selective recomputation redoes it). The partitioner's cost and memory
+ * models and the runtime's allocations both read these figures, so the two cannot drift apart.
+ *
+ * FLOPs count multiply-adds as 2. Bytes moved are F32 reads plus writes of one pass, counting a GEMM's
+ * operands once (what a roofline model wants, not a cache simulation). */
+#include <string.h>
+
+#include "graph_internal.h"
+
+static const char *const kind_names[BRG_OP_KIND_COUNT] = {
+    [BRG_OP_EMBEDDING] = "embedding", [BRG_OP_LINEAR] = "linear",       [BRG_OP_MATMUL] = "matmul",
+    [BRG_OP_ADD] = "add",             [BRG_OP_LAYERNORM] = "layernorm", [BRG_OP_GELU] = "gelu",
+    [BRG_OP_RELU] = "relu",           [BRG_OP_ATTENTION] = "attention", [BRG_OP_CROSS_ENTROPY] = "cross_entropy",
+};
+
+const char *brg_op_kind_name(brg_op_kind kind) {
+    return (unsigned)kind < BRG_OP_KIND_COUNT ? kind_names[kind] : "unknown";
+}
+
+static int is_param(const brg_tensor *t) { return t->kind == BRG_TENSOR_PARAMETER; }
+
+/* Adds `flops` and `bytes` to the backward-weight pass when t is a parameter, else to backward-input. */
+static void backward_of(brg__op_costs *c, const brg_tensor *t, double flops, double bytes) {
+    brg_pass p = is_param(t) ? BRG_PASS_BACKWARD_WEIGHT : BRG_PASS_BACKWARD_INPUT;
+    c->flops[p] += flops;
+    c->bytes_moved[p] += bytes;
+}
+
+/* Matrix dims of a matmul: batch count, M, K, N. */
+static void matmul_dims(const brg__op *op, int64_t batch, double *count, double *m, double *k, double *n) {
+    const brg_tensor *a = op->inputs[0], *b = op->inputs[1];
+    int ta = (op->flags & BRG_MATMUL_TRANSPOSE_A) != 0, tb = (op->flags & BRG_MATMUL_TRANSPOSE_B) != 0;
+    *m = (double)a->shape[a->ndim - 2 + ta];
+    *k = (double)a->shape[a->ndim - 1 - ta];
+    *n = (double)b->shape[b->ndim - 1 - tb];
+    *count = (double)brg__tensor_numel(a, batch) / (*m * *k);
+}
+
+void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
+    memset(c, 0, sizeof *c);
+    const brg_tensor *x = op->inputs[0];
+    double out = (double)brg__tensor_numel(op->output, batch);
+    double f = 4.0; /* bytes per F32 element */
+    switch (op->kind) {
+    case BRG_OP_EMBEDDING: {
+        double rows = (double)brg__tensor_numel(x, batch);
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (rows + 2 * out);
+        backward_of(c, op->inputs[1], out, f * (rows + 3 * out));
+        c->cheap_to_recompute = 1;
+        break;
+    }
+    case BRG_OP_LINEAR: {
+        double k = (double)x->shape[x->ndim - 1], m = (double)op->output->shape[op->output->ndim - 1];
+        double rows = out / m;
+        c->flops[BRG_PASS_FORWARD] = 2 * rows * k * m + rows * m;
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (rows * k + k * m + m + rows * m);
+        backward_of(c, x, 2 * rows * k * m, f * (rows * m + k * m + 2 * rows * k));
+        backward_of(c, op->inputs[1], 2 * rows * k * m, f * (rows * m + rows * k + 2 * k * m));
+        backward_of(c, op->inputs[2], rows * m, f * (rows * m + 2 * m));
+        break;
+    }
+    case BRG_OP_MATMUL: {
+        double count, m, k, n;
+        matmul_dims(op, batch, &count, &m, &k, &n);
+        double b_elems = (double)brg__tensor_numel(op->inputs[1], batch);
+        c->flops[BRG_PASS_FORWARD] = 2 * count * m * k * n;
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (count * m * k + b_elems + out);
+        backward_of(c, x, 2 * count * m * k * n, f * (out + b_elems + 2 * count * m * k));
+        backward_of(c, op->inputs[1], 2 * count * m * k * n, f * (out + count * m * k + 2 * b_elems));
+        break;
+    }
+    case BRG_OP_ADD: {
+        double b = (double)brg__tensor_numel(op->inputs[1], batch);
+        c->flops[BRG_PASS_FORWARD] = out;
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (2 * out + b);
+        backward_of(c, x, out, f * 3 * out);
+        backward_of(c, op->inputs[1], out, f * (out + 2 * b));
+        c->cheap_to_recompute = 1;
+        break;
+    }
+    case BRG_OP_LAYERNORM: {
+        double ch = (double)x->shape[x->ndim - 1], rows = out / ch;
+        c->flops[BRG_PASS_FORWARD] = 8 * out;
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (2 * out + 2 * ch + 2 * rows);
+        backward_of(c, x, 10 * out, f * (4 * out + 2 * rows + ch));
+        backward_of(c, op->inputs[1], 4 * out, f * (2 * out + 2 * rows + 4 * ch));
+        c->aux_floats = 2 * (int64_t)rows; /* mean[rows], then rstd[rows] */
+        c->cheap_to_recompute = 1;
+        break;
+    }
+    case BRG_OP_GELU:
+    case BRG_OP_RELU: {
+        double per = op->kind == BRG_OP_GELU ? 12 : 1;
+        c->flops[BRG_PASS_FORWARD] = per * out;
+        c->bytes_moved[BRG_PASS_FORWARD] = f * 2 * out;
+        backward_of(c, x, (per + 2) * out, f * 4 * out);
+        c->cheap_to_recompute = 1;
+        break;
+    }
+    case BRG_OP_ATTENTION: {
+        /* x: (B, T, 3C). Scores and weighted sums are full T x T GEMMs per (b, head). */
+        double b = (double)(x->shape[0] == BRG_BATCH ? batch : x->shape[0]);
+        double t = (double)x->shape[1], ch = (double)x->shape[2] / 3, heads = (double)op->heads;
+        double probs = b * heads * t * t;
+        c->flops[BRG_PASS_FORWARD] = 4 * b * t * t * ch + 5 * probs;
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (b * t * 3 * ch + 2 * probs + out);
+        c->flops[BRG_PASS_BACKWARD_INPUT] = 8 * b * t * t * ch + 4 * probs;
+        c->bytes_moved[BRG_PASS_BACKWARD_INPUT] = f * (out + 2 * b * t * 3 * ch + 3 * probs);
+        c->aux_floats = (int64_t)probs;          /* softmax probabilities (B, NH, T, T) */
+        c->scratch_floats = (int64_t)(t * t);    /* d(probabilities) of one (b, head) */
+        c->cheap_to_recompute = 1; /* memory-heavy, FLOP-light relative to the GEMMs around it */
+        break;
+    }
+    case BRG_OP_CROSS_ENTROPY: {
+        double v = (double)x->shape[x->ndim - 1], rows = out;
+        c->flops[BRG_PASS_FORWARD] = 4 * rows * v;
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (rows * v + 2 * rows);
+        backward_of(c, x, 5 * rows * v, f * (3 * rows * v + 2 * rows));
+        c->cheap_to_recompute = 1;
+        break;
+    }
+    case BRG_OP_KIND_COUNT:
+        break;
+    }
+}

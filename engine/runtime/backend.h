@@ -1,0 +1,52 @@
+/* The backend interface: memory, the kernels of every op, the optimizer and memory statistics.
+ * The runtime drives stages through it; the CPU backend (engine/runtime/backend_cpu.c over engine/cpu/)
+ * and the CUDA backend (cuda/) implement it. Internal. */
+#ifndef BRIGADE_BACKEND_H
+#define BRIGADE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "graph/graph_internal.h"
+
+typedef struct brg__backend brg__backend;
+
+typedef struct brg__backend_vtable {
+    const char *name;
+    /* Zero-filled, 64-byte aligned device memory; NULL when out of memory. */
+    void *(*alloc)(brg__backend *b, size_t bytes);
+    void (*free)(brg__backend *b, void *p);
+    void (*zero)(brg__backend *b, void *p, size_t bytes);
+    /* Device to device, host to device, device to host. */
+    void (*copy)(brg__backend *b, void *dst, const void *src, size_t bytes);
+    void (*upload)(brg__backend *b, void *dst, const void *host, size_t bytes);
+    void (*download)(brg__backend *b, void *host, const void *src, size_t bytes);
+    /* The op kernels (engine/graph/graph_internal.h: brg__op_call). backward fills the non-NULL din[]. */
+    brg_status (*forward)(brg__backend *b, const brg__op_call *call);
+    brg_status (*backward)(brg__backend *b, const brg__op_call *call);
+    /* dst[i] += src[i], in element order. */
+    void (*accumulate)(brg__backend *b, float *dst, const float *src, int64_t n);
+    /* Sum of squares in double, in element order (the global gradient norm must not depend on placement). */
+    double (*sum_squares)(brg__backend *b, const float *x, int64_t n);
+    void (*scale)(brg__backend *b, float *x, int64_t n, float factor);
+    void (*adamw)(brg__backend *b, float *param, const float *grad, float *m, float *v, int64_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int step);
+    /* Bytes held now, and the peak since creation or the last reset_peak. */
+    int64_t (*allocated)(const brg__backend *b);
+    int64_t (*peak)(const brg__backend *b);
+    void (*reset_peak)(brg__backend *b);
+    void (*destroy)(brg__backend *b);
+} brg__backend_vtable;
+
+struct brg__backend {
+    const brg__backend_vtable *vt;
+};
+
+/* The CPU backend: fp32 kernels, OpenBLAS GEMMs, memory from a jemalloc arena of its own. */
+brg_status brg__backend_cpu_create(brg__backend **out, char *msg);
+
+static inline void brg__backend_destroy(brg__backend *b) {
+    if (b) b->vt->destroy(b);
+}
+
+#endif

@@ -1,0 +1,332 @@
+/* A stage's memory and its forward, backward and optimizer passes. */
+#include "stage.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t op_count(const brg__stage *s) { return s->op_end - s->op_begin; }
+
+static const brg__op *stage_op(const brg__stage *s, int64_t i) { return &s->graph->ops[i]; }
+
+static size_t tensor_bytes(const brg_tensor *t, int64_t batch) {
+    return (size_t)(brg__tensor_numel(t, batch) * brg__dtype_size(t->dtype));
+}
+
+/* Whether any op at or after `from` reads t. */
+static int read_from(const brg_graph *g, const brg_tensor *t, int64_t from) {
+    for (int64_t j = from; j < g->n_ops; j++)
+        for (int q = 0; q < g->ops[j].n_inputs; q++)
+            if (g->ops[j].inputs[q] == t) return 1;
+    return 0;
+}
+
+void brg__param_init_values(const brg_tensor *t, uint64_t seed, float *dst, int64_t n) {
+    if (t->init.kind == BRG_INIT_ZEROS || t->init.kind == BRG_INIT_ONES) {
+        float v = t->init.kind == BRG_INIT_ONES ? 1.0f : 0.0f;
+        for (int64_t i = 0; i < n; i++) dst[i] = v;
+        return;
+    }
+    /* The stream depends on the seed and the name only, so every placement initializes alike. */
+    uint64_t state = brg__fnv1a(BRG__FNV_OFFSET ^ seed, t->name, strlen(t->name));
+    for (int64_t i = 0; i < n; i++) dst[i] = t->init.std * brg__rand_normal(&state);
+}
+
+static void *stage_alloc(brg__stage *s, size_t bytes, int *failed) {
+    void *p = s->be->vt->alloc(s->be, bytes);
+    if (!p) *failed = 1;
+    return p;
+}
+
+/* Parameters used by the stage: values (initialized), optimizer state, per-consumer gradients. */
+static void alloc_params(brg__stage *s, uint64_t seed, int *failed) {
+    const brg_graph *g = s->graph;
+    for (int64_t i = s->op_begin; i < s->op_end && !*failed; i++) {
+        const brg__op *op = stage_op(s, i);
+        for (int q = 0; q < op->n_inputs && !*failed; q++) {
+            const brg_tensor *t = op->inputs[q];
+            if (t->kind != BRG_TENSOR_PARAMETER) continue;
+            int64_t p = t->param_index, n = brg__tensor_numel(t, 1);
+            size_t bytes = (size_t)n * sizeof(float);
+            s->consumer_grad[(i - s->op_begin) * BRG__MAX_INPUTS + q] = stage_alloc(s, bytes, failed);
+            s->param_consumers[p]++;
+            if (s->param[p]) continue;
+            s->param[p] = stage_alloc(s, bytes, failed);
+            s->adam_m[p] = stage_alloc(s, bytes, failed);
+            s->adam_v[p] = stage_alloc(s, bytes, failed);
+            float *host = malloc(bytes);
+            if (!host || *failed) {
+                free(host);
+                *failed = 1;
+                return;
+            }
+            brg__param_init_values(t, seed, host, n);
+            s->be->vt->upload(s->be, s->param[p], host, bytes);
+            free(host);
+        }
+    }
+    /* A parameter read by several ops of the stage gets a buffer of its own for the sum. */
+    for (int64_t p = 0; p < g->n_params && !*failed; p++) {
+        if (s->param_consumers[p] > 1)
+            s->param_grad[p] = stage_alloc(s, tensor_bytes(g->params[p], 1), failed);
+        else if (s->param_consumers[p] == 1)
+            for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++) {
+                const brg__op *op = stage_op(s, s->op_begin + k / BRG__MAX_INPUTS);
+                int q = (int)(k % BRG__MAX_INPUTS);
+                if (q < op->n_inputs && op->inputs[q] == g->params[p]) s->param_grad[p] = s->consumer_grad[k];
+            }
+    }
+}
+
+/* Activations, their gradients and saved internals, per slot. */
+static void alloc_activations(brg__stage *s, int *failed) {
+    int64_t scratch = 0;
+    for (int slot = 0; slot < s->n_slots && !*failed; slot++) {
+        for (int64_t i = s->op_begin; i < s->op_end && !*failed; i++) {
+            const brg__op *op = stage_op(s, i);
+            brg__op_costs c;
+            brg__op_costs_get(op, s->batch, &c);
+            if (c.scratch_floats > scratch) scratch = c.scratch_floats;
+            if (c.aux_floats)
+                s->aux[slot][i - s->op_begin] = stage_alloc(s, (size_t)c.aux_floats * sizeof(float), failed);
+            const brg_tensor *touched[BRG__MAX_INPUTS + 1];
+            int n = 0;
+            for (int q = 0; q < op->n_inputs; q++) touched[n++] = op->inputs[q];
+            touched[n++] = op->output;
+            for (int k = 0; k < n && !*failed; k++) {
+                const brg_tensor *t = touched[k];
+                if (t->kind == BRG_TENSOR_PARAMETER || s->acts[slot][t->index]) continue;
+                s->acts[slot][t->index] = stage_alloc(s, tensor_bytes(t, s->batch), failed);
+                if (t->kind == BRG_TENSOR_ACTIVATION)
+                    s->act_grads[slot][t->index] = stage_alloc(s, tensor_bytes(t, s->batch), failed);
+            }
+        }
+    }
+    if (scratch && !*failed) s->scratch = stage_alloc(s, (size_t)scratch * sizeof(float), failed);
+}
+
+/* Where each activation gradient starts: zeroed before the backward of its last reader in this stage,
+ * unless a later stage reads it too (its gradient then arrives from there, already summed). */
+static void plan_zeroing(brg__stage *s) {
+    const brg_graph *g = s->graph;
+    for (int64_t t = 0; t < g->n_tensors; t++) s->zero_before[t] = -1;
+    for (int64_t i = s->op_begin; i < s->op_end; i++) {
+        const brg__op *op = stage_op(s, i);
+        for (int q = 0; q < op->n_inputs; q++) {
+            const brg_tensor *t = op->inputs[q];
+            if (t->kind == BRG_TENSOR_ACTIVATION) s->zero_before[t->index] = i; /* ascending: keeps the last */
+        }
+        /* An output nobody reads (and not the loss) has a zero gradient. */
+        if (op->output->consumers == 0 && op->kind != BRG_OP_CROSS_ENTROPY) s->zero_before[op->output->index] = i;
+    }
+    for (int64_t t = 0; t < g->n_tensors; t++)
+        if (s->zero_before[t] >= 0 && read_from(g, g->tensors[t], s->op_end)) s->zero_before[t] = -1;
+}
+
+static void *calloc_array(size_t n, size_t size, int *failed) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) *failed = 1;
+    return p;
+}
+
+brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend *be, int64_t op_begin,
+                             int64_t op_end, int64_t batch, int n_slots, uint64_t seed, float dloss_value,
+                             char *msg) {
+    brg__stage *s = calloc(1, sizeof *s);
+    if (!s) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    s->graph = g;
+    s->be = be;
+    s->op_begin = op_begin;
+    s->op_end = op_end;
+    s->batch = batch;
+    s->n_slots = n_slots;
+    s->dloss_value = dloss_value;
+    int failed = 0;
+    size_t nt = (size_t)g->n_tensors, np = (size_t)g->n_params, no = (size_t)op_count(s);
+    s->acts = calloc_array((size_t)n_slots, sizeof *s->acts, &failed);
+    s->act_grads = calloc_array((size_t)n_slots, sizeof *s->act_grads, &failed);
+    s->aux = calloc_array((size_t)n_slots, sizeof *s->aux, &failed);
+    for (int slot = 0; slot < n_slots && !failed; slot++) {
+        s->acts[slot] = calloc_array(nt, sizeof **s->acts, &failed);
+        s->act_grads[slot] = calloc_array(nt, sizeof **s->act_grads, &failed);
+        s->aux[slot] = calloc_array(no, sizeof **s->aux, &failed);
+    }
+    s->zero_before = calloc_array(nt, sizeof *s->zero_before, &failed);
+    s->param = calloc_array(np, sizeof *s->param, &failed);
+    s->adam_m = calloc_array(np, sizeof *s->adam_m, &failed);
+    s->adam_v = calloc_array(np, sizeof *s->adam_v, &failed);
+    s->param_grad = calloc_array(np, sizeof *s->param_grad, &failed);
+    s->param_consumers = calloc_array(np, sizeof *s->param_consumers, &failed);
+    s->consumer_grad = calloc_array(no * BRG__MAX_INPUTS, sizeof *s->consumer_grad, &failed);
+    if (!failed) alloc_params(s, seed, &failed);
+    if (!failed) alloc_activations(s, &failed);
+    if (!failed && g->loss_op >= op_begin && g->loss_op < op_end) {
+        const brg_tensor *loss = g->ops[g->loss_op].output;
+        int64_t n = brg__tensor_numel(loss, batch);
+        float *host = malloc((size_t)n * sizeof(float));
+        s->dloss = stage_alloc(s, (size_t)n * sizeof(float), &failed);
+        if (host && !failed) {
+            for (int64_t i = 0; i < n; i++) host[i] = dloss_value;
+            be->vt->upload(be, s->dloss, host, (size_t)n * sizeof(float));
+        }
+        if (!host) failed = 1;
+        free(host);
+    }
+    if (failed) {
+        int64_t held = be->vt->allocated(be);
+        brg__stage_destroy(s);
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY,
+                                "out of memory allocating stage (ops %lld to %lld, micro-batch %lld) with %lld bytes "
+                                "already held by the %s backend",
+                                (long long)op_begin, (long long)op_end - 1, (long long)batch, (long long)held,
+                                be->vt->name);
+    }
+    plan_zeroing(s);
+    *out = s;
+    return BRG_OK;
+}
+
+void brg__stage_destroy(brg__stage *s) {
+    if (!s) return;
+    const brg_graph *g = s->graph;
+    brg__backend *be = s->be;
+    for (int slot = 0; s->acts && slot < s->n_slots; slot++) {
+        for (int64_t t = 0; t < g->n_tensors; t++) {
+            if (s->acts[slot]) be->vt->free(be, s->acts[slot][t]);
+            if (s->act_grads[slot]) be->vt->free(be, s->act_grads[slot][t]);
+        }
+        for (int64_t i = 0; s->aux[slot] && i < op_count(s); i++) be->vt->free(be, s->aux[slot][i]);
+        free(s->acts[slot]);
+        free(s->act_grads[slot]);
+        free(s->aux[slot]);
+    }
+    for (int64_t p = 0; s->param && p < g->n_params; p++) {
+        if (s->param_consumers[p] > 1) be->vt->free(be, s->param_grad[p]);
+        be->vt->free(be, s->param[p]);
+        be->vt->free(be, s->adam_m[p]);
+        be->vt->free(be, s->adam_v[p]);
+    }
+    for (int64_t k = 0; s->consumer_grad && k < op_count(s) * BRG__MAX_INPUTS; k++)
+        be->vt->free(be, s->consumer_grad[k]);
+    be->vt->free(be, s->scratch);
+    be->vt->free(be, s->dloss);
+    free(s->acts);
+    free(s->act_grads);
+    free(s->aux);
+    free(s->zero_before);
+    free(s->param);
+    free(s->adam_m);
+    free(s->adam_v);
+    free(s->param_grad);
+    free(s->param_consumers);
+    free(s->consumer_grad);
+    free(s);
+}
+
+static const void *operand(const brg__stage *s, int slot, const brg_tensor *t) {
+    return t->kind == BRG_TENSOR_PARAMETER ? (const void *)s->param[t->param_index] : s->acts[slot][t->index];
+}
+
+brg_status brg__stage_forward(brg__stage *s, int slot) {
+    for (int64_t i = s->op_begin; i < s->op_end; i++) {
+        const brg__op *op = stage_op(s, i);
+        brg__op_call call = {.op = op, .batch = s->batch, .out = s->acts[slot][op->output->index],
+                             .aux = s->aux[slot][i - s->op_begin], .scratch = s->scratch, .msg = s->msg};
+        for (int q = 0; q < op->n_inputs; q++) call.in[q] = operand(s, slot, op->inputs[q]);
+        brg_status st = s->be->vt->forward(s->be, &call);
+        if (st != BRG_OK) return st;
+    }
+    return BRG_OK;
+}
+
+brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part) {
+    for (int64_t i = s->op_end - 1; i >= s->op_begin; i--) {
+        const brg__op *op = stage_op(s, i);
+        brg__op_call call = {.op = op, .batch = s->batch, .out = s->acts[slot][op->output->index],
+                             .aux = s->aux[slot][i - s->op_begin], .scratch = s->scratch, .msg = s->msg};
+        call.dout = op->kind == BRG_OP_CROSS_ENTROPY ? s->dloss : s->act_grads[slot][op->output->index];
+        int wanted = 0;
+        if ((part & BRG__BACKWARD_INPUT) && s->zero_before[op->output->index] == i)
+            s->be->vt->zero(s->be, s->act_grads[slot][op->output->index], tensor_bytes(op->output, s->batch));
+        for (int q = 0; q < op->n_inputs; q++) {
+            const brg_tensor *t = op->inputs[q];
+            call.in[q] = operand(s, slot, t);
+            if (t->kind == BRG_TENSOR_PARAMETER && (part & BRG__BACKWARD_WEIGHT)) {
+                call.din[q] = s->consumer_grad[(i - s->op_begin) * BRG__MAX_INPUTS + q];
+            } else if (t->kind == BRG_TENSOR_ACTIVATION && (part & BRG__BACKWARD_INPUT)) {
+                if (s->zero_before[t->index] == i) {
+                    int first = 1; /* an op reading t twice zeroes it once */
+                    for (int r = 0; r < q; r++) first &= op->inputs[r] != t;
+                    if (first) s->be->vt->zero(s->be, s->act_grads[slot][t->index], tensor_bytes(t, s->batch));
+                }
+                call.din[q] = s->act_grads[slot][t->index];
+            }
+            wanted |= call.din[q] != NULL;
+        }
+        if (!wanted) continue;
+        brg_status st = s->be->vt->backward(s->be, &call);
+        if (st != BRG_OK) return st;
+    }
+    return BRG_OK;
+}
+
+void brg__stage_zero_grads(brg__stage *s) {
+    for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++) {
+        if (!s->consumer_grad[k]) continue;
+        const brg_tensor *t = stage_op(s, s->op_begin + k / BRG__MAX_INPUTS)->inputs[k % BRG__MAX_INPUTS];
+        s->be->vt->zero(s->be, s->consumer_grad[k], tensor_bytes(t, 1));
+    }
+}
+
+void brg__stage_reduce_grads(brg__stage *s) {
+    const brg_graph *g = s->graph;
+    for (int64_t p = 0; p < g->n_params; p++) {
+        if (s->param_consumers[p] < 2) continue;
+        int64_t n = brg__tensor_numel(g->params[p], 1);
+        int first = 1;
+        for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++) {
+            const brg__op *op = stage_op(s, s->op_begin + k / BRG__MAX_INPUTS);
+            int q = (int)(k % BRG__MAX_INPUTS);
+            if (q >= op->n_inputs || op->inputs[q] != g->params[p]) continue;
+            if (first)
+                s->be->vt->copy(s->be, s->param_grad[p], s->consumer_grad[k], (size_t)n * sizeof(float));
+            else
+                s->be->vt->accumulate(s->be, s->param_grad[p], s->consumer_grad[k], n);
+            first = 0;
+        }
+    }
+}
+
+double brg__stage_grad_sum_squares(brg__stage *s, int64_t p) {
+    if (!s->param_grad[p]) return 0.0;
+    return s->be->vt->sum_squares(s->be, s->param_grad[p], brg__tensor_numel(s->graph->params[p], 1));
+}
+
+void brg__stage_optimizer_step(brg__stage *s, float grad_scale, float lr, float beta1, float beta2, float eps,
+                               float weight_decay, int step) {
+    const brg_graph *g = s->graph;
+    for (int64_t p = 0; p < g->n_params; p++) {
+        if (!s->param[p]) continue;
+        const brg_tensor *t = g->params[p];
+        int64_t n = brg__tensor_numel(t, 1);
+        if (grad_scale != 1.0f) s->be->vt->scale(s->be, s->param_grad[p], n, grad_scale);
+        /* Decay matrices and embeddings, not biases and norm gains (the usual GPT-2 recipe). */
+        float wd = t->ndim >= 2 ? weight_decay : 0.0f;
+        s->be->vt->adamw(s->be, s->param[p], s->param_grad[p], s->adam_m[p], s->adam_v[p], n, lr, beta1, beta2, eps,
+                         wd, step);
+    }
+}
+
+brg_status brg__stage_loss_sum(brg__stage *s, int slot, double *sum) {
+    const brg_graph *g = s->graph;
+    if (g->loss_op < s->op_begin || g->loss_op >= s->op_end) return BRG_ERR_INVALID_USAGE;
+    const brg_tensor *loss = g->ops[g->loss_op].output;
+    int64_t n = brg__tensor_numel(loss, s->batch);
+    float *host = malloc((size_t)n * sizeof(float));
+    if (!host) return BRG_ERR_OUT_OF_MEMORY;
+    s->be->vt->download(s->be, host, s->acts[slot][loss->index], (size_t)n * sizeof(float));
+    double total = 0.0;
+    for (int64_t i = 0; i < n; i++) total += host[i];
+    free(host);
+    *sum = total;
+    return BRG_OK;
+}
