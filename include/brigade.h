@@ -4,5 +4,8 @@
 
 #include "brigade/status.h"
 #include "brigade/graph.h"
+#include "brigade/models.h"
+#include "brigade/data.h"
+#include "brigade/train.h"
 
 #endif

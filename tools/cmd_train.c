@@ -1,10 +1,282 @@
+/* brigade train: train a model on the synthetic task or on token shards, and report every step. */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "brigade.h"
+#include "brigade/train.h"
 #include "cli.h"
 
+static const char *const command = "train";
+
+typedef struct train_args {
+    const char *model;
+    const char *data;
+    const char *stats;
+    int64_t steps;
+    int64_t log_every;
+    brg_train_options opts;
+} train_args;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: brigade train --model SPEC [flags]\n"
+            "\n"
+            "Trains a model and prints one line per step (step, loss, tokens/s, ms), then\n"
+            "'params fingerprint: <16 hex digits>', a hash of every parameter's bytes in name order:\n"
+            "two runs with the same fingerprint ended with bitwise the same parameters.\n"
+            "\n"
+            "flags:\n"
+            "  --model SPEC          a preset (gpt2-small, gpt2-medium, ... see below) or\n"
+            "                        FAMILY:key=value,... e.g. gpt:layers=2,hidden=64,heads=4,vocab=64,seq=32,\n"
+            "                        mlp:layers=4,hidden=128,vocab=64,seq=32, skipnet:layers=3,hidden=64,vocab=64,seq=32\n"
+            "  --steps N             training steps (default 10)\n"
+            "  --micro-batch B       samples per micro-batch (default 4)\n"
+            "  --micro-batches M     micro-batches per step, gradients accumulated (default 1)\n"
+            "  --lr X                AdamW learning rate (default 1e-3)\n"
+            "  --weight-decay X      AdamW decoupled weight decay on matrices and embeddings (default 0)\n"
+            "  --grad-clip X         clip the global gradient norm to X; 0 turns it off (default 1)\n"
+            "  --seed S              parameter initialization and synthetic data (default 1337)\n"
+            "  --data FILE           llm.c-style token shard (.bin: 256 int32 header, uint16 tokens);\n"
+            "                        without it, a built-in synthetic task (repeating random patterns)\n"
+            "  --threads N           OpenBLAS threads (default: OpenBLAS's own choice)\n"
+            "  --log-every N         print every Nth step (first and last always; default 1)\n"
+            "  --stats FILE          write JSON: every step's loss (%%.9g), the fingerprint, throughput\n"
+            "  -h, --help            this help\n"
+            "\n"
+            "presets:\n");
+    for (int i = 0; i < brg_model_preset_count(); i++) {
+        brg_model_config cfg;
+        const char *description = "";
+        if (brg_model_preset_get(i, &cfg, &description) == BRG_OK) fprintf(f, "  %-14s %s\n", cfg.name, description);
+    }
+}
+
+static int parse_args(int argc, char **argv, train_args *a) {
+    a->steps = 10;
+    a->log_every = 1;
+    brg_train_options defaults = BRG_TRAIN_OPTIONS_INIT;
+    a->opts = defaults;
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i], *v = NULL;
+        int64_t n;
+        double x;
+        if (brg_cli_is_help(flag)) {
+            usage(stdout);
+            return -1;
+        }
+#define VALUE() \
+    if (!(v = brg_cli_value(command, argc, argv, &i))) return BRG_EXIT_USAGE
+        if (strcmp(flag, "--model") == 0) {
+            VALUE();
+            a->model = v;
+        } else if (strcmp(flag, "--data") == 0) {
+            VALUE();
+            a->data = v;
+        } else if (strcmp(flag, "--stats") == 0) {
+            VALUE();
+            a->stats = v;
+        } else if (strcmp(flag, "--steps") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, INT64_C(1) << 40, &a->steps)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--log-every") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, INT64_C(1) << 40, &a->log_every)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--micro-batch") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, 1 << 20, &a->opts.micro_batch)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--micro-batches") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, 1 << 20, &a->opts.micro_batches)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--seed") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 0, INT64_MAX, &n)) return BRG_EXIT_USAGE;
+            a->opts.seed = (uint64_t)n;
+        } else if (strcmp(flag, "--threads") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, 1024, &n)) return BRG_EXIT_USAGE;
+            a->opts.blas_threads = (int)n;
+        } else if (strcmp(flag, "--lr") == 0) {
+            VALUE();
+            if (brg_cli_double(command, flag, v, 1e-12, 10.0, &x)) return BRG_EXIT_USAGE;
+            a->opts.lr = (float)x;
+        } else if (strcmp(flag, "--weight-decay") == 0) {
+            VALUE();
+            if (brg_cli_double(command, flag, v, 0.0, 10.0, &x)) return BRG_EXIT_USAGE;
+            a->opts.weight_decay = (float)x;
+        } else if (strcmp(flag, "--grad-clip") == 0) {
+            VALUE();
+            if (brg_cli_double(command, flag, v, 0.0, 1e9, &x)) return BRG_EXIT_USAGE;
+            a->opts.grad_clip = (float)x;
+        } else {
+            return brg_cli_unknown_flag(command, flag);
+        }
+#undef VALUE
+    }
+    if (!a->model) {
+        fprintf(stderr, "brigade train: --model is required (see 'brigade train --help')\n");
+        return BRG_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Fails early, before any training, when the stats file could not be written. */
+static int check_writable(const char *path) {
+    char *copy = strdup(path);
+    if (!copy) return BRG_EXIT_FAILURE;
+    const char *dir = dirname(copy);
+    int ok = access(dir, W_OK) == 0 && (access(path, F_OK) != 0 || access(path, W_OK) == 0);
+    int saved = errno;
+    free(copy);
+    if (!ok) {
+        fprintf(stderr, "brigade train: cannot write --stats file '%s': %s\n", path, strerror(saved));
+        return BRG_EXIT_USAGE;
+    }
+    return 0;
+}
+
+typedef struct run_record {
+    json_t *steps;
+    double seconds;
+    double seconds_after_first;
+    int64_t tokens;
+    int64_t tokens_after_first;
+    int64_t peak_bytes;
+} run_record;
+
+static int write_stats(const train_args *a, const brg_model_config *cfg, const run_record *r, int64_t params,
+                       uint64_t fingerprint) {
+    char hex[17], tmp[4096];
+    snprintf(hex, sizeof hex, "%016" PRIx64, fingerprint);
+    json_t *root = json_object();
+    json_object_set_new(root, "model", json_string(cfg->name));
+    json_object_set_new(root, "parameters", json_integer(params));
+    json_object_set_new(root, "micro_batch", json_integer(a->opts.micro_batch));
+    json_object_set_new(root, "micro_batches", json_integer(a->opts.micro_batches));
+    json_object_set_new(root, "seq", json_integer(cfg->seq));
+    json_object_set_new(root, "data", json_string(a->data ? a->data : "synthetic"));
+    json_object_set_new(root, "steps", json_incref(r->steps));
+    json_object_set_new(root, "params_fingerprint", json_string(hex));
+    json_object_set_new(root, "seconds", json_real(r->seconds));
+    json_object_set_new(root, "tokens", json_integer(r->tokens));
+    json_object_set_new(root, "tokens_per_second", json_real(r->seconds > 0 ? (double)r->tokens / r->seconds : 0));
+    /* The first step pays for warm-up (page faults, BLAS buffers); the steady rate leaves it out. */
+    json_object_set_new(root, "steady_tokens_per_second",
+                        r->seconds_after_first > 0 ? json_real((double)r->tokens_after_first / r->seconds_after_first)
+                                                   : json_null());
+    json_object_set_new(root, "peak_bytes", json_integer(r->peak_bytes));
+    snprintf(tmp, sizeof tmp, "%s.tmp", a->stats);
+    int rc = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
+    json_decref(root);
+    if (rc != 0 || rename(tmp, a->stats) != 0) {
+        fprintf(stderr, "brigade train: writing --stats file '%s' failed: %s\n", a->stats, strerror(errno));
+        remove(tmp);
+        return BRG_EXIT_FAILURE;
+    }
+    return 0;
+}
+
+static brg_status open_data(const train_args *a, const brg_model_config *cfg, brg_data **data, brg_error *err) {
+    if (a->data) return brg_data_bin_open(data, a->data, cfg->vocab, cfg->seq, err);
+    return brg_data_synthetic_create(data, cfg->vocab, cfg->seq, a->opts.seed, err);
+}
+
+static void format_bytes(int64_t bytes, char *buf, size_t size) {
+    if (bytes >= (INT64_C(1) << 30))
+        snprintf(buf, size, "%.2f GiB", (double)bytes / (double)(INT64_C(1) << 30));
+    else
+        snprintf(buf, size, "%.1f MiB", (double)bytes / (double)(1 << 20));
+}
+
+static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g, brg_data *data) {
+    brg_trainer *tr = NULL;
+    brg_error err = {0};
+    if (brg_trainer_create(&tr, g, &a->opts, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: %s\n", err.message);
+        return BRG_EXIT_FAILURE;
+    }
+    int64_t params = brg_graph_param_count(g);
+    char mem[32];
+    format_bytes(brg_trainer_memory_bytes(tr), mem, sizeof mem);
+    printf("model %s: %" PRId64 " parameters, %d layers; %" PRId64 " x %" PRId64 " samples of %" PRId64
+           " tokens per step; data: %s; memory %s\n",
+           cfg->name, params, brg_graph_layer_count(g), a->opts.micro_batches, a->opts.micro_batch, cfg->seq,
+           a->data ? a->data : "synthetic (repeating random patterns)", mem);
+    run_record r = {.steps = json_array()};
+    int rc = BRG_EXIT_OK;
+    for (int64_t step = 1; step <= a->steps; step++) {
+        brg_step_stats st;
+        if (brg_trainer_step(tr, data, &st) != BRG_OK) {
+            fprintf(stderr, "brigade train: %s\n", brg_trainer_last_error(tr));
+            rc = BRG_EXIT_FAILURE;
+            break;
+        }
+        float loss = (float)st.loss;
+        r.seconds += st.seconds;
+        r.tokens += st.tokens;
+        if (step > 1) {
+            r.seconds_after_first += st.seconds;
+            r.tokens_after_first += st.tokens;
+        }
+        if (st.peak_bytes > r.peak_bytes) r.peak_bytes = st.peak_bytes;
+        json_t *rec = json_object();
+        json_object_set_new(rec, "step", json_integer(st.step));
+        json_object_set_new(rec, "loss", json_real(loss));
+        json_object_set_new(rec, "grad_norm", json_real(st.grad_norm));
+        json_object_set_new(rec, "ms", json_real(st.seconds * 1e3));
+        json_object_set_new(rec, "tokens_per_second", json_real(st.tokens_per_second));
+        json_array_append_new(r.steps, rec);
+        if (step == 1 || step == a->steps || step % a->log_every == 0) {
+            printf("step %5" PRId64 "/%" PRId64 " | loss %.6f | norm %7.4f | %9.1f tokens/s | %9.1f ms\n", st.step,
+                   a->steps, (double)loss, st.grad_norm, st.tokens_per_second, st.seconds * 1e3);
+            fflush(stdout);
+        }
+    }
+    uint64_t fingerprint = 0;
+    if (rc == BRG_EXIT_OK && brg_trainer_fingerprint(tr, &fingerprint) != BRG_OK) rc = BRG_EXIT_FAILURE;
+    if (rc == BRG_EXIT_OK) {
+        format_bytes(r.peak_bytes, mem, sizeof mem);
+        printf("trained %" PRId64 " tokens in %.2f s: %.1f tokens/s (%.1f tokens/s after the first step), peak "
+               "memory %s\n",
+               r.tokens, r.seconds, r.seconds > 0 ? (double)r.tokens / r.seconds : 0.0,
+               r.seconds_after_first > 0 ? (double)r.tokens_after_first / r.seconds_after_first : 0.0, mem);
+        printf("params fingerprint: %016" PRIx64 "\n", fingerprint);
+        if (a->stats) rc = write_stats(a, cfg, &r, params, fingerprint);
+    }
+    json_decref(r.steps);
+    brg_trainer_destroy(tr);
+    return rc;
+}
+
 int brg_cmd_train(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "brigade train: not built yet\n");
-    return BRG_EXIT_FAILURE;
+    train_args a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
+    if (a.stats && (rc = check_writable(a.stats)) != 0) return rc;
+    brg_model_config cfg;
+    brg_error err = {0};
+    if (brg_model_parse(a.model, &cfg, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: --model: %s\n", err.message);
+        return BRG_EXIT_USAGE;
+    }
+    brg_data *data = NULL;
+    if (open_data(&a, &cfg, &data, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: %s%s\n", a.data ? "--data: " : "", err.message);
+        return BRG_EXIT_USAGE;
+    }
+    brg_graph *g = NULL;
+    if (brg_model_build(&cfg, &g, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: building %s: %s\n", cfg.name, err.message);
+        brg_data_destroy(data);
+        return BRG_EXIT_FAILURE;
+    }
+    rc = train(&a, &cfg, g, data);
+    brg_graph_destroy(g);
+    brg_data_destroy(data);
+    return rc;
 }
