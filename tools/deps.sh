@@ -1,0 +1,16 @@
+# Sourced by tools/check.sh and tools/quickstart.sh: installs, on Debian 12, the packages brigade needs
+# that are missing. Uses apt-get as root, or through sudo.
+brg_install_deps() {
+    local pkgs="gcc g++ meson ninja-build pkg-config python3 libhwloc-dev hwloc libjemalloc-dev libcunit1-dev
+                libjansson-dev libopenblas-dev ${BRG_EXTRA_PACKAGES:-}"
+    local missing=""
+    for p in $pkgs; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    [ -z "$missing" ] && return 0
+    echo "installing:$missing"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -q >/dev/null || return 1
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null || return 1
+}
