@@ -11,14 +11,26 @@
  *
  * Errors are sticky, like cairo's: the first failing call records a status and a message (naming the
  * op, the layer and the shapes involved); every later building call on that graph returns NULL (or the
- * same status) and changes nothing, so a model builder checks once, at the end:
+ * same status) and changes nothing, so a model builder checks once, at the end.
+ * This example is compiled and run by the test suite:
  *
  *     brg_graph *g;
- *     if (brg_graph_create(&g) != BRG_OK) return;
+ *     if (brg_graph_create(&g) != BRG_OK) return 1;
  *     brg_tensor *tok = brg_input(g, "tokens", BRG_I32, 2, (int64_t[]){BRG_BATCH, 32});
+ *     brg_tensor *tgt = brg_input(g, "targets", BRG_I32, 2, (int64_t[]){BRG_BATCH, 32});
  *     brg_tensor *h = brg_embedding(g, tok, 64, 16, "wte");
- *     ...
- *     if (brg_graph_finalize(g) != BRG_OK) fprintf(stderr, "%s\n", brg_graph_last_error(g));
+ *     brg_layer_begin(g, "block");
+ *     h = brg_add(g, h, brg_linear(g, brg_gelu(g, brg_linear(g, h, 64, "fc"), "act"), 16, "proj"), "res");
+ *     brg_layer_end(g);
+ *     brg_tensor *logits = brg_matmul(g, h, brg_graph_param(g, "wte.weight"), BRG_MATMUL_TRANSPOSE_B, "head");
+ *     brg_cross_entropy(g, logits, tgt, "loss");
+ *     if (brg_graph_finalize(g) != BRG_OK) {
+ *         fprintf(stderr, "%s\n", brg_graph_last_error(g));
+ *         brg_graph_destroy(g);
+ *         return 1;
+ *     }
+ *     brg_graph_destroy(g);
+ *     return 0;
  *
  * A graph in error stays inspectable: counts and infos describe what was built before the error.
  *

@@ -9,15 +9,34 @@
  * Lifecycle: brg_trainer_create (the graph must be finalized and outlive the trainer) ->
  * brg_trainer_step, repeatedly -> brg_trainer_destroy.
  *
+ * This example is compiled and run by the test suite:
+ *
+ *     brg_model_config cfg;
+ *     brg_graph *g = NULL;
+ *     brg_data *data = NULL;
+ *     brg_trainer *tr = NULL;
+ *     brg_error err = {0};
+ *     int rc = 1;
+ *     if (brg_model_parse("gpt:layers=1,hidden=32,heads=2,vocab=16,seq=8", &cfg, &err) != BRG_OK ||
+ *         brg_model_build(&cfg, &g, &err) != BRG_OK ||
+ *         brg_data_synthetic_create(&data, cfg.vocab, cfg.seq, 1, &err) != BRG_OK)
+ *         goto done;
  *     brg_train_options o = BRG_TRAIN_OPTIONS_INIT;
- *     o.micro_batch = 4;
- *     brg_trainer *tr;
- *     brg_error err;
- *     if (brg_trainer_create(&tr, graph, &o, &err) != BRG_OK) fprintf(stderr, "%s\n", err.message);
+ *     o.micro_batch = 2;
+ *     if (brg_trainer_create(&tr, g, &o, &err) != BRG_OK) goto done;
  *     brg_step_stats st;
- *     for (int i = 0; i < 10; i++)
- *         if (brg_trainer_step(tr, data, &st) != BRG_OK) fprintf(stderr, "%s\n", brg_trainer_last_error(tr));
+ *     for (int i = 0; i < 3; i++)
+ *         if (brg_trainer_step(tr, data, &st) != BRG_OK) {
+ *             snprintf(err.message, sizeof err.message, "%s", brg_trainer_last_error(tr));
+ *             goto done;
+ *         }
+ *     rc = 0;
+ *     done:
+ *     if (rc) fprintf(stderr, "%s\n", err.message);
  *     brg_trainer_destroy(tr);
+ *     brg_data_destroy(data);
+ *     brg_graph_destroy(g);
+ *     return rc;
  *
  * The graph's inputs must be named "tokens" and "targets", both I32 (BRG_BATCH, seq): the trainer feeds
  * them from a brg_data source (include/brigade/data.h). */
