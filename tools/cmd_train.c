@@ -14,10 +14,16 @@
 
 static const char *const command = "train";
 
+static const char *recompute_name(brg_recompute r) {
+    return r == BRG_RECOMPUTE_FULL ? "full" : r == BRG_RECOMPUTE_SELECTIVE ? "selective" : "none";
+}
+
 typedef struct train_args {
     const char *model;
     const char *data;
     const char *stats;
+    const char *trace;
+    int split[256];
     int64_t steps;
     int64_t log_every;
     brg_train_options opts;
@@ -44,7 +50,20 @@ static void usage(FILE *f) {
             "  --seed S              parameter initialization and synthetic data (default 1337)\n"
             "  --data FILE           llm.c-style token shard (.bin: 256 int32 header, uint16 tokens);\n"
             "                        without it, a built-in synthetic task (repeating random patterns)\n"
-            "  --threads N           OpenBLAS threads (default: OpenBLAS's own choice)\n"
+            "  --threads N           OpenBLAS threads per stage (default: the cores divided among the stages)\n"
+            "\n"
+            "pipeline:\n"
+            "  --pp N                pipeline stages, one thread each (default 1)\n"
+            "  --schedule KIND       gpipe, 1f1b, interleaved or zb-h1 (default 1f1b)\n"
+            "  --chunks V            virtual stages per pipeline stage, for interleaved (default 1; 2 with interleaved)\n"
+            "  --recompute POLICY    none, full or selective: what a stage keeps of a micro-batch until its\n"
+            "                        backward (default none)\n"
+            "  --split L1,L2,...     first layer of every stage after the first (pp x chunks - 1 layer indices);\n"
+            "                        default: stages with as even forward + backward FLOPs as the layers allow\n"
+            "  --trace FILE          write the last step's timeline as Chrome trace JSON (opens in Perfetto)\n"
+            "  --timeout S           a stage waiting longer than S seconds on another fails the run (default 600)\n"
+            "\n"
+            "output:\n"
             "  --log-every N         print every Nth step (first and last always; default 1)\n"
             "  --stats FILE          write JSON: every step's loss (%%.9g), the fingerprint, throughput\n"
             "  -h, --help            this help\n"
@@ -57,7 +76,30 @@ static void usage(FILE *f) {
     }
 }
 
+/* "3,6,9": ascending layer indices. */
+static int parse_split(const char *text, train_args *a) {
+    const char *p = text;
+    a->opts.split_count = 0;
+    while (*p) {
+        char *end = NULL;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 1000000 || (*end && *end != ',') || a->opts.split_count >= 256) {
+            fprintf(stderr, "brigade train: --split takes ascending layer indices like 3,6,9, not '%s'\n", text);
+            return 1;
+        }
+        a->split[a->opts.split_count++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (a->opts.split_count == 0) {
+        fprintf(stderr, "brigade train: --split needs at least one layer index\n");
+        return 1;
+    }
+    a->opts.split = a->split;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, train_args *a) {
+    int chunks_given = 0;
     a->steps = 10;
     a->log_every = 1;
     brg_train_options defaults = BRG_TRAIN_OPTIONS_INIT;
@@ -101,6 +143,44 @@ static int parse_args(int argc, char **argv, train_args *a) {
             VALUE();
             if (brg_cli_int64(command, flag, v, 1, 1024, &n)) return BRG_EXIT_USAGE;
             a->opts.blas_threads = (int)n;
+        } else if (strcmp(flag, "--pp") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, 64, &n)) return BRG_EXIT_USAGE;
+            a->opts.stages = (int)n;
+        } else if (strcmp(flag, "--chunks") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, 16, &n)) return BRG_EXIT_USAGE;
+            a->opts.chunks = (int)n;
+            chunks_given = 1;
+        } else if (strcmp(flag, "--schedule") == 0) {
+            VALUE();
+            if (brg_schedule_kind_from_name(v, &a->opts.schedule) != BRG_OK) {
+                fprintf(stderr, "brigade train: --schedule takes gpipe, 1f1b, interleaved or zb-h1, not '%s'\n", v);
+                return BRG_EXIT_USAGE;
+            }
+        } else if (strcmp(flag, "--recompute") == 0) {
+            VALUE();
+            if (strcmp(v, "none") == 0)
+                a->opts.recompute = BRG_RECOMPUTE_NONE;
+            else if (strcmp(v, "full") == 0)
+                a->opts.recompute = BRG_RECOMPUTE_FULL;
+            else if (strcmp(v, "selective") == 0)
+                a->opts.recompute = BRG_RECOMPUTE_SELECTIVE;
+            else {
+                fprintf(stderr, "brigade train: --recompute takes none, full or selective, not '%s'\n", v);
+                return BRG_EXIT_USAGE;
+            }
+        } else if (strcmp(flag, "--split") == 0) {
+            VALUE();
+            if (parse_split(v, a)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--trace") == 0) {
+            VALUE();
+            a->trace = v;
+            a->opts.record_trace = 1;
+        } else if (strcmp(flag, "--timeout") == 0) {
+            VALUE();
+            if (brg_cli_double(command, flag, v, 0.001, 1e7, &x)) return BRG_EXIT_USAGE;
+            a->opts.timeout_seconds = x;
         } else if (strcmp(flag, "--lr") == 0) {
             VALUE();
             if (brg_cli_double(command, flag, v, 1e-12, 10.0, &x)) return BRG_EXIT_USAGE;
@@ -122,11 +202,12 @@ static int parse_args(int argc, char **argv, train_args *a) {
         fprintf(stderr, "brigade train: --model is required (see 'brigade train --help')\n");
         return BRG_EXIT_USAGE;
     }
+    if (a->opts.schedule == BRG_SCHEDULE_INTERLEAVED_1F1B && !chunks_given) a->opts.chunks = 2;
     return 0;
 }
 
 /* Fails early, before any training, when the stats file could not be written. */
-static int check_writable(const char *path) {
+static int check_writable(const char *path, const char *flag) {
     char *copy = strdup(path);
     if (!copy) return BRG_EXIT_FAILURE;
     const char *dir = dirname(copy);
@@ -134,7 +215,7 @@ static int check_writable(const char *path) {
     int saved = errno;
     free(copy);
     if (!ok) {
-        fprintf(stderr, "brigade train: cannot write --stats file '%s': %s\n", path, strerror(saved));
+        fprintf(stderr, "brigade train: cannot write %s file '%s': %s\n", flag, path, strerror(saved));
         return BRG_EXIT_USAGE;
     }
     return 0;
@@ -142,6 +223,7 @@ static int check_writable(const char *path) {
 
 typedef struct run_record {
     json_t *steps;
+    json_t *ranks; /* the last step's per-stage figures */
     double seconds;
     double seconds_after_first;
     int64_t tokens;
@@ -159,8 +241,13 @@ static int write_stats(const train_args *a, const brg_model_config *cfg, const r
     json_object_set_new(root, "micro_batch", json_integer(a->opts.micro_batch));
     json_object_set_new(root, "micro_batches", json_integer(a->opts.micro_batches));
     json_object_set_new(root, "seq", json_integer(cfg->seq));
+    json_object_set_new(root, "pp", json_integer(a->opts.stages));
+    json_object_set_new(root, "chunks", json_integer(a->opts.chunks));
+    json_object_set_new(root, "schedule", json_string(brg_schedule_kind_name(a->opts.schedule)));
+    json_object_set_new(root, "recompute", json_string(recompute_name(a->opts.recompute)));
     json_object_set_new(root, "data", json_string(a->data ? a->data : "synthetic"));
     json_object_set_new(root, "steps", json_incref(r->steps));
+    json_object_set_new(root, "stages", json_incref(r->ranks));
     json_object_set_new(root, "params_fingerprint", json_string(hex));
     json_object_set_new(root, "seconds", json_real(r->seconds));
     json_object_set_new(root, "tokens", json_integer(r->tokens));
@@ -193,21 +280,71 @@ static void format_bytes(int64_t bytes, char *buf, size_t size) {
         snprintf(buf, size, "%.1f MiB", (double)bytes / (double)(1 << 20));
 }
 
+/* The per-stage figures of the last step, as JSON. */
+static json_t *rank_figures(const brg_trainer *tr) {
+    json_t *ranks = json_array();
+    for (int r = 0; r < brg_trainer_rank_count(tr); r++) {
+        brg_rank_stats rs;
+        if (brg_trainer_rank_stats(tr, r, &rs) != BRG_OK) continue;
+        json_t *o = json_object();
+        json_object_set_new(o, "stage", json_integer(r));
+        json_object_set_new(o, "compute_seconds", json_real(rs.compute_seconds));
+        json_object_set_new(o, "transfer_seconds", json_real(rs.transfer_seconds));
+        json_object_set_new(o, "wait_seconds", json_real(rs.wait_seconds));
+        json_object_set_new(o, "bubble", json_real(rs.bubble));
+        json_object_set_new(o, "peak_bytes", json_integer(rs.peak_bytes));
+        json_object_set_new(o, "activation_peak_bytes", json_integer(rs.activation_peak_bytes));
+        json_object_set_new(o, "peak_in_flight", json_integer(rs.peak_in_flight));
+        json_array_append_new(ranks, o);
+    }
+    return ranks;
+}
+
+/* "12.3 MiB, 10.1 MiB": each stage's peak in the last step. */
+static void format_stage_peaks(const brg_trainer *tr, char *buf, size_t size) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int r = 0; r < brg_trainer_rank_count(tr) && used < size; r++) {
+        brg_rank_stats rs;
+        char one[32];
+        if (brg_trainer_rank_stats(tr, r, &rs) != BRG_OK) continue;
+        format_bytes(rs.peak_bytes, one, sizeof one);
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", r ? ", " : "", one);
+    }
+}
+
+static void print_plan(const train_args *a, const brg_trainer *tr, const brg_graph *g) {
+    int first[512], n = 0;
+    if (brg_trainer_split(tr, first, 512, &n) != BRG_OK) return;
+    printf("pipeline: %d stage%s x %d chunk%s, %s, recompute %s; layers per virtual stage:", a->opts.stages,
+           a->opts.stages > 1 ? "s" : "", a->opts.chunks, a->opts.chunks > 1 ? "s" : "",
+           brg_schedule_kind_name(a->opts.schedule), recompute_name(a->opts.recompute));
+    for (int k = 0; k < n; k++) {
+        int end = k + 1 < n ? first[k + 1] : brg_graph_layer_count(g);
+        brg_layer_info lo, hi;
+        brg_graph_layer_info(g, first[k], &lo);
+        brg_graph_layer_info(g, end - 1, &hi);
+        printf(" [%d: %s..%s]", k, lo.name, hi.name);
+    }
+    printf("\n");
+}
+
 static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g, brg_data *data) {
     brg_trainer *tr = NULL;
     brg_error err = {0};
     if (brg_trainer_create(&tr, g, &a->opts, &err) != BRG_OK) {
         fprintf(stderr, "brigade train: %s\n", err.message);
-        return BRG_EXIT_FAILURE;
+        return BRG_EXIT_USAGE;
     }
     int64_t params = brg_graph_param_count(g);
-    char mem[32];
+    char mem[32], peaks[512];
     format_bytes(brg_trainer_memory_bytes(tr), mem, sizeof mem);
     printf("model %s: %" PRId64 " parameters, %d layers; %" PRId64 " x %" PRId64 " samples of %" PRId64
            " tokens per step; data: %s; memory %s\n",
            cfg->name, params, brg_graph_layer_count(g), a->opts.micro_batches, a->opts.micro_batch, cfg->seq,
            a->data ? a->data : "synthetic (repeating random patterns)", mem);
-    run_record r = {.steps = json_array()};
+    print_plan(a, tr, g);
+    run_record r = {.steps = json_array(), .ranks = json_array()};
     int rc = BRG_EXIT_OK;
     for (int64_t step = 1; step <= a->steps; step++) {
         brg_step_stats st;
@@ -230,25 +367,43 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
         json_object_set_new(rec, "grad_norm", json_real(st.grad_norm));
         json_object_set_new(rec, "ms", json_real(st.seconds * 1e3));
         json_object_set_new(rec, "tokens_per_second", json_real(st.tokens_per_second));
+        json_object_set_new(rec, "bubble", json_real(st.bubble));
         json_array_append_new(r.steps, rec);
         if (step == 1 || step == a->steps || step % a->log_every == 0) {
-            printf("step %5" PRId64 "/%" PRId64 " | loss %.6f | norm %7.4f | %9.1f tokens/s | %9.1f ms\n", st.step,
-                   a->steps, (double)loss, st.grad_norm, st.tokens_per_second, st.seconds * 1e3);
+            format_stage_peaks(tr, peaks, sizeof peaks);
+            /* Remaining time from the mean step so far: progress on long runs. */
+            double eta = (double)(a->steps - step) * r.seconds / (double)step;
+            printf("step %5" PRId64 "/%" PRId64 " | loss %.6f | norm %7.4f | %9.1f tokens/s | %9.1f ms | bubble %4.1f%% "
+                   "| peak %s | eta %.0f s\n",
+                   st.step, a->steps, (double)loss, st.grad_norm, st.tokens_per_second, st.seconds * 1e3,
+                   100.0 * st.bubble, peaks, eta);
             fflush(stdout);
         }
     }
     uint64_t fingerprint = 0;
     if (rc == BRG_EXIT_OK && brg_trainer_fingerprint(tr, &fingerprint) != BRG_OK) rc = BRG_EXIT_FAILURE;
     if (rc == BRG_EXIT_OK) {
+        json_decref(r.ranks);
+        r.ranks = rank_figures(tr);
         format_bytes(r.peak_bytes, mem, sizeof mem);
         printf("trained %" PRId64 " tokens in %.2f s: %.1f tokens/s (%.1f tokens/s after the first step), peak "
                "memory %s\n",
                r.tokens, r.seconds, r.seconds > 0 ? (double)r.tokens / r.seconds : 0.0,
                r.seconds_after_first > 0 ? (double)r.tokens_after_first / r.seconds_after_first : 0.0, mem);
+        if (a->trace) {
+            if (brg_trainer_write_trace(tr, a->trace, &err) != BRG_OK) {
+                fprintf(stderr, "brigade train: --trace: %s\n", err.message);
+                rc = BRG_EXIT_FAILURE;
+            } else {
+                printf("timeline of the last step: %s (open it in https://ui.perfetto.dev or chrome://tracing)\n",
+                       a->trace);
+            }
+        }
         printf("params fingerprint: %016" PRIx64 "\n", fingerprint);
-        if (a->stats) rc = write_stats(a, cfg, &r, params, fingerprint);
+        if (a->stats && rc == BRG_EXIT_OK) rc = write_stats(a, cfg, &r, params, fingerprint);
     }
     json_decref(r.steps);
+    json_decref(r.ranks);
     brg_trainer_destroy(tr);
     return rc;
 }
@@ -257,7 +412,8 @@ int brg_cmd_train(int argc, char **argv) {
     train_args a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
-    if (a.stats && (rc = check_writable(a.stats)) != 0) return rc;
+    if (a.stats && (rc = check_writable(a.stats, "--stats")) != 0) return rc;
+    if (a.trace && (rc = check_writable(a.trace, "--trace")) != 0) return rc;
     brg_model_config cfg;
     brg_error err = {0};
     if (brg_model_parse(a.model, &cfg, &err) != BRG_OK) {

@@ -1,4 +1,4 @@
-/* A stage's memory and its forward, backward and optimizer passes. */
+/* A stage's memory and its forward, recompute, backward and optimizer passes. */
 #include "stage.h"
 
 #include <stdlib.h>
@@ -8,13 +8,13 @@ static int64_t op_count(const brg__stage *s) { return s->op_end - s->op_begin; }
 
 static const brg__op *stage_op(const brg__stage *s, int64_t i) { return &s->graph->ops[i]; }
 
-static size_t tensor_bytes(const brg_tensor *t, int64_t batch) {
-    return (size_t)(brg__tensor_numel(t, batch) * brg__dtype_size(t->dtype));
+size_t brg__stage_tensor_bytes(const brg__stage *s, const brg_tensor *t) {
+    return (size_t)(brg__tensor_numel(t, s->batch) * brg__dtype_size(t->dtype));
 }
 
-/* Whether any op at or after `from` reads t. */
-static int read_from(const brg_graph *g, const brg_tensor *t, int64_t from) {
-    for (int64_t j = from; j < g->n_ops; j++)
+/* Whether any op with index in [from, to) reads t. */
+static int read_in(const brg_graph *g, const brg_tensor *t, int64_t from, int64_t to) {
+    for (int64_t j = from; j < to; j++)
         for (int q = 0; q < g->ops[j].n_inputs; q++)
             if (g->ops[j].inputs[q] == t) return 1;
     return 0;
@@ -33,6 +33,12 @@ void brg__param_init_values(const brg_tensor *t, uint64_t seed, float *dst, int6
 
 static void *stage_alloc(brg__stage *s, size_t bytes, int *failed) {
     void *p = s->be->vt->alloc(s->be, bytes);
+    if (!p) *failed = 1;
+    return p;
+}
+
+static void *calloc_array(size_t n, size_t size, int *failed) {
+    void *p = calloc(n ? n : 1, size);
     if (!p) *failed = 1;
     return p;
 }
@@ -66,9 +72,10 @@ static void alloc_params(brg__stage *s, uint64_t seed, int *failed) {
     }
     /* A parameter read by several ops of the stage gets a buffer of its own for the sum. */
     for (int64_t p = 0; p < g->n_params && !*failed; p++) {
-        if (s->param_consumers[p] > 1)
-            s->param_grad[p] = stage_alloc(s, tensor_bytes(g->params[p], 1), failed);
-        else if (s->param_consumers[p] == 1)
+        if (s->param_consumers[p] > 1) {
+            s->param_grad[p] = stage_alloc(s, (size_t)brg__tensor_numel(g->params[p], 1) * sizeof(float), failed);
+            s->grad_owned[p] = 1;
+        } else if (s->param_consumers[p] == 1)
             for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++) {
                 const brg__op *op = stage_op(s, s->op_begin + k / BRG__MAX_INPUTS);
                 int q = (int)(k % BRG__MAX_INPUTS);
@@ -77,35 +84,44 @@ static void alloc_params(brg__stage *s, uint64_t seed, int *failed) {
     }
 }
 
-/* Activations, their gradients and saved internals, per slot. */
-static void alloc_activations(brg__stage *s, int *failed) {
-    int64_t scratch = 0;
-    for (int slot = 0; slot < s->n_slots && !*failed; slot++) {
-        for (int64_t i = s->op_begin; i < s->op_end && !*failed; i++) {
-            const brg__op *op = stage_op(s, i);
-            brg__op_costs c;
-            brg__op_costs_get(op, s->batch, &c);
-            if (c.scratch_floats > scratch) scratch = c.scratch_floats;
-            if (c.aux_floats)
-                s->aux[slot][i - s->op_begin] = stage_alloc(s, (size_t)c.aux_floats * sizeof(float), failed);
-            const brg_tensor *touched[BRG__MAX_INPUTS + 1];
-            int n = 0;
-            for (int q = 0; q < op->n_inputs; q++) touched[n++] = op->inputs[q];
-            touched[n++] = op->output;
-            for (int k = 0; k < n && !*failed; k++) {
-                const brg_tensor *t = touched[k];
-                if (t->kind == BRG_TENSOR_PARAMETER || s->acts[slot][t->index]) continue;
-                s->acts[slot][t->index] = stage_alloc(s, tensor_bytes(t, s->batch), failed);
-                if (t->kind == BRG_TENSOR_ACTIVATION)
-                    s->act_grads[slot][t->index] = stage_alloc(s, tensor_bytes(t, s->batch), failed);
-            }
-        }
+/* Appends t's index to a role list unless present (lists stay short: a few tensors per boundary). */
+static void role_add(int64_t *list, int64_t *n, int64_t index) {
+    for (int64_t i = 0; i < *n; i++)
+        if (list[i] == index) return;
+    list[(*n)++] = index;
+}
+
+static int compare_index(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Which tensors the stage receives, sends, loads and produces. */
+static void find_roles(brg__stage *s, int *failed) {
+    const brg_graph *g = s->graph;
+    size_t nt = (size_t)g->n_tensors;
+    s->recv = calloc_array(nt, sizeof *s->recv, failed);
+    s->send = calloc_array(nt, sizeof *s->send, failed);
+    s->inputs = calloc_array(nt, sizeof *s->inputs, failed);
+    s->local = calloc_array(nt, sizeof *s->local, failed);
+    if (*failed) return;
+    for (int64_t i = 0; i < g->n_ops; i++) {
+        const brg_tensor *out = g->ops[i].output;
+        if (i >= s->op_begin && i < s->op_end) role_add(s->local, &s->n_local, out->index);
+        if (i < s->op_begin && read_in(g, out, s->op_begin, g->n_ops)) role_add(s->recv, &s->n_recv, out->index);
+        if (i < s->op_end && read_in(g, out, s->op_end, g->n_ops)) role_add(s->send, &s->n_send, out->index);
     }
-    if (scratch && !*failed) s->scratch = stage_alloc(s, (size_t)scratch * sizeof(float), failed);
+    for (int64_t i = s->op_begin; i < s->op_end; i++)
+        for (int q = 0; q < g->ops[i].n_inputs; q++)
+            if (g->ops[i].inputs[q]->kind == BRG_TENSOR_INPUT) role_add(s->inputs, &s->n_inputs, g->ops[i].inputs[q]->index);
+    qsort(s->recv, (size_t)s->n_recv, sizeof *s->recv, compare_index);
+    qsort(s->send, (size_t)s->n_send, sizeof *s->send, compare_index);
+    qsort(s->inputs, (size_t)s->n_inputs, sizeof *s->inputs, compare_index);
 }
 
 /* Where each activation gradient starts: zeroed before the backward of its last reader in this stage,
- * unless a later stage reads it too (its gradient then arrives from there, already summed). */
+ * unless a later stage reads it too (its gradient then arrives from there, already summed in the same
+ * order a single stage would sum it). */
 static void plan_zeroing(brg__stage *s) {
     const brg_graph *g = s->graph;
     for (int64_t t = 0; t < g->n_tensors; t++) s->zero_before[t] = -1;
@@ -119,18 +135,12 @@ static void plan_zeroing(brg__stage *s) {
         if (op->output->consumers == 0 && op->kind != BRG_OP_CROSS_ENTROPY) s->zero_before[op->output->index] = i;
     }
     for (int64_t t = 0; t < g->n_tensors; t++)
-        if (s->zero_before[t] >= 0 && read_from(g, g->tensors[t], s->op_end)) s->zero_before[t] = -1;
-}
-
-static void *calloc_array(size_t n, size_t size, int *failed) {
-    void *p = calloc(n ? n : 1, size);
-    if (!p) *failed = 1;
-    return p;
+        if (s->zero_before[t] >= 0 && read_in(g, g->tensors[t], s->op_end, g->n_ops)) s->zero_before[t] = -1;
 }
 
 brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend *be, int64_t op_begin,
-                             int64_t op_end, int64_t batch, int n_slots, uint64_t seed, float dloss_value,
-                             char *msg) {
+                             int64_t op_end, int64_t batch, int n_slots, brg_recompute recompute, uint64_t seed,
+                             float dloss_value, char *msg) {
     brg__stage *s = calloc(1, sizeof *s);
     if (!s) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     s->graph = g;
@@ -139,12 +149,13 @@ brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend 
     s->op_end = op_end;
     s->batch = batch;
     s->n_slots = n_slots;
-    s->dloss_value = dloss_value;
+    s->recompute = recompute;
     int failed = 0;
     size_t nt = (size_t)g->n_tensors, np = (size_t)g->n_params, no = (size_t)op_count(s);
     s->acts = calloc_array((size_t)n_slots, sizeof *s->acts, &failed);
     s->act_grads = calloc_array((size_t)n_slots, sizeof *s->act_grads, &failed);
     s->aux = calloc_array((size_t)n_slots, sizeof *s->aux, &failed);
+    s->dropped = calloc_array((size_t)n_slots, sizeof *s->dropped, &failed);
     for (int slot = 0; slot < n_slots && !failed; slot++) {
         s->acts[slot] = calloc_array(nt, sizeof **s->acts, &failed);
         s->act_grads[slot] = calloc_array(nt, sizeof **s->act_grads, &failed);
@@ -157,8 +168,16 @@ brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend 
     s->param_grad = calloc_array(np, sizeof *s->param_grad, &failed);
     s->param_consumers = calloc_array(np, sizeof *s->param_consumers, &failed);
     s->consumer_grad = calloc_array(no * BRG__MAX_INPUTS, sizeof *s->consumer_grad, &failed);
+    s->grad_owned = calloc_array(np, sizeof *s->grad_owned, &failed);
+    if (!failed) find_roles(s, &failed);
     if (!failed) alloc_params(s, seed, &failed);
-    if (!failed) alloc_activations(s, &failed);
+    int64_t scratch = 0;
+    for (int64_t i = op_begin; i < op_end; i++) {
+        brg__op_costs c;
+        brg__op_costs_get(stage_op(s, i), batch, &c);
+        if (c.scratch_floats > scratch) scratch = c.scratch_floats;
+    }
+    if (!failed && scratch) s->scratch = stage_alloc(s, (size_t)scratch * sizeof(float), &failed);
     if (!failed && g->loss_op >= op_begin && g->loss_op < op_end) {
         const brg_tensor *loss = g->ops[g->loss_op].output;
         int64_t n = brg__tensor_numel(loss, batch);
@@ -175,8 +194,8 @@ brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend 
         int64_t held = be->vt->allocated(be);
         brg__stage_destroy(s);
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY,
-                                "out of memory allocating stage (ops %lld to %lld, micro-batch %lld) with %lld bytes "
-                                "already held by the %s backend",
+                                "out of memory allocating the stage of ops %lld to %lld (micro-batch %lld) with "
+                                "%lld bytes already held by the %s backend",
                                 (long long)op_begin, (long long)op_end - 1, (long long)batch, (long long)held,
                                 be->vt->name);
     }
@@ -190,17 +209,13 @@ void brg__stage_destroy(brg__stage *s) {
     const brg_graph *g = s->graph;
     brg__backend *be = s->be;
     for (int slot = 0; s->acts && slot < s->n_slots; slot++) {
-        for (int64_t t = 0; t < g->n_tensors; t++) {
-            if (s->acts[slot]) be->vt->free(be, s->acts[slot][t]);
-            if (s->act_grads[slot]) be->vt->free(be, s->act_grads[slot][t]);
-        }
-        for (int64_t i = 0; s->aux[slot] && i < op_count(s); i++) be->vt->free(be, s->aux[slot][i]);
+        if (s->acts[slot] && s->act_grads[slot] && s->aux[slot]) brg__stage_release(s, slot);
         free(s->acts[slot]);
         free(s->act_grads[slot]);
         free(s->aux[slot]);
     }
-    for (int64_t p = 0; s->param && p < g->n_params; p++) {
-        if (s->param_consumers[p] > 1) be->vt->free(be, s->param_grad[p]);
+    for (int64_t p = 0; s->param && s->grad_owned && p < g->n_params; p++) {
+        if (s->grad_owned[p]) be->vt->free(be, s->param_grad[p]);
         be->vt->free(be, s->param[p]);
         be->vt->free(be, s->adam_m[p]);
         be->vt->free(be, s->adam_v[p]);
@@ -212,33 +227,145 @@ void brg__stage_destroy(brg__stage *s) {
     free(s->acts);
     free(s->act_grads);
     free(s->aux);
+    free(s->dropped);
     free(s->zero_before);
     free(s->param);
     free(s->adam_m);
     free(s->adam_v);
     free(s->param_grad);
     free(s->param_consumers);
+    free(s->grad_owned);
     free(s->consumer_grad);
+    free(s->recv);
+    free(s->send);
+    free(s->inputs);
+    free(s->local);
     free(s);
+}
+
+static brg_status out_of_memory(brg__stage *s, const char *what, int slot) {
+    return brg__message_set(s->msg, sizeof s->msg, BRG_ERR_OUT_OF_MEMORY,
+                            "out of memory allocating %s of micro-batch %d for the stage of ops %lld to %lld (%lld "
+                            "bytes held by the %s backend)",
+                            what, slot, (long long)s->op_begin, (long long)s->op_end - 1,
+                            (long long)s->be->vt->allocated(s->be), s->be->vt->name);
+}
+
+/* Allocates acts[slot][t] (and, for kind ACTIVATION, nothing else) unless present. */
+static int ensure_act(brg__stage *s, int slot, int64_t t) {
+    if (s->acts[slot][t]) return 1;
+    s->acts[slot][t] = s->be->vt->alloc(s->be, brg__stage_tensor_bytes(s, s->graph->tensors[t]));
+    return s->acts[slot][t] != NULL;
+}
+
+/* Allocates the outputs and internals of op i in slot unless present. */
+static int ensure_op_memory(brg__stage *s, int slot, int64_t i) {
+    const brg__op *op = stage_op(s, i);
+    if (!ensure_act(s, slot, op->output->index)) return 0;
+    float **aux = &s->aux[slot][i - s->op_begin];
+    if (*aux) return 1;
+    brg__op_costs c;
+    brg__op_costs_get(op, s->batch, &c);
+    if (!c.aux_floats) return 1;
+    *aux = s->be->vt->alloc(s->be, (size_t)c.aux_floats * sizeof(float));
+    return *aux != NULL;
+}
+
+brg_status brg__stage_acquire(brg__stage *s, int slot) {
+    for (int64_t k = 0; k < s->n_recv; k++)
+        if (!ensure_act(s, slot, s->recv[k])) return out_of_memory(s, "received activations", slot);
+    for (int64_t k = 0; k < s->n_inputs; k++)
+        if (!ensure_act(s, slot, s->inputs[k])) return out_of_memory(s, "inputs", slot);
+    for (int64_t i = s->op_begin; i < s->op_end; i++)
+        if (!ensure_op_memory(s, slot, i)) return out_of_memory(s, "activations", slot);
+    return BRG_OK;
+}
+
+brg_status brg__stage_acquire_grads(brg__stage *s, int slot) {
+    const brg_graph *g = s->graph;
+    const int64_t *lists[2] = {s->recv, s->local};
+    int64_t counts[2] = {s->n_recv, s->n_local};
+    for (int l = 0; l < 2; l++)
+        for (int64_t k = 0; k < counts[l]; k++) {
+            int64_t t = lists[l][k];
+            if (s->act_grads[slot][t] || g->tensors[t]->dtype != BRG_F32) continue;
+            s->act_grads[slot][t] = s->be->vt->alloc(s->be, brg__stage_tensor_bytes(s, g->tensors[t]));
+            if (!s->act_grads[slot][t]) return out_of_memory(s, "activation gradients", slot);
+        }
+    return BRG_OK;
+}
+
+void brg__stage_release(brg__stage *s, int slot) {
+    brg__backend *be = s->be;
+    for (int64_t t = 0; t < s->graph->n_tensors; t++) {
+        be->vt->free(be, s->acts[slot][t]);
+        be->vt->free(be, s->act_grads[slot][t]);
+        s->acts[slot][t] = NULL;
+        s->act_grads[slot][t] = NULL;
+    }
+    for (int64_t i = 0; i < op_count(s); i++) {
+        be->vt->free(be, s->aux[slot][i]);
+        s->aux[slot][i] = NULL;
+    }
+    s->dropped[slot] = 0;
 }
 
 static const void *operand(const brg__stage *s, int slot, const brg_tensor *t) {
     return t->kind == BRG_TENSOR_PARAMETER ? (const void *)s->param[t->param_index] : s->acts[slot][t->index];
 }
 
+static brg_status forward_op(brg__stage *s, int slot, int64_t i) {
+    const brg__op *op = stage_op(s, i);
+    brg__op_call call = {.op = op, .batch = s->batch, .out = s->acts[slot][op->output->index],
+                         .aux = s->aux[slot][i - s->op_begin], .scratch = s->scratch, .msg = s->msg};
+    for (int q = 0; q < op->n_inputs; q++) call.in[q] = operand(s, slot, op->inputs[q]);
+    return s->be->vt->forward(s->be, &call);
+}
+
 brg_status brg__stage_forward(brg__stage *s, int slot) {
+    BRG__CHECK(brg__stage_acquire(s, slot));
+    for (int64_t i = s->op_begin; i < s->op_end; i++) BRG__CHECK(forward_op(s, slot, i));
+    return BRG_OK;
+}
+
+/* Whether policy drops op i's output and internals after forward. The loss is never dropped: it is read
+ * right after forward anyway and is tiny. */
+static int drops(const brg__stage *s, int64_t i) {
+    const brg__op *op = stage_op(s, i);
+    if (s->recompute == BRG_RECOMPUTE_NONE || op->kind == BRG_OP_CROSS_ENTROPY) return 0;
+    if (s->recompute == BRG_RECOMPUTE_FULL) return 1;
+    brg__op_costs c;
+    brg__op_costs_get(op, 1, &c);
+    return c.cheap_to_recompute;
+}
+
+void brg__stage_drop(brg__stage *s, int slot) {
+    if (s->recompute == BRG_RECOMPUTE_NONE || s->dropped[slot]) return;
     for (int64_t i = s->op_begin; i < s->op_end; i++) {
-        const brg__op *op = stage_op(s, i);
-        brg__op_call call = {.op = op, .batch = s->batch, .out = s->acts[slot][op->output->index],
-                             .aux = s->aux[slot][i - s->op_begin], .scratch = s->scratch, .msg = s->msg};
-        for (int q = 0; q < op->n_inputs; q++) call.in[q] = operand(s, slot, op->inputs[q]);
-        brg_status st = s->be->vt->forward(s->be, &call);
-        if (st != BRG_OK) return st;
+        if (!drops(s, i)) continue;
+        int64_t t = stage_op(s, i)->output->index;
+        s->be->vt->free(s->be, s->acts[slot][t]);
+        s->acts[slot][t] = NULL;
+        s->be->vt->free(s->be, s->aux[slot][i - s->op_begin]);
+        s->aux[slot][i - s->op_begin] = NULL;
     }
+    s->dropped[slot] = 1;
+}
+
+brg_status brg__stage_recompute(brg__stage *s, int slot) {
+    if (!s->dropped[slot]) return BRG_OK;
+    for (int64_t i = s->op_begin; i < s->op_end; i++) {
+        if (!drops(s, i)) continue;
+        if (!ensure_op_memory(s, slot, i)) return out_of_memory(s, "recomputed activations", slot);
+        BRG__CHECK(forward_op(s, slot, i));
+    }
+    s->dropped[slot] = 0;
     return BRG_OK;
 }
 
 brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part) {
+    BRG__CHECK(brg__stage_recompute(s, slot));
+    BRG__CHECK(brg__stage_acquire_grads(s, slot));
     for (int64_t i = s->op_end - 1; i >= s->op_begin; i--) {
         const brg__op *op = stage_op(s, i);
         brg__op_call call = {.op = op, .batch = s->batch, .out = s->acts[slot][op->output->index],
@@ -246,7 +373,7 @@ brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part)
         call.dout = op->kind == BRG_OP_CROSS_ENTROPY ? s->dloss : s->act_grads[slot][op->output->index];
         int wanted = 0;
         if ((part & BRG__BACKWARD_INPUT) && s->zero_before[op->output->index] == i)
-            s->be->vt->zero(s->be, s->act_grads[slot][op->output->index], tensor_bytes(op->output, s->batch));
+            s->be->vt->zero(s->be, s->act_grads[slot][op->output->index], brg__stage_tensor_bytes(s, op->output));
         for (int q = 0; q < op->n_inputs; q++) {
             const brg_tensor *t = op->inputs[q];
             call.in[q] = operand(s, slot, t);
@@ -256,16 +383,23 @@ brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part)
                 if (s->zero_before[t->index] == i) {
                     int first = 1; /* an op reading t twice zeroes it once */
                     for (int r = 0; r < q; r++) first &= op->inputs[r] != t;
-                    if (first) s->be->vt->zero(s->be, s->act_grads[slot][t->index], tensor_bytes(t, s->batch));
+                    if (first) s->be->vt->zero(s->be, s->act_grads[slot][t->index], brg__stage_tensor_bytes(s, t));
                 }
                 call.din[q] = s->act_grads[slot][t->index];
             }
             wanted |= call.din[q] != NULL;
         }
         if (!wanted) continue;
-        brg_status st = s->be->vt->backward(s->be, &call);
-        if (st != BRG_OK) return st;
+        BRG__CHECK(s->be->vt->backward(s->be, &call));
     }
+    return BRG_OK;
+}
+
+brg_status brg__stage_own_param_grad(brg__stage *s, int64_t p) {
+    if (!s->param[p] || s->grad_owned[p]) return BRG_OK;
+    s->param_grad[p] = s->be->vt->alloc(s->be, (size_t)brg__tensor_numel(s->graph->params[p], 1) * sizeof(float));
+    if (!s->param_grad[p]) return BRG_ERR_OUT_OF_MEMORY;
+    s->grad_owned[p] = 1;
     return BRG_OK;
 }
 
@@ -273,7 +407,7 @@ void brg__stage_zero_grads(brg__stage *s) {
     for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++) {
         if (!s->consumer_grad[k]) continue;
         const brg_tensor *t = stage_op(s, s->op_begin + k / BRG__MAX_INPUTS)->inputs[k % BRG__MAX_INPUTS];
-        s->be->vt->zero(s->be, s->consumer_grad[k], tensor_bytes(t, 1));
+        s->be->vt->zero(s->be, s->consumer_grad[k], (size_t)brg__tensor_numel(t, 1) * sizeof(float));
     }
 }
 

@@ -1,12 +1,14 @@
 /* A stage: the ops [op_begin, op_end) of a graph with the memory to run them on one backend: parameters
- * and optimizer state, gradients per (parameter, consuming op), and per in-flight micro-batch slot the
- * activations, their gradients and the ops' saved internals. Internal. */
+ * and optimizer state, gradients per (parameter, consuming op), and per micro-batch in flight its
+ * activations, their gradients and the ops' saved internals, allocated when the micro-batch arrives and
+ * freed when its backward is done (so the backend's peak memory follows the schedule). Internal. */
 #ifndef BRIGADE_STAGE_H
 #define BRIGADE_STAGE_H
 
 #include <stdint.h>
 
 #include "backend.h"
+#include "brigade/train.h"
 #include "graph/graph_internal.h"
 
 typedef enum brg__backward_part {
@@ -20,42 +22,68 @@ typedef struct brg__stage {
     brg__backend *be;
     int64_t op_begin, op_end;
     int64_t batch; /* samples per micro-batch */
-    int n_slots;
-    float dloss_value; /* d(step loss)/d(loss of one position) */
+    int n_slots;   /* micro-batches per step: slot = micro-batch index */
+    brg_recompute recompute;
 
-    /* per tensor index; NULL where the stage does not touch the tensor */
-    void ***acts;       /* [slot][tensor] */
-    float ***act_grads; /* [slot][tensor] */
-    float ***aux;       /* [slot][op - op_begin] */
-    int64_t *zero_before; /* [tensor] op whose backward first adds to the gradient (zeroed then); -1 never */
+    /* Tensors by role (indices into graph->tensors, ascending). */
+    int64_t *recv, n_recv;     /* activations produced before op_begin and read from op_begin on */
+    int64_t *send, n_send;     /* activations produced before op_end and read from op_end on */
+    int64_t *inputs, n_inputs; /* graph inputs the stage's ops read */
+    int64_t *local, n_local;   /* outputs of the stage's ops */
+
+    /* Per slot, per tensor index (NULL where not allocated). */
+    void ***acts;
+    float ***act_grads;
+    float ***aux; /* [slot][op - op_begin] */
+    unsigned char *dropped; /* [slot]: activations dropped after forward, to recompute before backward */
+    int64_t *zero_before;   /* [tensor] op whose backward first adds to the gradient (zeroed then); -1 never */
     float *scratch;
     float *dloss; /* the loss output's gradient: dloss_value everywhere */
 
-    /* per parameter index; NULL where the stage does not use the parameter */
+    /* Per parameter index; NULL where the stage does not use the parameter. */
     float **param;
     float **adam_m, **adam_v;
     float **param_grad;    /* the step's total gradient (aliases the consumer's buffer when it is the only one) */
     float **consumer_grad; /* [(op - op_begin) * BRG__MAX_INPUTS + input] */
     int *param_consumers;  /* [param] consumers inside this stage */
+    unsigned char *grad_owned; /* [param] param_grad is a buffer of its own (else it aliases the consumer's) */
 
     char msg[BRG_ERROR_MESSAGE_MAX];
 } brg__stage;
 
-/* Allocates everything the stage needs and initializes its parameters from `seed` and their names.
- * dloss_value is what every position's loss gradient is (1 / positions in the global batch). */
+/* Allocates the stage's parameters (initialized from `seed` and their names), optimizer state and
+ * gradients; activations come per micro-batch (brg__stage_acquire). dloss_value is every position's
+ * loss gradient (1 / positions in the global batch). */
 brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend *be, int64_t op_begin,
-                             int64_t op_end, int64_t batch, int n_slots, uint64_t seed, float dloss_value,
-                             char *msg);
+                             int64_t op_end, int64_t batch, int n_slots, brg_recompute recompute, uint64_t seed,
+                             float dloss_value, char *msg);
 void brg__stage_destroy(brg__stage *s);
 
-/* Forward of every op of the stage for the micro-batch in `slot`; its inputs must be in place. */
+/* Allocates slot's activations and saved internals (idempotent). */
+brg_status brg__stage_acquire(brg__stage *s, int slot);
+/* Allocates slot's activation gradients (idempotent). */
+brg_status brg__stage_acquire_grads(brg__stage *s, int slot);
+/* Frees everything slot holds. */
+void brg__stage_release(brg__stage *s, int slot);
+
+/* Forward of every op for the micro-batch in `slot`; its received tensors and inputs must be in place. */
 brg_status brg__stage_forward(brg__stage *s, int slot);
-/* Backward (a part, or both) for the micro-batch in `slot`, ops in reverse order. */
+/* Applies the recompute policy after forward (and after the stage's outputs were sent): full drops every
+ * activation but the received ones and the inputs; selective drops the outputs and internals of the ops
+ * that are cheap to recompute. */
+void brg__stage_drop(brg__stage *s, int slot);
+/* Rebuilds what brg__stage_drop dropped by running those ops' forward again (bitwise the same). */
+brg_status brg__stage_recompute(brg__stage *s, int slot);
+/* Backward (a part, or both) for slot, ops in reverse order. Gradients of `send` tensors must be in place. */
 brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part);
+
+/* Gives parameter p's total gradient a buffer of its own (a tied parameter, summed across stages).
+ * BRG_OK, BRG_ERR_OUT_OF_MEMORY. */
+brg_status brg__stage_own_param_grad(brg__stage *s, int64_t p);
 
 /* Zeroes every parameter gradient (start of a step). */
 void brg__stage_zero_grads(brg__stage *s);
-/* Sums each parameter's consumer gradients in op order into param_grad. */
+/* Sums each parameter's consumer gradients inside the stage in op order into param_grad. */
 void brg__stage_reduce_grads(brg__stage *s);
 /* Sum of squares of param_grad of parameter p (double, element order). */
 double brg__stage_grad_sum_squares(brg__stage *s, int64_t p);
@@ -65,6 +93,9 @@ void brg__stage_optimizer_step(brg__stage *s, float grad_scale, float lr, float 
 
 /* Sum over positions (double, in order) of the loss output in `slot`, if this stage holds the loss. */
 brg_status brg__stage_loss_sum(brg__stage *s, int slot, double *sum);
+
+/* Bytes of t with BRG_BATCH bound to the stage's micro-batch. */
+size_t brg__stage_tensor_bytes(const brg__stage *s, const brg_tensor *t);
 
 /* Initial values of parameter t (n elements) from seed and its name, on the host. */
 void brg__param_init_values(const brg_tensor *t, uint64_t seed, float *dst, int64_t n);

@@ -1,24 +1,91 @@
-/* Training on one device: micro-batches with gradient accumulation, global-norm clipping, AdamW. */
+/* Training through a pipeline: one worker thread per rank executes its instruction stream from the
+ * schedule module (engine/schedule), over stages (engine/runtime/stage.c) on the CPU backend, with the
+ * in-process transport between ranks. One stage on one rank is the single-device case: the same code
+ * path, so a pipeline and a single device compute alike by construction.
+ *
+ * Bitwise equivalence with one stage rests on three rules: every stage runs its micro-batches in
+ * increasing order (the schedules guarantee it); an activation gradient is summed in reverse op order
+ * whatever the split (stage.c: zero_before); and each parameter's gradient is the sum of its consumers'
+ * contributions in op order, assembled the same way on every rank that holds a copy (tied parameters),
+ * with the global norm summed per parameter in parameter order. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "brigade/train.h"
 #include "stage.h"
+#include "trainer_internal.h"
+#include "transport/transport.h"
+
+enum { TAG_ACTIVATION = 1, TAG_GRAD = 2, TAG_TIED = 3, TAG_NORM = 4 };
+
+/* State of one (virtual stage, micro-batch) within a step. */
+typedef struct mb_state {
+    unsigned char forward_done, activations_sent, backward_input_done, backward_done, grads_sent, acquired;
+    brg__request **act_reqs;  /* [n_recv] posted receives of the stage's inputs */
+    brg__request **grad_reqs; /* [n_send] posted receives of its outputs' gradients */
+} mb_state;
+
+typedef struct vstage {
+    int index; /* global virtual stage s */
+    int rank;
+    int first_layer, end_layer; /* layers [first_layer, end_layer) */
+    brg__stage *st;
+    mb_state *mb; /* [micro_batches] */
+    double *loss_sums; /* [micro_batches], last stage only */
+} vstage;
+
+typedef struct worker {
+    struct brg_trainer *trainer;
+    int rank;
+    brg__backend *be;
+    brg__transport *tp;
+    pthread_t thread;
+    brg_data *data;
+    int32_t *host_tokens, *host_targets;
+    brg_status status;
+    char msg[BRG_ERROR_MESSAGE_MAX];
+    /* figures of the step */
+    double step_start;
+    brg_rank_stats stats;
+    int64_t held_at_start;
+    int in_flight;
+    brg_trace_event *events;
+    int64_t n_events, cap_events;
+} worker;
+
+/* A parameter read by ops of several virtual stages (a tied embedding and output head). */
+typedef struct tied_param {
+    int64_t param;
+    int n_consumers;
+    int64_t *consumer_op;    /* op index, ascending */
+    int *consumer_stage;     /* virtual stage of each consumer */
+    int *consumer_input;     /* input slot of each consumer */
+} tied_param;
 
 struct brg_trainer {
     const brg_graph *graph;
     brg_train_options opts;
-    brg__backend *be;
-    brg__stage *stage;
+    int ranks, n_stages;
+    vstage *stages;
+    worker *workers;
+    brg_schedule *schedule;
+    brg__inproc_fabric *fabric;
     const brg_tensor *tokens, *targets;
     int64_t seq;
-    int32_t *host_tokens, *host_targets; /* (B, T) */
+    tied_param *tied;
+    int n_tied;
+    int *param_owner; /* [param] virtual stage of its first consumer */
+    double *norm_partials; /* [ranks][params] */
     int64_t steps_done;
     int64_t next_sample;
+    int inject_stage, inject_micro_batch;
+    int trace_ready;
     brg_status status;
     char error[BRG_ERROR_MESSAGE_MAX];
 };
@@ -39,11 +106,14 @@ static brg_status trainer_fail(brg_trainer *t, brg_status status, const char *fm
     return status;
 }
 
+/* ---- creation -------------------------------------------------------------------------------- */
+
 static brg_status check_options(const brg_train_options *o, brg_error *err) {
 #define BRG__OPTION(cond, fmt, value) \
     if (!(cond)) return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "training option " fmt, value)
     BRG__OPTION(o->micro_batch >= 1, "micro_batch must be at least 1, got %lld", (long long)o->micro_batch);
-    BRG__OPTION(o->micro_batches >= 1, "micro_batches must be at least 1, got %lld", (long long)o->micro_batches);
+    BRG__OPTION(o->micro_batches >= 1 && o->micro_batches <= 65535, "micro_batches must be 1 to 65535, got %lld",
+                (long long)o->micro_batches);
     BRG__OPTION(o->lr > 0.0f && isfinite(o->lr), "lr must be a positive number, got %g", (double)o->lr);
     BRG__OPTION(o->beta1 >= 0.0f && o->beta1 < 1.0f, "beta1 must be in [0, 1), got %g", (double)o->beta1);
     BRG__OPTION(o->beta2 >= 0.0f && o->beta2 < 1.0f, "beta2 must be in [0, 1), got %g", (double)o->beta2);
@@ -53,6 +123,10 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
     BRG__OPTION(o->grad_clip >= 0.0f && isfinite(o->grad_clip), "grad_clip must be >= 0, got %g",
                 (double)o->grad_clip);
     BRG__OPTION(o->blas_threads >= 0, "blas_threads must be >= 0, got %d", o->blas_threads);
+    BRG__OPTION(o->stages >= 1 && o->stages <= 256, "stages must be 1 to 256, got %d", o->stages);
+    BRG__OPTION(o->chunks >= 1 && o->chunks <= 64, "chunks must be 1 to 64, got %d", o->chunks);
+    BRG__OPTION(o->recompute >= BRG_RECOMPUTE_NONE && o->recompute <= BRG_RECOMPUTE_SELECTIVE,
+                "recompute must be none, full or selective, got %d", (int)o->recompute);
 #undef BRG__OPTION
     return BRG_OK;
 }
@@ -83,6 +157,190 @@ static brg_status find_inputs(brg_trainer *t, brg_error *err) {
     return BRG_OK;
 }
 
+/* Cuts the layers into n contiguous parts minimizing the largest part's forward + backward FLOPs. */
+brg_status brg__balanced_split(const brg_graph *g, int n, int *first_layers) {
+    int L = g->n_layers;
+    if (n < 1 || n > L) return BRG_ERR_INVALID_ARGUMENT;
+    double *prefix = calloc((size_t)L + 1, sizeof *prefix);
+    double *best = malloc((size_t)(n + 1) * (size_t)(L + 1) * sizeof *best);
+    int *cut = malloc((size_t)(n + 1) * (size_t)(L + 1) * sizeof *cut);
+    if (!prefix || !best || !cut) {
+        free(prefix);
+        free(best);
+        free(cut);
+        return BRG_ERR_OUT_OF_MEMORY;
+    }
+    for (int l = 0; l < L; l++) {
+        brg_layer_info li;
+        brg_graph_layer_info(g, l, &li);
+        prefix[l + 1] = prefix[l] + li.flops[0] + li.flops[1] + li.flops[2];
+    }
+    /* best[k][j]: the smallest bottleneck splitting layers [0, j) into k parts. */
+#define BEST(k, j) best[(size_t)(k) * (size_t)(L + 1) + (size_t)(j)]
+#define CUT(k, j) cut[(size_t)(k) * (size_t)(L + 1) + (size_t)(j)]
+    for (int j = 0; j <= L; j++) BEST(1, j) = prefix[j];
+    for (int k = 2; k <= n; k++)
+        for (int j = k; j <= L; j++) {
+            BEST(k, j) = INFINITY;
+            for (int i = k - 1; i < j; i++) {
+                double v = fmax(BEST(k - 1, i), prefix[j] - prefix[i]);
+                if (v < BEST(k, j)) {
+                    BEST(k, j) = v;
+                    CUT(k, j) = i;
+                }
+            }
+        }
+    int j = L;
+    for (int k = n; k >= 2; k--) {
+        j = CUT(k, j);
+        first_layers[k - 1] = j;
+    }
+    first_layers[0] = 0;
+#undef BEST
+#undef CUT
+    free(prefix);
+    free(best);
+    free(cut);
+    return BRG_OK;
+}
+
+static brg_status choose_split(brg_trainer *t, int *first, brg_error *err) {
+    const brg_graph *g = t->graph;
+    int S = t->n_stages, L = g->n_layers;
+    if (S > L)
+        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
+                              "%d stages x %d chunks = %d virtual stages, but the model has only %d layers "
+                              "(a stage needs at least one)",
+                              t->opts.stages, t->opts.chunks, S, L);
+    if (!t->opts.split) {
+        brg_status s = brg__balanced_split(g, S, first);
+        return s == BRG_OK ? BRG_OK : brg__error_set(err, s, "splitting the layers failed: out of memory");
+    }
+    if (t->opts.split_count != S - 1)
+        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
+                              "the split gives %d cut points; %d virtual stages need %d", t->opts.split_count, S,
+                              S - 1);
+    first[0] = 0;
+    for (int k = 0; k < S - 1; k++) {
+        int c = t->opts.split[k];
+        if (c <= first[k] || c >= L)
+            return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
+                                  "split point %d is layer %d: points must ascend strictly within 1..%d", k + 1, c,
+                                  L - 1);
+        first[k + 1] = c;
+    }
+    return BRG_OK;
+}
+
+/* Tied parameters and each parameter's owner stage (the stage of its first consumer). */
+static brg_status find_tied(brg_trainer *t) {
+    const brg_graph *g = t->graph;
+    t->param_owner = malloc((size_t)(g->n_params ? g->n_params : 1) * sizeof *t->param_owner);
+    t->tied = calloc((size_t)(g->n_params ? g->n_params : 1), sizeof *t->tied);
+    if (!t->param_owner || !t->tied) return BRG_ERR_OUT_OF_MEMORY;
+    for (int64_t p = 0; p < g->n_params; p++) {
+        const brg_tensor *param = g->params[p];
+        int n = 0, first_stage = -1, several = 0;
+        t->param_owner[p] = -1;
+        for (int s = 0; s < t->n_stages; s++)
+            for (int64_t i = t->stages[s].st->op_begin; i < t->stages[s].st->op_end; i++)
+                for (int q = 0; q < g->ops[i].n_inputs; q++)
+                    if (g->ops[i].inputs[q] == param) {
+                        if (first_stage < 0) first_stage = s;
+                        several |= s != first_stage;
+                        n++;
+                    }
+        t->param_owner[p] = first_stage;
+        if (!several) continue;
+        tied_param *tp = &t->tied[t->n_tied++];
+        tp->param = p;
+        tp->consumer_op = malloc((size_t)n * sizeof *tp->consumer_op);
+        tp->consumer_stage = malloc((size_t)n * sizeof *tp->consumer_stage);
+        tp->consumer_input = malloc((size_t)n * sizeof *tp->consumer_input);
+        if (!tp->consumer_op || !tp->consumer_stage || !tp->consumer_input) return BRG_ERR_OUT_OF_MEMORY;
+        for (int s = 0; s < t->n_stages; s++)
+            for (int64_t i = t->stages[s].st->op_begin; i < t->stages[s].st->op_end; i++)
+                for (int q = 0; q < g->ops[i].n_inputs; q++)
+                    if (g->ops[i].inputs[q] == param) {
+                        tp->consumer_op[tp->n_consumers] = i;
+                        tp->consumer_stage[tp->n_consumers] = s;
+                        tp->consumer_input[tp->n_consumers++] = q;
+                    }
+        /* Every holder sums all contributions itself: its gradient needs a buffer of its own. */
+        for (int c = 0; c < tp->n_consumers; c++) {
+            brg__stage *st = t->stages[tp->consumer_stage[c]].st;
+            BRG__CHECK(brg__stage_own_param_grad(st, p));
+        }
+    }
+    return BRG_OK;
+}
+
+static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
+    const brg_graph *g = t->graph;
+    const brg_train_options *o = &t->opts;
+    brg_schedule_options so = BRG_SCHEDULE_OPTIONS_INIT;
+    so.kind = o->schedule;
+    so.stages = o->stages;
+    so.chunks = o->chunks;
+    so.micro_batches = (int)o->micro_batches;
+    BRG__CHECK(brg_schedule_create(&so, &t->schedule, err));
+    if (brg_schedule_check(t->schedule) != BRG_OK)
+        return brg__error_set(err, BRG_ERR_INTERNAL, "the generated schedule failed its check: %s",
+                              brg_schedule_last_error(t->schedule));
+    t->ranks = o->stages;
+    t->n_stages = o->stages * o->chunks;
+    int *first = calloc((size_t)t->n_stages + 1, sizeof *first);
+    t->stages = calloc((size_t)t->n_stages, sizeof *t->stages);
+    t->workers = calloc((size_t)t->ranks, sizeof *t->workers);
+    t->norm_partials = calloc((size_t)t->ranks * (size_t)(g->n_params + 1), sizeof *t->norm_partials);
+    if (!first || !t->stages || !t->workers || !t->norm_partials) {
+        free(first);
+        return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    brg_status s = choose_split(t, first, err);
+    first[t->n_stages] = g->n_layers;
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    if (s == BRG_OK) s = brg__inproc_fabric_create(&t->fabric, t->ranks, 1 << 16, o->timeout_seconds, msg);
+    size_t bt = (size_t)(o->micro_batch * t->seq);
+    for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
+        worker *w = &t->workers[r];
+        w->trainer = t;
+        w->rank = r;
+        w->tp = brg__inproc_endpoint(t->fabric, r);
+        w->host_tokens = malloc(bt * sizeof(int32_t));
+        w->host_targets = malloc(bt * sizeof(int32_t));
+        if (!w->host_tokens || !w->host_targets) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+        if (s == BRG_OK) s = brg__backend_cpu_create(&w->be, msg);
+    }
+    float dloss = (float)(1.0 / ((double)o->micro_batches * (double)bt));
+    for (int k = 0; k < t->n_stages && s == BRG_OK; k++) {
+        vstage *v = &t->stages[k];
+        v->index = k;
+        v->rank = brg_schedule_stage_rank(t->schedule, k);
+        v->first_layer = first[k];
+        v->end_layer = first[k + 1];
+        int64_t op_begin = g->layers[v->first_layer].op_begin, op_end = g->layers[v->end_layer - 1].op_end;
+        s = brg__stage_create(&v->st, g, t->workers[v->rank].be, op_begin, op_end, o->micro_batch,
+                              (int)o->micro_batches, o->recompute, o->seed, dloss, msg);
+        v->mb = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->mb) : NULL;
+        v->loss_sums = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->loss_sums) : NULL;
+        if (s == BRG_OK && (!v->mb || !v->loss_sums)) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+        for (int64_t j = 0; j < o->micro_batches && s == BRG_OK; j++) {
+            v->mb[j].act_reqs = calloc((size_t)v->st->n_recv + 1, sizeof *v->mb[j].act_reqs);
+            v->mb[j].grad_reqs = calloc((size_t)v->st->n_send + 1, sizeof *v->mb[j].grad_reqs);
+            if (!v->mb[j].act_reqs || !v->mb[j].grad_reqs)
+                s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+        }
+    }
+    if (s == BRG_OK) {
+        s = find_tied(t);
+        if (s != BRG_OK) brg__message_set(msg, sizeof msg, s, "out of memory preparing tied parameters");
+    }
+    free(first);
+    if (s != BRG_OK && msg[0]) brg__error_set(err, s, "%s", msg);
+    return s;
+}
+
 brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_train_options *opts,
                               brg_error *err) {
     if (!out || !g || !opts)
@@ -99,56 +357,509 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     if (!t) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     t->graph = g;
     t->opts = *opts;
+    t->opts.split = NULL; /* borrowed: not kept */
+    t->inject_stage = -1;
     brg_status s = find_inputs(t, err);
-    if (s != BRG_OK) goto fail;
-    if (opts->blas_threads > 0) openblas_set_num_threads(opts->blas_threads);
-    size_t bt = (size_t)(opts->micro_batch * t->seq);
-    t->host_tokens = malloc(bt * sizeof(int32_t));
-    t->host_targets = malloc(bt * sizeof(int32_t));
-    if (!t->host_tokens || !t->host_targets) {
-        s = brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
-        goto fail;
+    if (s == BRG_OK) {
+        t->opts.split = opts->split;
+        s = create_pipeline(t, err);
+        t->opts.split = NULL;
     }
-    char msg[BRG_ERROR_MESSAGE_MAX] = "";
-    s = brg__backend_cpu_create(&t->be, msg);
     if (s != BRG_OK) {
-        brg__error_set(err, s, "creating the CPU backend: %s", msg);
-        goto fail;
+        brg_trainer_destroy(t);
+        return s;
     }
-    float dloss = (float)(1.0 / ((double)opts->micro_batches * (double)bt));
-    s = brg__stage_create(&t->stage, g, t->be, 0, g->n_ops, opts->micro_batch, 1, opts->seed, dloss, msg);
-    if (s != BRG_OK) {
-        brg__error_set(err, s, "%s", msg);
-        goto fail;
+    int threads = opts->blas_threads;
+    if (threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = (int)(cores / t->ranks);
+        if (threads < 1) threads = 1;
     }
+    openblas_set_num_threads(threads);
     *out = t;
     return BRG_OK;
-fail:
-    brg_trainer_destroy(t);
-    return s;
 }
 
 void brg_trainer_destroy(brg_trainer *t) {
     if (!t) return;
-    brg__stage_destroy(t->stage);
-    brg__backend_destroy(t->be);
-    free(t->host_tokens);
-    free(t->host_targets);
+    for (int k = 0; t->stages && k < t->n_stages; k++) {
+        vstage *v = &t->stages[k];
+        for (int64_t j = 0; v->mb && j < t->opts.micro_batches; j++) {
+            free(v->mb[j].act_reqs);
+            free(v->mb[j].grad_reqs);
+        }
+        free(v->mb);
+        free(v->loss_sums);
+        brg__stage_destroy(v->st);
+    }
+    for (int r = 0; t->workers && r < t->ranks; r++) {
+        brg__backend_destroy(t->workers[r].be);
+        free(t->workers[r].host_tokens);
+        free(t->workers[r].host_targets);
+        free(t->workers[r].events);
+    }
+    for (int i = 0; t->tied && i < t->n_tied; i++) {
+        free(t->tied[i].consumer_op);
+        free(t->tied[i].consumer_stage);
+        free(t->tied[i].consumer_input);
+    }
+    brg__inproc_fabric_destroy(t->fabric);
+    brg_schedule_destroy(t->schedule);
+    free(t->tied);
+    free(t->param_owner);
+    free(t->norm_partials);
+    free(t->stages);
+    free(t->workers);
     free(t);
 }
 
 const char *brg_trainer_last_error(const brg_trainer *t) { return t ? t->error : "the trainer handle is NULL"; }
 
-/* Loads micro-batch samples [first, first + B) into the stage's input slots. */
-static brg_status load_batch(brg_trainer *t, brg_data *data, int64_t first) {
-    brg__stage *s = t->stage;
-    brg_status st = brg_data_batch(data, first, t->opts.micro_batch, t->host_tokens, t->host_targets);
-    if (st != BRG_OK) return trainer_fail(t, st, "loading samples %lld..%lld: %s", (long long)first,
-                                          (long long)(first + t->opts.micro_batch - 1), brg_data_last_error(data));
-    size_t bytes = (size_t)(t->opts.micro_batch * t->seq) * sizeof(int32_t);
-    t->be->vt->upload(t->be, s->acts[0][t->tokens->index], t->host_tokens, bytes);
-    t->be->vt->upload(t->be, s->acts[0][t->targets->index], t->host_targets, bytes);
+/* ---- the worker ------------------------------------------------------------------------------ */
+
+BRG__PRINTF(3, 4)
+static brg_status worker_fail(worker *w, brg_status status, const char *fmt, ...) {
+    if (w->status == BRG_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(w->msg, sizeof w->msg, fmt, ap);
+        va_end(ap);
+        w->status = status;
+    }
+    return status;
+}
+
+static void record(worker *w, brg_instruction_kind kind, brg_trace_track track, int mb, int stage, double start,
+                   double end) {
+    if (!w->trainer->opts.record_trace) return;
+    if (w->n_events == w->cap_events) {
+        int64_t cap = w->cap_events ? 2 * w->cap_events : 256;
+        brg_trace_event *e = realloc(w->events, (size_t)cap * sizeof *e);
+        if (!e) return; /* the trace is best effort; the step goes on */
+        w->events = e;
+        w->cap_events = cap;
+    }
+    brg_trace_event *e = &w->events[w->n_events++];
+    memset(e, 0, sizeof *e);
+    e->rank = w->rank;
+    e->track = track;
+    e->kind = kind;
+    e->micro_batch = mb;
+    e->stage = stage;
+    e->start = start - w->step_start;
+    e->duration = end - start;
+}
+
+static int remote_next(const brg_trainer *t, const vstage *v) {
+    return v->index + 1 < t->n_stages && t->stages[v->index + 1].rank != v->rank;
+}
+static int remote_prev(const brg_trainer *t, const vstage *v) {
+    return v->index > 0 && t->stages[v->index - 1].rank != v->rank;
+}
+
+static brg_status acquire(worker *w, vstage *v, int mb) {
+    if (v->mb[mb].acquired) return BRG_OK;
+    brg_status s = brg__stage_acquire(v->st, mb);
+    if (s != BRG_OK) return worker_fail(w, s, "%s", v->st->msg);
+    v->mb[mb].acquired = 1;
+    if (++w->in_flight > w->stats.peak_in_flight) w->stats.peak_in_flight = w->in_flight;
     return BRG_OK;
+}
+
+static void maybe_drop(worker *w, vstage *v, int mb) {
+    mb_state *m = &v->mb[mb];
+    if (m->forward_done && (m->activations_sent || !remote_next(w->trainer, v))) brg__stage_drop(v->st, mb);
+}
+
+static void maybe_release(worker *w, vstage *v, int mb) {
+    mb_state *m = &v->mb[mb];
+    if (m->acquired && m->backward_done && (m->grads_sent || !remote_prev(w->trainer, v))) {
+        brg__stage_release(v->st, mb);
+        m->acquired = 0;
+        w->in_flight--;
+    }
+}
+
+/* Loads the graph inputs stage v reads for micro-batch mb of the current step. */
+static brg_status load_inputs(worker *w, vstage *v, int mb) {
+    brg_trainer *t = w->trainer;
+    BRG__CHECK(acquire(w, v, mb));
+    brg__stage *st = v->st;
+    if (st->n_inputs == 0) return BRG_OK;
+    int64_t first = t->next_sample + (int64_t)mb * t->opts.micro_batch;
+    brg_status s = brg_data_batch(w->data, first, t->opts.micro_batch, w->host_tokens, w->host_targets);
+    if (s != BRG_OK)
+        return worker_fail(w, s, "loading samples %lld..%lld: %s", (long long)first,
+                           (long long)(first + t->opts.micro_batch - 1), brg_data_last_error(w->data));
+    size_t bytes = (size_t)(t->opts.micro_batch * t->seq) * sizeof(int32_t);
+    for (int64_t k = 0; k < st->n_inputs; k++) {
+        int64_t idx = st->inputs[k];
+        const int32_t *src = idx == t->tokens->index ? w->host_tokens : w->host_targets;
+        w->be->vt->upload(w->be, st->acts[mb][idx], src, bytes);
+    }
+    return BRG_OK;
+}
+
+static brg_status wait_all(worker *w, brg__request **reqs, int64_t n) {
+    brg_status first = BRG_OK;
+    for (int64_t k = 0; k < n; k++) {
+        if (!reqs[k]) continue;
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        brg_status s = w->tp->vt->wait(w->tp, reqs[k], msg);
+        reqs[k] = NULL;
+        if (s != BRG_OK && first == BRG_OK) first = worker_fail(w, s, "%s", msg);
+    }
+    return first;
+}
+
+static brg_status post_recvs(worker *w, vstage *v, int mb, int grads, int peer) {
+    brg__stage *st = v->st;
+    const int64_t *list = grads ? st->send : st->recv;
+    int64_t n = grads ? st->n_send : st->n_recv;
+    brg__request **reqs = grads ? v->mb[mb].grad_reqs : v->mb[mb].act_reqs;
+    int boundary = grads ? v->index : v->index - 1;
+    for (int64_t k = 0; k < n; k++) {
+        const brg_tensor *x = st->graph->tensors[list[k]];
+        void *dst = grads ? (void *)st->act_grads[mb][x->index] : st->acts[mb][x->index];
+        brg_status s = w->tp->vt->post_recv(w->tp, peer, brg__transfer_tag(grads ? TAG_GRAD : TAG_ACTIVATION, boundary, mb, x->index),
+                                            dst, brg__stage_tensor_bytes(st, x), &reqs[k]);
+        if (s != BRG_OK) return worker_fail(w, s, "rank %d: posting a receive from rank %d failed", w->rank, peer);
+    }
+    return BRG_OK;
+}
+
+static brg_status send_tensors(worker *w, vstage *v, int mb, int grads, int peer) {
+    brg__stage *st = v->st;
+    const int64_t *list = grads ? st->recv : st->send;
+    int64_t n = grads ? st->n_recv : st->n_send;
+    int boundary = grads ? v->index - 1 : v->index;
+    for (int64_t k = 0; k < n; k++) {
+        const brg_tensor *x = st->graph->tensors[list[k]];
+        const void *src = grads ? (const void *)st->act_grads[mb][x->index] : st->acts[mb][x->index];
+        brg__request *req = NULL;
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        brg_status s = w->tp->vt->post_send(w->tp, peer, brg__transfer_tag(grads ? TAG_GRAD : TAG_ACTIVATION, boundary, mb, x->index), src,
+                                            brg__stage_tensor_bytes(st, x), &req);
+        if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
+        if (s != BRG_OK) return worker_fail(w, s, "rank %d: sending to rank %d failed%s%s", w->rank, peer, msg[0] ? ": " : "", msg);
+    }
+    return BRG_OK;
+}
+
+/* Stages on the same rank (one rank, several chunks) hand values over by copying. */
+static brg_status copy_forward(worker *w, vstage *from, int mb) {
+    vstage *to = &w->trainer->stages[from->index + 1];
+    BRG__CHECK(acquire(w, to, mb));
+    for (int64_t k = 0; k < to->st->n_recv; k++) {
+        int64_t x = to->st->recv[k];
+        w->be->vt->copy(w->be, to->st->acts[mb][x], from->st->acts[mb][x],
+                        brg__stage_tensor_bytes(to->st, to->st->graph->tensors[x]));
+    }
+    return BRG_OK;
+}
+
+static brg_status copy_backward(worker *w, vstage *from, int mb) {
+    vstage *to = &w->trainer->stages[from->index - 1];
+    brg_status s = brg__stage_acquire_grads(to->st, mb);
+    if (s != BRG_OK) return worker_fail(w, s, "%s", to->st->msg);
+    for (int64_t k = 0; k < from->st->n_recv; k++) {
+        int64_t x = from->st->recv[k];
+        w->be->vt->copy(w->be, to->st->act_grads[mb][x], from->st->act_grads[mb][x],
+                        brg__stage_tensor_bytes(to->st, to->st->graph->tensors[x]));
+    }
+    return BRG_OK;
+}
+
+static brg_status run_forward(worker *w, vstage *v, int mb) {
+    brg_trainer *t = w->trainer;
+    BRG__CHECK(acquire(w, v, mb));
+    double t0 = now_seconds();
+    BRG__CHECK(wait_all(w, v->mb[mb].act_reqs, v->st->n_recv));
+    double t1 = now_seconds();
+    w->stats.wait_seconds += t1 - t0;
+    if (v->index == t->inject_stage && mb == t->inject_micro_batch)
+        return worker_fail(w, BRG_ERR_BACKEND, "stage %d, micro-batch %d: injected kernel failure", v->index, mb);
+    brg_status s = brg__stage_forward(v->st, mb);
+    if (s == BRG_OK && v->index == t->n_stages - 1) s = brg__stage_loss_sum(v->st, mb, &v->loss_sums[mb]);
+    if (s != BRG_OK) return worker_fail(w, s, "stage %d, micro-batch %d, forward: %s", v->index, mb, v->st->msg);
+    double t2 = now_seconds();
+    w->stats.compute_seconds += t2 - t1;
+    record(w, BRG_INSTRUCTION_FORWARD, BRG_TRACE_COMPUTE, mb, v->index, t1, t2);
+    v->mb[mb].forward_done = 1;
+    if (v->index + 1 < t->n_stages && !remote_next(t, v)) BRG__CHECK(copy_forward(w, v, mb));
+    maybe_drop(w, v, mb);
+    return BRG_OK;
+}
+
+static brg_status run_backward(worker *w, vstage *v, int mb, brg__backward_part part) {
+    brg_trainer *t = w->trainer;
+    double t0 = now_seconds();
+    if (part & BRG__BACKWARD_INPUT) {
+        BRG__CHECK(wait_all(w, v->mb[mb].grad_reqs, v->st->n_send));
+    }
+    double t1 = now_seconds();
+    w->stats.wait_seconds += t1 - t0;
+    brg_status s = brg__stage_backward(v->st, mb, part);
+    if (s != BRG_OK) return worker_fail(w, s, "stage %d, micro-batch %d, backward: %s", v->index, mb, v->st->msg);
+    double t2 = now_seconds();
+    w->stats.compute_seconds += t2 - t1;
+    brg_instruction_kind kind = part == BRG__BACKWARD_FULL    ? BRG_INSTRUCTION_BACKWARD
+                                : part == BRG__BACKWARD_INPUT ? BRG_INSTRUCTION_BACKWARD_INPUT
+                                                              : BRG_INSTRUCTION_BACKWARD_WEIGHT;
+    record(w, kind, BRG_TRACE_COMPUTE, mb, v->index, t1, t2);
+    if (part & BRG__BACKWARD_INPUT) {
+        v->mb[mb].backward_input_done = 1;
+        if (v->index > 0 && !remote_prev(t, v)) BRG__CHECK(copy_backward(w, v, mb));
+    }
+    if (part & BRG__BACKWARD_WEIGHT) v->mb[mb].backward_done = 1;
+    maybe_release(w, v, mb);
+    return BRG_OK;
+}
+
+/* ---- the step's end: tied gradients, global norm, optimizer ---------------------------------- */
+
+static int rank_holds(const brg_trainer *t, const tied_param *tp, int rank) {
+    for (int c = 0; c < tp->n_consumers; c++)
+        if (t->stages[tp->consumer_stage[c]].rank == rank) return 1;
+    return 0;
+}
+
+static float *consumer_grad_of(const brg_trainer *t, const tied_param *tp, int c) {
+    const brg__stage *st = t->stages[tp->consumer_stage[c]].st;
+    return st->consumer_grad[(tp->consumer_op[c] - st->op_begin) * BRG__MAX_INPUTS + tp->consumer_input[c]];
+}
+
+/* Every holder of a tied parameter sums all its consumers' gradients in op order. */
+static brg_status reduce_tied(worker *w) {
+    brg_trainer *t = w->trainer;
+    const brg_graph *g = t->graph;
+    brg_status s = BRG_OK;
+    /* Send: each local consumer's gradient to every other rank holding the parameter. */
+    for (int i = 0; i < t->n_tied && s == BRG_OK; i++) {
+        const tied_param *tp = &t->tied[i];
+        size_t bytes = (size_t)brg__tensor_numel(g->params[tp->param], 1) * sizeof(float);
+        for (int c = 0; c < tp->n_consumers && s == BRG_OK; c++) {
+            if (t->stages[tp->consumer_stage[c]].rank != w->rank) continue;
+            for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
+                if (r == w->rank || !rank_holds(t, tp, r)) continue;
+                brg__request *req = NULL;
+                char msg[BRG_ERROR_MESSAGE_MAX] = "";
+                s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_TIED, c, 0, tp->param), consumer_grad_of(t, tp, c), bytes, &req);
+                if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
+                if (s != BRG_OK) worker_fail(w, s, "rank %d: sending tied gradients to rank %d: %s", w->rank, r, msg);
+            }
+        }
+    }
+    /* Receive the others' and sum, in op order, into each local holder's gradient. */
+    for (int i = 0; i < t->n_tied && s == BRG_OK; i++) {
+        const tied_param *tp = &t->tied[i];
+        if (!rank_holds(t, tp, w->rank)) continue;
+        int64_t n = brg__tensor_numel(g->params[tp->param], 1);
+        size_t bytes = (size_t)n * sizeof(float);
+        float **parts = calloc((size_t)tp->n_consumers, sizeof *parts);
+        if (!parts) return worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory reducing tied gradients");
+        for (int c = 0; c < tp->n_consumers && s == BRG_OK; c++) {
+            int from = t->stages[tp->consumer_stage[c]].rank;
+            if (from == w->rank) {
+                parts[c] = consumer_grad_of(t, tp, c);
+                continue;
+            }
+            parts[c] = w->be->vt->alloc(w->be, bytes);
+            if (!parts[c]) {
+                s = worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory receiving tied gradients");
+                break;
+            }
+            brg__request *req = NULL;
+            char msg[BRG_ERROR_MESSAGE_MAX] = "";
+            s = w->tp->vt->post_recv(w->tp, from, brg__transfer_tag(TAG_TIED, c, 0, tp->param), parts[c], bytes, &req);
+            double t0 = now_seconds();
+            if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
+            w->stats.wait_seconds += now_seconds() - t0;
+            if (s != BRG_OK) worker_fail(w, s, "rank %d: receiving tied gradients from rank %d: %s", w->rank, from, msg);
+        }
+        for (int k = 0; k < t->n_stages && s == BRG_OK; k++) {
+            vstage *v = &t->stages[k];
+            if (v->rank != w->rank || !v->st->param[tp->param]) continue;
+            float *total = v->st->param_grad[tp->param];
+            w->be->vt->copy(w->be, total, parts[0], bytes);
+            for (int c = 1; c < tp->n_consumers; c++) w->be->vt->accumulate(w->be, total, parts[c], n);
+        }
+        for (int c = 0; c < tp->n_consumers; c++)
+            if (t->stages[tp->consumer_stage[c]].rank != w->rank) w->be->vt->free(w->be, parts[c]);
+        free(parts);
+    }
+    return s;
+}
+
+/* The global gradient norm: per parameter a sum of squares on its owner's rank, exchanged, then added in
+ * parameter order on every rank (as one stage adds them). */
+static brg_status global_norm(worker *w, double *norm) {
+    brg_trainer *t = w->trainer;
+    const brg_graph *g = t->graph;
+    int64_t np = g->n_params;
+    double *mine = &t->norm_partials[(size_t)w->rank * (size_t)(np + 1)];
+    for (int64_t p = 0; p < np; p++) {
+        int owner = t->param_owner[p];
+        mine[p] = owner >= 0 && t->stages[owner].rank == w->rank ? brg__stage_grad_sum_squares(t->stages[owner].st, p) : 0.0;
+    }
+    size_t bytes = (size_t)np * sizeof(double);
+    brg_status s = BRG_OK;
+    for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
+        if (r == w->rank) continue;
+        brg__request *req = NULL;
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), mine, bytes, &req);
+        if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
+        if (s != BRG_OK) return worker_fail(w, s, "rank %d: sending norm partials: %s", w->rank, msg);
+    }
+    double *theirs = malloc((size_t)t->ranks * bytes + 1);
+    if (!theirs) return worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
+        double *dst = theirs + (size_t)r * (size_t)np;
+        if (r == w->rank) {
+            memcpy(dst, mine, bytes);
+            continue;
+        }
+        brg__request *req = NULL;
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        s = w->tp->vt->post_recv(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), dst, bytes, &req);
+        double t0 = now_seconds();
+        if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
+        w->stats.wait_seconds += now_seconds() - t0;
+        if (s != BRG_OK) worker_fail(w, s, "rank %d: receiving norm partials from rank %d: %s", w->rank, r, msg);
+    }
+    double squares = 0.0;
+    for (int64_t p = 0; p < np && s == BRG_OK; p++) {
+        int owner = t->param_owner[p];
+        if (owner >= 0) squares += theirs[(size_t)t->stages[owner].rank * (size_t)np + (size_t)p];
+    }
+    free(theirs);
+    *norm = sqrt(squares);
+    return s;
+}
+
+static brg_status run_optimizer(worker *w, double *norm_out) {
+    brg_trainer *t = w->trainer;
+    double t0 = now_seconds();
+    for (int k = 0; k < t->n_stages; k++)
+        if (t->stages[k].rank == w->rank) brg__stage_reduce_grads(t->stages[k].st);
+    BRG__CHECK(reduce_tied(w));
+    double norm = 0.0;
+    BRG__CHECK(global_norm(w, &norm));
+    float scale = 1.0f;
+    if (t->opts.grad_clip > 0.0f && norm > t->opts.grad_clip) scale = (float)(t->opts.grad_clip / norm);
+    const brg_train_options *o = &t->opts;
+    for (int k = 0; k < t->n_stages; k++)
+        if (t->stages[k].rank == w->rank)
+            brg__stage_optimizer_step(t->stages[k].st, scale, o->lr, o->beta1, o->beta2, o->eps, o->weight_decay,
+                                      (int)t->steps_done + 1);
+    double t1 = now_seconds();
+    w->stats.compute_seconds += t1 - t0;
+    record(w, BRG_INSTRUCTION_OPTIMIZER_STEP, BRG_TRACE_COMPUTE, -1, -1, t0, t1);
+    *norm_out = norm;
+    return BRG_OK;
+}
+
+static brg_status execute(worker *w, const brg_instruction *in, double *norm) {
+    brg_trainer *t = w->trainer;
+    vstage *v = in->stage >= 0 ? &t->stages[in->stage] : NULL;
+    int mb = in->micro_batch;
+    double t0 = now_seconds();
+    brg_status s = BRG_OK;
+    switch (in->kind) {
+    case BRG_INSTRUCTION_LOAD_BATCH:
+        s = load_inputs(w, v, mb);
+        record(w, in->kind, BRG_TRACE_COMPUTE, mb, v->index, t0, now_seconds());
+        return s;
+    case BRG_INSTRUCTION_RECV_ACTIVATION:
+        BRG__CHECK(acquire(w, v, mb));
+        return post_recvs(w, v, mb, 0, in->peer);
+    case BRG_INSTRUCTION_RECV_GRAD:
+        s = brg__stage_acquire_grads(v->st, mb);
+        if (s != BRG_OK) return worker_fail(w, s, "%s", v->st->msg);
+        return post_recvs(w, v, mb, 1, in->peer);
+    case BRG_INSTRUCTION_FORWARD:
+        if (v->st->n_inputs && v->index != 0 && v->index != t->n_stages - 1) BRG__CHECK(load_inputs(w, v, mb));
+        return run_forward(w, v, mb);
+    case BRG_INSTRUCTION_SEND_ACTIVATION:
+        s = send_tensors(w, v, mb, 0, in->peer);
+        w->stats.transfer_seconds += now_seconds() - t0;
+        record(w, in->kind, BRG_TRACE_TRANSFER, mb, v->index, t0, now_seconds());
+        v->mb[mb].activations_sent = 1;
+        maybe_drop(w, v, mb);
+        return s;
+    case BRG_INSTRUCTION_SEND_GRAD:
+        s = send_tensors(w, v, mb, 1, in->peer);
+        w->stats.transfer_seconds += now_seconds() - t0;
+        record(w, in->kind, BRG_TRACE_TRANSFER, mb, v->index, t0, now_seconds());
+        v->mb[mb].grads_sent = 1;
+        maybe_release(w, v, mb);
+        return s;
+    case BRG_INSTRUCTION_BACKWARD:
+        return run_backward(w, v, mb, BRG__BACKWARD_FULL);
+    case BRG_INSTRUCTION_BACKWARD_INPUT:
+        return run_backward(w, v, mb, BRG__BACKWARD_INPUT);
+    case BRG_INSTRUCTION_BACKWARD_WEIGHT:
+        return run_backward(w, v, mb, BRG__BACKWARD_WEIGHT);
+    case BRG_INSTRUCTION_ALLREDUCE_GRADS:
+        return worker_fail(w, BRG_ERR_UNSUPPORTED, "data-parallel gradient all-reduce is not supported by this runtime");
+    case BRG_INSTRUCTION_OPTIMIZER_STEP:
+        return run_optimizer(w, norm);
+    case BRG_INSTRUCTION_KIND_COUNT:
+        break;
+    }
+    return worker_fail(w, BRG_ERR_INTERNAL, "rank %d: unknown instruction kind %d", w->rank, (int)in->kind);
+}
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    brg_trainer *t = w->trainer;
+    int64_t n = 0;
+    const brg_instruction *stream = brg_schedule_stream(t->schedule, w->rank, &n);
+    double norm = 0.0;
+    for (int64_t i = 0; i < n && w->status == BRG_OK; i++)
+        if (execute(w, &stream[i], &norm) != BRG_OK) break;
+    if (w->status != BRG_OK) w->tp->vt->abort(w->tp, w->status);
+    t->norm_partials[(size_t)w->rank * (size_t)(t->graph->n_params + 1) + (size_t)t->graph->n_params] = norm;
+    return NULL;
+}
+
+/* ---- the step -------------------------------------------------------------------------------- */
+
+static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
+    for (int k = 0; k < t->n_stages; k++) {
+        vstage *v = &t->stages[k];
+        for (int64_t j = 0; j < t->opts.micro_batches; j++) {
+            mb_state *m = &v->mb[j];
+            m->forward_done = m->activations_sent = m->backward_input_done = m->backward_done = m->grads_sent = 0;
+            v->loss_sums[j] = 0.0;
+        }
+        brg__stage_zero_grads(v->st);
+    }
+    for (int r = 0; r < t->ranks; r++) {
+        worker *w = &t->workers[r];
+        w->data = data;
+        w->status = BRG_OK;
+        w->msg[0] = '\0';
+        memset(&w->stats, 0, sizeof w->stats);
+        w->in_flight = 0;
+        w->n_events = 0;
+        w->step_start = start;
+        w->be->vt->reset_peak(w->be);
+        w->held_at_start = w->be->vt->allocated(w->be);
+    }
+}
+
+/* The origin of a failure: the first worker whose error is not the echo of another's. */
+static const worker *failed_worker(const brg_trainer *t) {
+    const worker *echo = NULL;
+    for (int r = 0; r < t->ranks; r++) {
+        const worker *w = &t->workers[r];
+        if (w->status == BRG_OK) continue;
+        if (w->status != BRG_ERR_CANCELLED) return w;
+        if (!echo) echo = w;
+    }
+    return echo;
 }
 
 brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stats) {
@@ -157,51 +868,107 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
     if (brg_data_seq(data) != t->seq)
         return trainer_fail(t, BRG_ERR_INVALID_ARGUMENT, "the data has sequences of %lld tokens, the model %lld",
                             (long long)brg_data_seq(data), (long long)t->seq);
-    brg__stage *s = t->stage;
-    double t0 = now_seconds();
-    t->be->vt->reset_peak(t->be);
-    brg__stage_zero_grads(s);
-    double loss_sum = 0.0;
-    for (int64_t mb = 0; mb < t->opts.micro_batches; mb++) {
-        BRG__CHECK(load_batch(t, data, t->next_sample));
-        t->next_sample += t->opts.micro_batch;
-        brg_status st = brg__stage_forward(s, 0);
-        double part = 0.0;
-        if (st == BRG_OK) st = brg__stage_loss_sum(s, 0, &part);
-        if (st == BRG_OK) st = brg__stage_backward(s, 0, BRG__BACKWARD_FULL);
-        if (st != BRG_OK) return trainer_fail(t, st, "step %lld, micro-batch %lld: %s", (long long)t->steps_done + 1,
-                                              (long long)mb, s->msg[0] ? s->msg : brg_status_string(st));
-        loss_sum += part;
+    double start = now_seconds();
+    reset_step_state(t, data, start);
+    t->trace_ready = 0;
+    if (t->ranks == 1) {
+        worker_main(&t->workers[0]);
+    } else {
+        int started = 0;
+        for (int r = 0; r < t->ranks; r++, started++)
+            if (pthread_create(&t->workers[r].thread, NULL, worker_main, &t->workers[r]) != 0) {
+                worker_fail(&t->workers[r], BRG_ERR_INTERNAL, "could not start the thread of rank %d", r);
+                t->workers[r].tp->vt->abort(t->workers[r].tp, BRG_ERR_INTERNAL);
+                break;
+            }
+        for (int r = 0; r < started; r++) pthread_join(t->workers[r].thread, NULL);
     }
-    brg__stage_reduce_grads(s);
-    double squares = 0.0;
-    for (int64_t p = 0; p < t->graph->n_params; p++) squares += brg__stage_grad_sum_squares(s, p);
-    double norm = sqrt(squares);
-    float scale = 1.0f;
-    if (t->opts.grad_clip > 0.0f && norm > t->opts.grad_clip) scale = (float)(t->opts.grad_clip / norm);
+    double seconds = now_seconds() - start;
+    const worker *bad = failed_worker(t);
+    if (bad) return trainer_fail(t, bad->status, "step %lld: %s", (long long)t->steps_done + 1, bad->msg);
     t->steps_done++;
-    brg__stage_optimizer_step(s, scale, t->opts.lr, t->opts.beta1, t->opts.beta2, t->opts.eps, t->opts.weight_decay,
-                              (int)t->steps_done);
+    t->next_sample += t->opts.micro_batches * t->opts.micro_batch;
+    t->trace_ready = t->opts.record_trace;
+    const vstage *last = &t->stages[t->n_stages - 1];
+    double loss_sum = 0.0;
+    for (int64_t j = 0; j < t->opts.micro_batches; j++) loss_sum += last->loss_sums[j];
     int64_t tokens = t->opts.micro_batches * t->opts.micro_batch * t->seq;
-    double seconds = now_seconds() - t0;
     double loss = loss_sum / (double)tokens;
     if (!isfinite(loss))
         return trainer_fail(t, BRG_ERR_BACKEND, "step %lld: the loss is %g (diverged; lower the learning rate)",
                             (long long)t->steps_done, loss);
+    double idle = 0.0;
+    int64_t peak = 0;
+    for (int r = 0; r < t->ranks; r++) {
+        worker *w = &t->workers[r];
+        w->stats.bubble = seconds > 0 ? 1.0 - w->stats.compute_seconds / seconds : 0.0;
+        if (w->stats.bubble < 0) w->stats.bubble = 0;
+        w->stats.peak_bytes = w->be->vt->peak(w->be);
+        w->stats.activation_peak_bytes = w->stats.peak_bytes - w->held_at_start;
+        idle += seconds - w->stats.compute_seconds;
+        peak += w->stats.peak_bytes;
+    }
     if (stats) {
         stats->step = t->steps_done;
         stats->loss = loss;
-        stats->grad_norm = norm;
+        stats->grad_norm = t->norm_partials[t->graph->n_params];
         stats->tokens = tokens;
         stats->seconds = seconds;
         stats->tokens_per_second = seconds > 0 ? (double)tokens / seconds : 0.0;
-        stats->peak_bytes = t->be->vt->peak(t->be);
+        stats->peak_bytes = peak;
+        stats->bubble = seconds > 0 ? fmax(0.0, idle / ((double)t->ranks * seconds)) : 0.0;
     }
     return BRG_OK;
 }
 
+/* ---- queries --------------------------------------------------------------------------------- */
+
+brg_status brg_trainer_rank_stats(const brg_trainer *t, int rank, brg_rank_stats *out) {
+    if (!t || !out) return BRG_ERR_INVALID_ARGUMENT;
+    if (rank < 0 || rank >= t->ranks) return BRG_ERR_NOT_FOUND;
+    *out = t->workers[rank].stats;
+    return BRG_OK;
+}
+
+int brg_trainer_rank_count(const brg_trainer *t) { return t ? t->ranks : 0; }
+
+brg_status brg_trainer_split(const brg_trainer *t, int *first_layers, int capacity, int *count) {
+    if (!t || !count || (!first_layers && capacity > 0)) return BRG_ERR_INVALID_ARGUMENT;
+    *count = t->n_stages;
+    if (capacity < t->n_stages) return BRG_ERR_INVALID_ARGUMENT;
+    for (int k = 0; k < t->n_stages; k++) first_layers[k] = t->stages[k].first_layer;
+    return BRG_OK;
+}
+
+brg_status brg_trainer_write_trace(const brg_trainer *t, const char *path, brg_error *err) {
+    if (!t || !path) return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_trainer_write_trace: NULL argument");
+    if (!t->trace_ready)
+        return brg__error_set(err, BRG_ERR_INVALID_USAGE,
+                              "no timeline to write: set record_trace and run a step first");
+    int64_t total = 0;
+    for (int r = 0; r < t->ranks; r++) total += t->workers[r].n_events;
+    brg_trace_event *all = malloc((size_t)(total ? total : 1) * sizeof *all);
+    if (!all) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    int64_t n = 0;
+    for (int r = 0; r < t->ranks; r++) {
+        memcpy(all + n, t->workers[r].events, (size_t)t->workers[r].n_events * sizeof *all);
+        n += t->workers[r].n_events;
+    }
+    brg_status s = brg_trace_write(path, all, n, "stage", err);
+    free(all);
+    return s;
+}
+
 static int compare_names(const void *a, const void *b) {
     return strcmp((*(const brg_tensor *const *)a)->name, (*(const brg_tensor *const *)b)->name);
+}
+
+/* The copy of parameter p held by its owner stage. */
+static const float *param_copy(const brg_trainer *t, int64_t p, brg__backend **be) {
+    int owner = t->param_owner[p];
+    if (owner < 0) return NULL;
+    *be = t->workers[t->stages[owner].rank].be;
+    return t->stages[owner].st->param[p];
 }
 
 brg_status brg_trainer_fingerprint(const brg_trainer *t, uint64_t *out) {
@@ -214,13 +981,16 @@ brg_status brg_trainer_fingerprint(const brg_trainer *t, uint64_t *out) {
     uint64_t h = BRG__FNV_OFFSET;
     brg_status st = BRG_OK;
     for (int64_t i = 0; i < g->n_params && st == BRG_OK; i++) {
+        brg__backend *be = NULL;
+        const float *src = param_copy(t, sorted[i]->param_index, &be);
+        if (!src) continue; /* a parameter no op reads */
         int64_t n = brg__tensor_numel(sorted[i], 1);
         float *host = malloc((size_t)n * sizeof(float));
         if (!host) {
             st = BRG_ERR_OUT_OF_MEMORY;
             break;
         }
-        t->be->vt->download(t->be, host, t->stage->param[sorted[i]->param_index], (size_t)n * sizeof(float));
+        be->vt->download(be, host, src, (size_t)n * sizeof(float));
         h = brg__fnv1a(h, sorted[i]->name, strlen(sorted[i]->name) + 1);
         h = brg__fnv1a(h, host, (size_t)n * sizeof(float));
         free(host);
@@ -236,10 +1006,23 @@ brg_status brg_trainer_get_param(const brg_trainer *t, const char *name, float *
     for (int64_t p = 0; p < g->n_params; p++) {
         if (strcmp(g->params[p]->name, name) != 0) continue;
         if (brg__tensor_numel(g->params[p], 1) != count) return BRG_ERR_SHAPE;
-        t->be->vt->download(t->be, dst, t->stage->param[p], (size_t)count * sizeof(float));
+        brg__backend *be = NULL;
+        const float *src = param_copy(t, p, &be);
+        if (!src) return BRG_ERR_NAME;
+        be->vt->download(be, dst, src, (size_t)count * sizeof(float));
         return BRG_OK;
     }
     return BRG_ERR_NAME;
 }
 
-int64_t brg_trainer_memory_bytes(const brg_trainer *t) { return t ? t->be->vt->allocated(t->be) : 0; }
+int64_t brg_trainer_memory_bytes(const brg_trainer *t) {
+    int64_t total = 0;
+    for (int r = 0; t && r < t->ranks; r++) total += t->workers[r].be->vt->allocated(t->workers[r].be);
+    return total;
+}
+
+void brg__trainer_inject_failure(brg_trainer *t, int stage, int micro_batch) {
+    if (!t) return;
+    t->inject_stage = stage;
+    t->inject_micro_batch = micro_batch;
+}

@@ -47,6 +47,7 @@
 
 #include "brigade/data.h"
 #include "brigade/graph.h"
+#include "brigade/schedule.h"
 #include "brigade/status.h"
 
 #ifdef __cplusplus
@@ -54,6 +55,13 @@ extern "C" {
 #endif
 
 typedef struct brg_trainer brg_trainer;
+
+/* What a stage keeps of a micro-batch between its forward and its backward. */
+typedef enum brg_recompute {
+    BRG_RECOMPUTE_NONE = 0,      /* every activation */
+    BRG_RECOMPUTE_FULL = 1,      /* only the stage's inputs; the whole forward runs again before backward */
+    BRG_RECOMPUTE_SELECTIVE = 2, /* GEMM outputs; ops cheap to recompute (norms, activations, attention) run again */
+} brg_recompute;
 
 typedef struct brg_train_options {
     int64_t micro_batch;   /* samples per micro-batch (binds BRG_BATCH); >= 1 */
@@ -64,10 +72,35 @@ typedef struct brg_train_options {
     float weight_decay;    /* decoupled, on parameters of 2 or more dimensions; >= 0 */
     float grad_clip;       /* clip the global gradient norm to this; 0 turns clipping off */
     uint64_t seed;         /* parameter initialization */
-    int blas_threads;      /* OpenBLAS threads; 0 leaves OpenBLAS's own setting */
+    int blas_threads;      /* OpenBLAS threads per rank; 0: the machine's cores divided among the ranks */
+    /* The pipeline. stages ranks (threads of this process) run chunks virtual stages each, under
+     * `schedule`; the layers are split into stages * chunks contiguous virtual stages, at `split` when
+     * given (split_count = stages * chunks - 1 first-layer indices of stages 1.., ascending), else so
+     * that the stages' forward + backward FLOPs are as even as possible. */
+    int stages;
+    int chunks;
+    brg_schedule_kind schedule;
+    brg_recompute recompute;
+    const int *split; /* borrowed during brg_trainer_create */
+    int split_count;
+    double timeout_seconds; /* a rank waiting longer than this on a peer fails the step; <= 0: never */
+    int record_trace;       /* keep the last step's timeline for brg_trainer_write_trace */
 } brg_train_options;
 
-#define BRG_TRAIN_OPTIONS_INIT {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0}
+#define BRG_TRAIN_OPTIONS_INIT                                                                             \
+    {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0, 1, 1, BRG_SCHEDULE_1F1B, BRG_RECOMPUTE_NONE, NULL, 0, \
+     600.0, 0}
+
+/* Per rank figures of the last step. */
+typedef struct brg_rank_stats {
+    double compute_seconds;  /* forward, backward and optimizer passes */
+    double transfer_seconds; /* posting sends, copying between stages */
+    double wait_seconds;     /* blocked on a peer */
+    double bubble;           /* 1 - compute / the step's wall time */
+    int64_t peak_bytes;      /* the rank's backend at its peak in the step */
+    int64_t activation_peak_bytes; /* peak minus what the rank held at the step's start */
+    int peak_in_flight;      /* micro-batches whose activations were held at once, at most */
+} brg_rank_stats;
 
 typedef struct brg_step_stats {
     int64_t step;         /* 1 for the first step */
@@ -76,7 +109,8 @@ typedef struct brg_step_stats {
     int64_t tokens;       /* positions trained on in this step */
     double seconds;       /* wall time of the step */
     double tokens_per_second;
-    int64_t peak_bytes;   /* peak bytes the backend held during the step */
+    int64_t peak_bytes;   /* peak bytes held during the step, all ranks together */
+    double bubble;        /* idle share of the ranks' time: sum of idle / (ranks * wall time) */
 } brg_step_stats;
 
 /* Creates a trainer for the finalized graph g. Allocates and initializes parameters, optimizer state,
@@ -92,6 +126,20 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
  * source whose vocabulary or sequence length does not fit the graph, a token or target out of range);
  * BRG_ERR_BACKEND. After a failure the trainer is in error and later steps return the same status. */
 brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stats);
+
+/* Figures of rank `rank` in the last step. BRG_OK, BRG_ERR_INVALID_ARGUMENT or BRG_ERR_NOT_FOUND. */
+brg_status brg_trainer_rank_stats(const brg_trainer *t, int rank, brg_rank_stats *out);
+
+/* Number of ranks (pipeline stages). */
+int brg_trainer_rank_count(const brg_trainer *t);
+
+/* First layer of each virtual stage (stages * chunks entries) into first_layers; *count receives the
+ * number. BRG_OK, BRG_ERR_INVALID_ARGUMENT (NULL, capacity too small). */
+brg_status brg_trainer_split(const brg_trainer *t, int *first_layers, int capacity, int *count);
+
+/* Writes the last step's measured timeline as Chrome trace JSON (needs record_trace). BRG_OK;
+ * BRG_ERR_INVALID_USAGE (no step recorded); BRG_ERR_IO (err names the path). */
+brg_status brg_trainer_write_trace(const brg_trainer *t, const char *path, brg_error *err);
 
 /* A 64-bit hash of every parameter's bytes in canonical (name) order: two runs with the same hash have
  * bitwise the same parameters. Returns BRG_OK or BRG_ERR_INVALID_ARGUMENT. */

@@ -1,0 +1,59 @@
+/* The transport between pipeline ranks: point-to-point messages, matched in order on each ordered pair
+ * of ranks (the k-th send from a to b meets the k-th receive on b from a, as NCCL orders them).
+ * Implementations: in-process (threads; engine/transport/inproc.c), MPI and NCCL later. Internal.
+ *
+ * Sends and receives are posted and complete later (brg__transport_wait), so transfers overlap compute.
+ * A transport can be aborted (a worker failed): every pending and later wait returns BRG_ERR_CANCELLED
+ * at once, so no worker hangs on a dead peer. A wait also gives up after the transport's timeout. */
+#ifndef BRIGADE_TRANSPORT_H
+#define BRIGADE_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+typedef struct brg__transport brg__transport; /* one rank's endpoint */
+typedef struct brg__request brg__request;     /* a posted send or receive */
+
+typedef struct brg__transport_vtable {
+    const char *name;
+    /* Posts a send of bytes at buf to peer; buf may be reused once the request completes. `tag` labels the
+     * message; the receiver's tag must match (a mismatch is an error naming both). */
+    brg_status (*post_send)(brg__transport *t, int peer, uint64_t tag, const void *buf, size_t bytes,
+                            brg__request **req);
+    /* Posts a receive of exactly `bytes` from peer into buf. */
+    brg_status (*post_recv)(brg__transport *t, int peer, uint64_t tag, void *buf, size_t bytes,
+                            brg__request **req);
+    /* Waits for a request, then frees it. BRG_OK, BRG_ERR_CANCELLED (aborted), BRG_ERR_TIMEOUT,
+     * BRG_ERR_TRANSPORT (size or tag mismatch); the message goes to msg. */
+    brg_status (*wait)(brg__transport *t, brg__request *req, char *msg);
+    /* Stops every rank's transfers with `status` (first call wins). */
+    void (*abort)(brg__transport *t, brg_status status);
+    void (*destroy)(brg__transport *t);
+} brg__transport_vtable;
+
+struct brg__transport {
+    const brg__transport_vtable *vt;
+    int rank, ranks;
+};
+
+/* A tag from a transfer's identity, so mismatched sends and receives are caught, not silently mixed. */
+static inline uint64_t brg__transfer_tag(int kind, int boundary, int micro_batch, int64_t tensor) {
+    return ((uint64_t)(kind & 0xff) << 56) | ((uint64_t)(boundary & 0xffff) << 40) |
+           ((uint64_t)(micro_batch & 0xffff) << 24) | ((uint64_t)tensor & 0xffffff);
+}
+
+/* ---- in-process transport: one endpoint per thread of one process ---- */
+typedef struct brg__inproc_fabric brg__inproc_fabric;
+
+/* A fabric for `ranks` endpoints; at most `capacity` undelivered messages per ordered pair (a send beyond
+ * that waits, without spinning); waits give up after timeout_seconds (<= 0: never). */
+brg_status brg__inproc_fabric_create(brg__inproc_fabric **out, int ranks, int capacity, double timeout_seconds,
+                                     char *msg);
+/* Rank's endpoint (owned by the fabric). */
+brg__transport *brg__inproc_endpoint(brg__inproc_fabric *f, int rank);
+/* Frees the fabric, its endpoints and any undelivered message. */
+void brg__inproc_fabric_destroy(brg__inproc_fabric *f);
+
+#endif
