@@ -276,8 +276,6 @@ brg_status brg__stage_acquire(brg__stage *s, int slot) {
         if (!ensure_act(s, slot, s->recv[k])) return out_of_memory(s, "received activations", slot);
     for (int64_t k = 0; k < s->n_inputs; k++)
         if (!ensure_act(s, slot, s->inputs[k])) return out_of_memory(s, "inputs", slot);
-    for (int64_t i = s->op_begin; i < s->op_end; i++)
-        if (!ensure_op_memory(s, slot, i)) return out_of_memory(s, "activations", slot);
     return BRG_OK;
 }
 
@@ -324,7 +322,10 @@ static brg_status forward_op(brg__stage *s, int slot, int64_t i) {
 
 brg_status brg__stage_forward(brg__stage *s, int slot) {
     BRG__CHECK(brg__stage_acquire(s, slot));
-    for (int64_t i = s->op_begin; i < s->op_end; i++) BRG__CHECK(forward_op(s, slot, i));
+    for (int64_t i = s->op_begin; i < s->op_end; i++) {
+        if (!ensure_op_memory(s, slot, i)) return out_of_memory(s, "activations", slot);
+        BRG__CHECK(forward_op(s, slot, i));
+    }
     return BRG_OK;
 }
 

@@ -59,7 +59,7 @@ brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend 
                              float dloss_value, char *msg);
 void brg__stage_destroy(brg__stage *s);
 
-/* Allocates slot's activations and saved internals (idempotent). */
+/* Allocates slot's received activations and inputs (idempotent); forward allocates the rest. */
 brg_status brg__stage_acquire(brg__stage *s, int slot);
 /* Allocates slot's activation gradients (idempotent). */
 brg_status brg__stage_acquire_grads(brg__stage *s, int slot);

@@ -27,6 +27,7 @@ enum { TAG_ACTIVATION = 1, TAG_GRAD = 2, TAG_TIED = 3, TAG_NORM = 4 };
 /* State of one (virtual stage, micro-batch) within a step. */
 typedef struct mb_state {
     unsigned char forward_done, activations_sent, backward_input_done, backward_done, grads_sent, acquired;
+    unsigned char stashed; /* counted in flight: from its forward until its memory is released */
     brg__request **act_reqs;  /* [n_recv] posted receives of the stage's inputs */
     brg__request **grad_reqs; /* [n_send] posted receives of its outputs' gradients */
 } mb_state;
@@ -462,7 +463,6 @@ static brg_status acquire(worker *w, vstage *v, int mb) {
     brg_status s = brg__stage_acquire(v->st, mb);
     if (s != BRG_OK) return worker_fail(w, s, "%s", v->st->msg);
     v->mb[mb].acquired = 1;
-    if (++w->in_flight > w->stats.peak_in_flight) w->stats.peak_in_flight = w->in_flight;
     return BRG_OK;
 }
 
@@ -476,7 +476,8 @@ static void maybe_release(worker *w, vstage *v, int mb) {
     if (m->acquired && m->backward_done && (m->grads_sent || !remote_prev(w->trainer, v))) {
         brg__stage_release(v->st, mb);
         m->acquired = 0;
-        w->in_flight--;
+        if (m->stashed) w->in_flight--;
+        m->stashed = 0;
     }
 }
 
@@ -577,6 +578,10 @@ static brg_status run_forward(worker *w, vstage *v, int mb) {
     BRG__CHECK(wait_all(w, v->mb[mb].act_reqs, v->st->n_recv));
     double t1 = now_seconds();
     w->stats.wait_seconds += t1 - t0;
+    if (!v->mb[mb].stashed) {
+        v->mb[mb].stashed = 1;
+        if (++w->in_flight > w->stats.peak_in_flight) w->stats.peak_in_flight = w->in_flight;
+    }
     if (v->index == t->inject_stage && mb == t->inject_micro_batch)
         return worker_fail(w, BRG_ERR_BACKEND, "stage %d, micro-batch %d: injected kernel failure", v->index, mb);
     brg_status s = brg__stage_forward(v->st, mb);
