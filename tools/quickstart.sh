@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh Debian 12 machine: installs what is missing, builds brigade (release), and
-# trains a small GPT on the built-in synthetic task, printing every step and the parameters' fingerprint.
+# trains a small GPT through a 2-stage pipeline on the built-in synthetic task, printing every step, the
+# parameters' fingerprint and where the timeline went.
 #   BRG_BUILD=dir   build directory (default build-release)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,7 +18,10 @@ fi
 ninja -C "$build" >/dev/null
 brigade=$build/tools/brigade
 
-model=gpt:layers=2,hidden=64,heads=4,vocab=64,seq=32
-echo "== training $model on the synthetic task (repeating random 4-token patterns) =="
-"$brigade" train --model "$model" --steps 300 --micro-batch 8 --lr 3e-3 --log-every 25 --stats "$build/quickstart-stats.json"
+model=gpt:layers=4,hidden=64,heads=4,vocab=64,seq=32
+trace=$build/quickstart-trace.json
+echo "== training $model through a 2-stage 1F1B pipeline on the synthetic task (repeating random 4-token patterns) =="
+"$brigade" train --model "$model" --pp 2 --schedule 1f1b --micro-batches 4 --micro-batch 4 --steps 300 --lr 2e-3 \
+    --log-every 25 --trace "$trace" --stats "$build/quickstart-stats.json"
 echo "per-step figures: $build/quickstart-stats.json"
+echo "timeline of the last step (one track per stage): $trace - open it in https://ui.perfetto.dev"

@@ -214,6 +214,49 @@ static void test_unwritable_stats(void) {
                        "cannot write --stats file '/nonexistent-dir/s.json'");
 }
 
+/* The pipeline from outside: every schedule gives pp=1's fingerprint; bad pipeline requests fail early. */
+static void test_pipeline_flags(void) {
+    const char *model = "gpt:layers=4,hidden=32,heads=2,vocab=32,seq=16";
+    const char *configs[][8] = {
+        {"--pp", "1", NULL},
+        {"--pp", "2", "--schedule", "1f1b", NULL},
+        {"--pp", "4", "--schedule", "gpipe", "--recompute", "full", NULL},
+        {"--pp", "2", "--schedule", "interleaved", NULL},
+        {"--pp", "3", "--schedule", "zb-h1", "--recompute", "selective", NULL},
+        {"--pp", "2", "--split", "3", NULL},
+    };
+    char first[17] = "";
+    for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
+        const char *args[32] = {"train", "--model", model, "--steps", "3", "--micro-batches", "4", "--threads", "1"};
+        int n = 9;
+        for (int k = 0; configs[c][k]; k++) args[n++] = configs[c][k];
+        args[n] = NULL;
+        run_result *r = run_brigade(args);
+        if (r->exit_code != 0) fprintf(stderr, "config %zu: %s\n", c, r->err);
+        BRG_ASSERT_EQ_INT(r->exit_code, 0);
+        BRG_ASSERT_CONTAINS(r->out, "bubble");
+        char fp[17];
+        fingerprint_of(r->out, fp);
+        if (c == 0) memcpy(first, fp, sizeof fp);
+        if (strcmp(fp, first) != 0) fprintf(stderr, "config %zu: fingerprint %s, pp=1 %s\n", c, fp, first);
+        CU_ASSERT_STRING_EQUAL(fp, first);
+    }
+    expect_usage_error((const char *[]){"train", "--model", model, "--pp", "9", NULL}, "only 8 layers");
+    expect_usage_error((const char *[]){"train", "--model", model, "--pp", "2", "--schedule", "interleaved",
+                                        "--micro-batches", "3", NULL},
+                       "multiple");
+    expect_usage_error((const char *[]){"train", "--model", model, "--schedule", "pipedream", NULL},
+                       "--schedule takes gpipe, 1f1b, interleaved or zb-h1, not 'pipedream'");
+    expect_usage_error((const char *[]){"train", "--model", model, "--recompute", "some", NULL},
+                       "--recompute takes none, full or selective");
+    expect_usage_error((const char *[]){"train", "--model", model, "--pp", "2", "--split", "a,b", NULL},
+                       "--split takes ascending layer indices");
+    expect_usage_error((const char *[]){"train", "--model", model, "--pp", "3", "--split", "2", NULL},
+                       "3 virtual stages need 2");
+    expect_usage_error((const char *[]){"train", "--model", model, "--trace", "/nonexistent-dir/t.json", NULL},
+                       "cannot write --trace file '/nonexistent-dir/t.json'");
+}
+
 int main(int argc, char **argv) {
     static const brg_test_case cases[] = {
         {"help", test_help},
@@ -223,6 +266,7 @@ int main(int argc, char **argv) {
         {"bad_model_spec", test_bad_model_spec},
         {"bad_data_file", test_bad_data_file},
         {"unwritable_stats", test_unwritable_stats},
+        {"pipeline_flags", test_pipeline_flags},
         {NULL, NULL},
     };
     return brg_test_main(argc, argv, "cli", cases);
