@@ -45,6 +45,10 @@ struct brg__backend {
 /* The CPU backend: fp32 kernels, OpenBLAS GEMMs, memory from a jemalloc arena of its own. */
 brg_status brg__backend_cpu_create(brg__backend **out, char *msg);
 
+/* The CUDA backend on GPU `device` (cuda/backend_cuda.c); BRG_ERR_UNSUPPORTED when brigade was built
+ * without CUDA (engine/runtime/backend_none.c), BRG_ERR_NO_DEVICE when that GPU is not there. */
+brg_status brg__backend_cuda_create(brg__backend **out, int device, int bf16, char *msg);
+
 static inline void brg__backend_destroy(brg__backend *b) {
     if (b) b->vt->destroy(b);
 }
