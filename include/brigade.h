@@ -4,6 +4,8 @@
 
 #include "brigade/status.h"
 #include "brigade/graph.h"
+#include "brigade/schedule.h"
+#include "brigade/topology.h"
 #include "brigade/models.h"
 #include "brigade/data.h"
 #include "brigade/train.h"

@@ -126,10 +126,10 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
     BRG__OPTION(o->blas_threads >= 0, "blas_threads must be >= 0, got %d", o->blas_threads);
     BRG__OPTION(o->stages >= 1 && o->stages <= 256, "stages must be 1 to 256, got %d", o->stages);
     BRG__OPTION(o->chunks >= 1 && o->chunks <= 64, "chunks must be 1 to 64, got %d", o->chunks);
-    BRG__OPTION(o->device == BRG_DEVICE_CPU || o->device == BRG_DEVICE_CUDA, "device must be cpu or cuda, got %d",
-                (int)o->device);
-    BRG__OPTION(o->precision == BRG_PRECISION_FP32 || (o->precision == BRG_PRECISION_BF16 && o->device == BRG_DEVICE_CUDA),
-                "precision bf16 needs the CUDA device (the CPU backend is fp32), got precision %d", (int)o->precision);
+    BRG__OPTION(o->backend == BRG_BACKEND_CPU || o->backend == BRG_BACKEND_CUDA, "backend must be cpu or cuda, got %d",
+                (int)o->backend);
+    BRG__OPTION(o->precision == BRG_PRECISION_FP32 || (o->precision == BRG_PRECISION_BF16 && o->backend == BRG_BACKEND_CUDA),
+                "precision bf16 needs the CUDA backend (the CPU backend is fp32), got precision %d", (int)o->precision);
     BRG__OPTION(o->recompute >= BRG_RECOMPUTE_NONE && o->recompute <= BRG_RECOMPUTE_SELECTIVE,
                 "recompute must be none, full or selective, got %d", (int)o->recompute);
 #undef BRG__OPTION
@@ -315,7 +315,7 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         w->host_tokens = malloc(bt * sizeof(int32_t));
         w->host_targets = malloc(bt * sizeof(int32_t));
         if (!w->host_tokens || !w->host_targets) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
-        if (s == BRG_OK && o->device == BRG_DEVICE_CUDA)
+        if (s == BRG_OK && o->backend == BRG_BACKEND_CUDA)
             s = brg__backend_cuda_create(&w->be, r, o->precision == BRG_PRECISION_BF16, msg);
         else if (s == BRG_OK)
             s = brg__backend_cpu_create(&w->be, msg);

@@ -49,6 +49,7 @@
 #include "brigade/graph.h"
 #include "brigade/schedule.h"
 #include "brigade/status.h"
+#include "brigade/topology.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -64,16 +65,10 @@ typedef enum brg_recompute {
 } brg_recompute;
 
 /* Where the stages run. */
-typedef enum brg_device {
-    BRG_DEVICE_CPU = 0,  /* the CPU backend: fp32, OpenBLAS */
-    BRG_DEVICE_CUDA = 1, /* the CUDA backend: rank r on GPU r % (GPUs visible) */
-} brg_device;
-
-/* The precision of activations and GEMMs; parameters and optimizer state stay fp32. */
-typedef enum brg_precision {
-    BRG_PRECISION_FP32 = 0,
-    BRG_PRECISION_BF16 = 1, /* CUDA only */
-} brg_precision;
+typedef enum brg_backend_kind {
+    BRG_BACKEND_CPU = 0,  /* fp32, OpenBLAS */
+    BRG_BACKEND_CUDA = 1, /* cuBLAS and NCCL: rank r on GPU r % (GPUs visible) */
+} brg_backend_kind;
 
 typedef struct brg_train_options {
     int64_t micro_batch;   /* samples per micro-batch (binds BRG_BATCH); >= 1 */
@@ -97,13 +92,13 @@ typedef struct brg_train_options {
     int split_count;
     double timeout_seconds; /* a rank waiting longer than this on a peer fails the step; <= 0: never */
     int record_trace;       /* keep the last step's timeline for brg_trainer_write_trace */
-    brg_device device;
-    brg_precision precision;
+    brg_backend_kind backend;
+    brg_precision precision; /* of activations and GEMMs: FP32, or BF16 on CUDA (parameters stay fp32) */
 } brg_train_options;
 
 #define BRG_TRAIN_OPTIONS_INIT                                                                             \
     {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0, 1, 1, BRG_SCHEDULE_1F1B, BRG_RECOMPUTE_NONE, NULL, 0, \
-     600.0, 0, BRG_DEVICE_CPU, BRG_PRECISION_FP32}
+     600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32}
 
 /* Per rank figures of the last step. */
 typedef struct brg_rank_stats {
