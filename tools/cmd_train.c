@@ -60,6 +60,8 @@ static void usage(FILE *f) {
             "                        backward (default none)\n"
             "  --split L1,L2,...     first layer of every stage after the first (pp x chunks - 1 layer indices);\n"
             "                        default: stages with as even forward + backward FLOPs as the layers allow\n"
+            "  --device KIND         cpu (fp32, OpenBLAS) or cuda (cuBLAS, NCCL; stage r on GPU r) (default cpu)\n"
+            "  --dtype TYPE          fp32, or bf16 on cuda: activations and GEMMs; weights stay fp32 (default fp32)\n"
             "  --trace FILE          write the last step's timeline as Chrome trace JSON (opens in Perfetto)\n"
             "  --timeout S           a stage waiting longer than S seconds on another fails the run (default 600)\n"
             "\n"
@@ -173,6 +175,26 @@ static int parse_args(int argc, char **argv, train_args *a) {
         } else if (strcmp(flag, "--split") == 0) {
             VALUE();
             if (parse_split(v, a)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--device") == 0) {
+            VALUE();
+            if (strcmp(v, "cpu") == 0)
+                a->opts.backend = BRG_BACKEND_CPU;
+            else if (strcmp(v, "cuda") == 0)
+                a->opts.backend = BRG_BACKEND_CUDA;
+            else {
+                fprintf(stderr, "brigade train: --device takes cpu or cuda, not '%s'\n", v);
+                return BRG_EXIT_USAGE;
+            }
+        } else if (strcmp(flag, "--dtype") == 0) {
+            VALUE();
+            if (strcmp(v, "fp32") == 0)
+                a->opts.precision = BRG_PRECISION_FP32;
+            else if (strcmp(v, "bf16") == 0)
+                a->opts.precision = BRG_PRECISION_BF16;
+            else {
+                fprintf(stderr, "brigade train: --dtype takes fp32 or bf16, not '%s'\n", v);
+                return BRG_EXIT_USAGE;
+            }
         } else if (strcmp(flag, "--trace") == 0) {
             VALUE();
             a->trace = v;

@@ -13,6 +13,10 @@ typedef struct brg__backend brg__backend;
 
 typedef struct brg__backend_vtable {
     const char *name;
+    /* Bytes of one activation element of `dtype` in this backend's memory (4 for F32 and I32 on the CPU;
+     * 2 for F32 activations of a bf16 CUDA backend). Parameters, their gradients and optimizer state are
+     * always 4-byte fp32. */
+    int64_t (*element_bytes)(const brg__backend *b, brg_dtype dtype);
     /* Zero-filled, 64-byte aligned device memory; NULL when out of memory. */
     void *(*alloc)(brg__backend *b, size_t bytes);
     void (*free)(brg__backend *b, void *p);

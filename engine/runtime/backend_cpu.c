@@ -14,6 +14,8 @@ typedef struct cpu_backend {
 static cpu_backend *cpu(brg__backend *b) { return (cpu_backend *)b; }
 static const cpu_backend *cpu_const(const brg__backend *b) { return (const cpu_backend *)b; }
 
+static int64_t cpu_element_bytes(const brg__backend *b, brg_dtype dtype) { return brg__dtype_size(dtype); }
+
 static void *cpu_alloc(brg__backend *b, size_t bytes) { return brg__arena_alloc(cpu(b)->arena, bytes ? bytes : 1); }
 static void cpu_free(brg__backend *b, void *p) {
     if (p) brg__arena_free(cpu(b)->arena, p);
@@ -54,6 +56,7 @@ static void cpu_destroy(brg__backend *b) {
 
 static const brg__backend_vtable cpu_vtable = {
     .name = "cpu",
+    .element_bytes = cpu_element_bytes,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .zero = cpu_zero,

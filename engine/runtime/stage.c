@@ -9,7 +9,7 @@ static int64_t op_count(const brg__stage *s) { return s->op_end - s->op_begin; }
 static const brg__op *stage_op(const brg__stage *s, int64_t i) { return &s->graph->ops[i]; }
 
 size_t brg__stage_tensor_bytes(const brg__stage *s, const brg_tensor *t) {
-    return (size_t)(brg__tensor_numel(t, s->batch) * brg__dtype_size(t->dtype));
+    return (size_t)(brg__tensor_numel(t, s->batch) * s->be->vt->element_bytes(s->be, t->dtype));
 }
 
 /* Whether any op with index in [from, to) reads t. */

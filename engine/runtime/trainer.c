@@ -76,7 +76,8 @@ struct brg_trainer {
     vstage *stages;
     worker *workers;
     brg_schedule *schedule;
-    brg__inproc_fabric *fabric;
+    brg__inproc_fabric *fabric; /* CPU ranks */
+    brg__nccl_fabric *nccl;     /* CUDA ranks */
     const brg_tensor *tokens, *targets;
     int64_t seq;
     tied_param *tied;
@@ -305,13 +306,20 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
     brg_status s = choose_split(t, first, err);
     first[t->n_stages] = g->n_layers;
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
-    if (s == BRG_OK) s = brg__inproc_fabric_create(&t->fabric, t->ranks, 1 << 16, o->timeout_seconds, msg);
+    int *devices = calloc((size_t)t->ranks, sizeof *devices);
+    for (int r = 0; devices && r < t->ranks; r++) devices[r] = r;
+    if (!devices && s == BRG_OK) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    if (s == BRG_OK && o->backend == BRG_BACKEND_CUDA)
+        s = brg__nccl_fabric_create(&t->nccl, t->ranks, devices, o->timeout_seconds, msg);
+    else if (s == BRG_OK)
+        s = brg__inproc_fabric_create(&t->fabric, t->ranks, 1 << 16, o->timeout_seconds, msg);
+    free(devices);
     size_t bt = (size_t)(o->micro_batch * t->seq);
     for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
         worker *w = &t->workers[r];
         w->trainer = t;
         w->rank = r;
-        w->tp = brg__inproc_endpoint(t->fabric, r);
+        w->tp = t->nccl ? brg__nccl_endpoint(t->nccl, r) : brg__inproc_endpoint(t->fabric, r);
         w->host_tokens = malloc(bt * sizeof(int32_t));
         w->host_targets = malloc(bt * sizeof(int32_t));
         if (!w->host_tokens || !w->host_targets) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -412,6 +420,7 @@ void brg_trainer_destroy(brg_trainer *t) {
         free(t->tied[i].consumer_input);
     }
     brg__inproc_fabric_destroy(t->fabric);
+    brg__nccl_fabric_destroy(t->nccl);
     brg_schedule_destroy(t->schedule);
     free(t->tied);
     free(t->param_owner);
@@ -703,49 +712,55 @@ static brg_status reduce_tied(worker *w) {
     return s;
 }
 
-/* The global gradient norm: per parameter a sum of squares on its owner's rank, exchanged, then added in
- * parameter order on every rank (as one stage adds them). */
+/* The global gradient norm: per parameter a sum of squares on its owner's rank, exchanged (through the
+ * backend's memory, as every transfer goes), then added in parameter order on every rank, as one stage
+ * adds them. */
 static brg_status global_norm(worker *w, double *norm) {
     brg_trainer *t = w->trainer;
     const brg_graph *g = t->graph;
     int64_t np = g->n_params;
-    double *mine = &t->norm_partials[(size_t)w->rank * (size_t)(np + 1)];
+    double *host = &t->norm_partials[(size_t)w->rank * (size_t)(np + 1)];
     for (int64_t p = 0; p < np; p++) {
         int owner = t->param_owner[p];
-        mine[p] = owner >= 0 && t->stages[owner].rank == w->rank ? brg__stage_grad_sum_squares(t->stages[owner].st, p) : 0.0;
+        host[p] = owner >= 0 && t->stages[owner].rank == w->rank ? brg__stage_grad_sum_squares(t->stages[owner].st, p) : 0.0;
     }
-    size_t bytes = (size_t)np * sizeof(double);
+    size_t bytes = (size_t)(np ? np : 1) * sizeof(double);
+    double *all = malloc((size_t)t->ranks * bytes);
+    void *device = w->be->vt->alloc(w->be, (size_t)t->ranks * bytes);
+    if (!all || !device) {
+        free(all);
+        w->be->vt->free(w->be, device);
+        return worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory exchanging gradient norms");
+    }
+    unsigned char *slots = device;
+    w->be->vt->upload(w->be, slots + (size_t)w->rank * bytes, host, bytes);
     brg_status s = BRG_OK;
     for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
         if (r == w->rank) continue;
         brg__request *req = NULL;
         char msg[BRG_ERROR_MESSAGE_MAX] = "";
-        s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), mine, bytes, &req);
+        s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)w->rank * bytes, bytes, &req);
         if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
-        if (s != BRG_OK) return worker_fail(w, s, "rank %d: sending norm partials: %s", w->rank, msg);
+        if (s != BRG_OK) worker_fail(w, s, "rank %d: sending norm partials: %s", w->rank, msg);
     }
-    double *theirs = malloc((size_t)t->ranks * bytes + 1);
-    if (!theirs) return worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
-        double *dst = theirs + (size_t)r * (size_t)np;
-        if (r == w->rank) {
-            memcpy(dst, mine, bytes);
-            continue;
-        }
+        if (r == w->rank) continue;
         brg__request *req = NULL;
         char msg[BRG_ERROR_MESSAGE_MAX] = "";
-        s = w->tp->vt->post_recv(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), dst, bytes, &req);
+        s = w->tp->vt->post_recv(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)r * bytes, bytes, &req);
         double t0 = now_seconds();
         if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
         w->stats.wait_seconds += now_seconds() - t0;
         if (s != BRG_OK) worker_fail(w, s, "rank %d: receiving norm partials from rank %d: %s", w->rank, r, msg);
     }
+    if (s == BRG_OK) w->be->vt->download(w->be, all, device, (size_t)t->ranks * bytes);
     double squares = 0.0;
     for (int64_t p = 0; p < np && s == BRG_OK; p++) {
         int owner = t->param_owner[p];
-        if (owner >= 0) squares += theirs[(size_t)t->stages[owner].rank * (size_t)np + (size_t)p];
+        if (owner >= 0) squares += all[(size_t)t->stages[owner].rank * (size_t)np + (size_t)p];
     }
-    free(theirs);
+    free(all);
+    w->be->vt->free(w->be, device);
     *norm = sqrt(squares);
     return s;
 }

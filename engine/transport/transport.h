@@ -56,4 +56,15 @@ brg__transport *brg__inproc_endpoint(brg__inproc_fabric *f, int rank);
 /* Frees the fabric, its endpoints and any undelivered message. */
 void brg__inproc_fabric_destroy(brg__inproc_fabric *f);
 
+/* ---- NCCL transport: ranks are threads of one process, one GPU each (cuda/) ---- */
+typedef struct brg__nccl_fabric brg__nccl_fabric;
+
+/* Communicators for `ranks` threads, rank r on GPU devices[r] (ncclCommInitAll); waits give up after
+ * timeout_seconds, polling ncclCommGetAsyncError. Buffers passed to the endpoints are device memory.
+ * BRG_ERR_UNSUPPORTED in a build without CUDA. */
+brg_status brg__nccl_fabric_create(brg__nccl_fabric **out, int ranks, const int *devices, double timeout_seconds,
+                                   char *msg);
+brg__transport *brg__nccl_endpoint(brg__nccl_fabric *f, int rank);
+void brg__nccl_fabric_destroy(brg__nccl_fabric *f);
+
 #endif
