@@ -31,5 +31,16 @@ void brg__arena_free(brg__arena *a, void *p);
 int64_t brg__arena_allocated(const brg__arena *a);
 int64_t brg__arena_peak(const brg__arena *a);
 void brg__arena_reset_peak(brg__arena *a);
+/* jemalloc's own count of the bytes allocated in the arena (its small and large statistics, refreshed),
+ * which agrees with brg__arena_allocated. Returns BRG_OK, BRG_ERR_UNSUPPORTED (jemalloc built without
+ * statistics) or BRG_ERR_BACKEND, with a message in msg (may be NULL). */
+brg_status brg__arena_jemalloc_allocated(const brg__arena *a, int64_t *bytes, char *msg);
+
+/* ---- threads ---- */
+/* The number of threads the kernels called from this thread may use (>= 1). Each pipeline rank's worker
+ * thread sets its own. Results never depend on it: work is split into pieces of a fixed size, whatever
+ * the thread count, so a stage computes bitwise alike on 1 thread or many. */
+void brg__cpu_set_threads(int threads);
+int brg__cpu_threads(void);
 
 #endif

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "cpu/cpu.h"
 #include "brigade/train.h"
 #include "stage.h"
 #include "trainer_internal.h"
@@ -88,6 +89,7 @@ struct brg_trainer {
     int64_t next_sample;
     int inject_stage, inject_micro_batch;
     int trace_ready;
+    int threads_per_rank; /* CPU kernel threads of each rank */
     brg_status status;
     char error[BRG_ERROR_MESSAGE_MAX];
 };
@@ -133,6 +135,11 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
                 "precision bf16 needs the CUDA backend (the CPU backend is fp32), got precision %d", (int)o->precision);
     BRG__OPTION(o->recompute >= BRG_RECOMPUTE_NONE && o->recompute <= BRG_RECOMPUTE_SELECTIVE,
                 "recompute must be none, full or selective, got %d", (int)o->recompute);
+    BRG__OPTION(!o->stage_recompute || o->stage_recompute_count == o->stages * o->chunks,
+                "stage_recompute needs stages x chunks policies, got %d", o->stage_recompute_count);
+    for (int k = 0; o->stage_recompute && k < o->stage_recompute_count; k++)
+        BRG__OPTION(o->stage_recompute[k] >= BRG_RECOMPUTE_NONE && o->stage_recompute[k] <= BRG_RECOMPUTE_SELECTIVE,
+                    "stage_recompute entries must be none, full or selective, got %d", (int)o->stage_recompute[k]);
 #undef BRG__OPTION
     return BRG_OK;
 }
@@ -336,8 +343,9 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         v->first_layer = first[k];
         v->end_layer = first[k + 1];
         int64_t op_begin = g->layers[v->first_layer].op_begin, op_end = g->layers[v->end_layer - 1].op_end;
+        brg_recompute policy = o->stage_recompute ? o->stage_recompute[k] : o->recompute;
         s = brg__stage_create(&v->st, g, t->workers[v->rank].be, op_begin, op_end, o->micro_batch,
-                              (int)o->micro_batches, o->recompute, o->seed, dloss, msg);
+                              (int)o->micro_batches, policy, o->seed, dloss, msg);
         v->mb = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->mb) : NULL;
         v->loss_sums = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->loss_sums) : NULL;
         if (s == BRG_OK && (!v->mb || !v->loss_sums)) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -374,12 +382,15 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     t->graph = g;
     t->opts = *opts;
     t->opts.split = NULL; /* borrowed: not kept */
+    t->opts.stage_recompute = NULL;
     t->inject_stage = -1;
     brg_status s = find_inputs(t, err);
     if (s == BRG_OK) {
         t->opts.split = opts->split;
+        t->opts.stage_recompute = opts->stage_recompute;
         s = create_pipeline(t, err);
         t->opts.split = NULL;
+        t->opts.stage_recompute = NULL;
     }
     if (s != BRG_OK) {
         brg_trainer_destroy(t);
@@ -391,7 +402,10 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
         threads = (int)(cores / t->ranks);
         if (threads < 1) threads = 1;
     }
-    openblas_set_num_threads(threads);
+    /* OpenBLAS runs single-threaded inside each call: its threaded paths round differently with the
+     * thread count. The CPU kernels split work themselves, in pieces whose size does not depend on it. */
+    openblas_set_num_threads(1);
+    t->threads_per_rank = threads;
     *out = t;
     return BRG_OK;
 }
@@ -841,6 +855,7 @@ static brg_status execute(worker *w, const brg_instruction *in, double *norm) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     brg_trainer *t = w->trainer;
+    brg__cpu_set_threads(t->threads_per_rank);
     int64_t n = 0;
     const brg_instruction *stream = brg_schedule_stream(t->schedule, w->rank, &n);
     double norm = 0.0;
@@ -874,6 +889,22 @@ static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
         w->step_start = start;
         w->be->vt->reset_peak(w->be);
         w->held_at_start = w->be->vt->allocated(w->be);
+    }
+}
+
+/* Frees the receives a failed step posted but never waited for. */
+static void cancel_pending(brg_trainer *t) {
+    for (int k = 0; k < t->n_stages; k++) {
+        vstage *v = &t->stages[k];
+        brg__transport *tp = t->workers[v->rank].tp;
+        for (int64_t j = 0; j < t->opts.micro_batches; j++) {
+            for (int64_t q = 0; q < v->st->n_recv; q++)
+                if (v->mb[j].act_reqs[q]) tp->vt->cancel(tp, v->mb[j].act_reqs[q]);
+            for (int64_t q = 0; q < v->st->n_send; q++)
+                if (v->mb[j].grad_reqs[q]) tp->vt->cancel(tp, v->mb[j].grad_reqs[q]);
+            memset(v->mb[j].act_reqs, 0, (size_t)v->st->n_recv * sizeof *v->mb[j].act_reqs);
+            memset(v->mb[j].grad_reqs, 0, (size_t)v->st->n_send * sizeof *v->mb[j].grad_reqs);
+        }
     }
 }
 
@@ -912,6 +943,7 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
     }
     double seconds = now_seconds() - start;
     const worker *bad = failed_worker(t);
+    if (bad) cancel_pending(t);
     if (bad) return trainer_fail(t, bad->status, "step %lld: %s", (long long)t->steps_done + 1, bad->msg);
     t->steps_done++;
     t->next_sample += t->opts.micro_batches * t->opts.micro_batch;

@@ -211,6 +211,11 @@ static void inproc_abort(brg__transport *t, brg_status status) {
     pthread_mutex_unlock(&f->lock);
 }
 
+static void inproc_cancel(brg__transport *t, brg__request *r) {
+    (void)t;
+    free(r);
+}
+
 static void inproc_destroy(brg__transport *t) { (void)t; /* endpoints belong to the fabric */ }
 
 static const brg__transport_vtable inproc_vtable = {
@@ -218,6 +223,7 @@ static const brg__transport_vtable inproc_vtable = {
     .post_send = inproc_post_send,
     .post_recv = inproc_post_recv,
     .wait = inproc_wait,
+    .cancel = inproc_cancel,
     .abort = inproc_abort,
     .destroy = inproc_destroy,
 };

@@ -28,6 +28,8 @@ typedef struct brg__transport_vtable {
     /* Waits for a request, then frees it. BRG_OK, BRG_ERR_CANCELLED (aborted), BRG_ERR_TIMEOUT,
      * BRG_ERR_TRANSPORT (size or tag mismatch); the message goes to msg. */
     brg_status (*wait)(brg__transport *t, brg__request *req, char *msg);
+    /* Frees a posted request that will never be waited for (after a failure). */
+    void (*cancel)(brg__transport *t, brg__request *req);
     /* Stops every rank's transfers with `status` (first call wins). */
     void (*abort)(brg__transport *t, brg_status status);
     void (*destroy)(brg__transport *t);

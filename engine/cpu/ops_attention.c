@@ -1,0 +1,137 @@
+/* Causal multi-head self-attention (GPT-2) on a fused qkv input.
+ *
+ * qkv (B, T, 3C) holds q, k and v side by side; head h reads columns [h hs, (h+1) hs) of each, so the
+ * GEMMs take the head slices in place with leading dimension 3C (and C for the output), without
+ * copies. aux keeps the softmax probabilities att (B, NH, T, T), zero above the diagonal.
+ *
+ * Queries are taken in blocks of rows: rows [r0, r1) attend only to keys [0, r1), so each block's
+ * GEMMs skip the keys no row of the block can see. That halves the work of a long sequence compared
+ * with full T x T products, while the GEMMs stay large enough to run near peak. Backward takes dk and
+ * dv by blocks of key columns instead, whose GEMMs reduce over all the later query rows at once. */
+#include <math.h>
+
+#include "cpu/kernels.h"
+
+/* Query rows per block. */
+#define ATTENTION_BLOCK_ROWS 128
+
+typedef struct attention_dims {
+    int64_t batch, seq, channels, heads, head_size; /* B, T, C, NH, hs */
+} attention_dims;
+
+static brg_status attention_dims_get(const brg__op_call *call, attention_dims *d) {
+    const brg__op *op = call->op;
+    const brg_tensor *qkv = op->inputs[0]; // (B, T, 3C)
+    d->batch = brg__cpu_dim(qkv, 0, call->batch);
+    d->seq = brg__cpu_dim(qkv, 1, call->batch);
+    d->channels = brg__cpu_dim(qkv, 2, call->batch) / 3;
+    d->heads = op->heads;
+    d->head_size = d->channels / d->heads;
+    return brg__cpu_check_blas_dims(call, 2, (const int64_t[]){d->seq, 3 * d->channels});
+}
+
+/* Row t of the scores (its first t + 1 entries) becomes its softmax; the entries after it, zero. */
+static BRG__CPU_VECTOR_CLONES void softmax_causal_row(float *restrict row, int64_t t, int64_t seq) {
+    int64_t n = t + 1;
+    float m = brg__cpu_max(row, n);
+    /* The exponentials are stored and summed in one pass, in eight lanes. */
+    float acc[BRG__CPU_LANES] = {0};
+    int64_t j = 0;
+    for (; j + BRG__CPU_LANES <= n; j += BRG__CPU_LANES)
+        for (int l = 0; l < BRG__CPU_LANES; l++) {
+            float e = brg__cpu_exp(row[j + l] - m);
+            row[j + l] = e;
+            acc[l] += e;
+        }
+    for (; j < n; j++) {
+        float e = brg__cpu_exp(row[j] - m);
+        row[j] = e;
+        acc[j % BRG__CPU_LANES] += e;
+    }
+    float inv = 1.0f / brg__cpu_lanes_total(acc);
+    for (j = 0; j < n; j++) row[j] *= inv;
+    for (j = n; j < seq; j++) row[j] = 0.0f;
+}
+
+/* In place, datt row -> dscores row: p_j (datt_j - sum_i p_i datt_i) for j <= t, 0 up to `width`. */
+static BRG__CPU_VECTOR_CLONES void softmax_causal_row_backward(float *restrict drow, const float *restrict prow,
+                                                               int64_t t, int64_t width) {
+    float dot = brg__cpu_dot(prow, drow, t + 1);
+    for (int64_t j = 0; j <= t; j++) drow[j] = prow[j] * (drow[j] - dot);
+    for (int64_t j = t + 1; j < width; j++) drow[j] = 0.0f;
+}
+
+brg_status brg__cpu_attention_forward(const brg__op_call *call) {
+    attention_dims d;
+    BRG__CHECK(attention_dims_get(call, &d));
+    int64_t T = d.seq, C = d.channels, hs = d.head_size;
+    float scale = 1.0f / sqrtf((float)hs);
+    const float *qkv = call->in[0]; // (B, T, 3C)
+    float *out = call->out;         // (B, T, C)
+    float *att = call->aux;         // (B, NH, T, T)
+    for (int64_t b = 0; b < d.batch; b++)
+        for (int64_t h = 0; h < d.heads; h++) {
+            const float *q = qkv + b * T * 3 * C + h * hs; // (T, hs), row stride 3C
+            const float *k = q + C;                        // (T, hs), row stride 3C
+            const float *v = q + 2 * C;                    // (T, hs), row stride 3C
+            float *att_bh = att + (b * d.heads + h) * T * T; // (T, T)
+            float *o = out + b * T * C + h * hs;              // (T, hs), row stride C
+            for (int64_t r0 = 0; r0 < T; r0 += ATTENTION_BLOCK_ROWS) {
+                int64_t r1 = r0 + ATTENTION_BLOCK_ROWS < T ? r0 + ATTENTION_BLOCK_ROWS : T, rows = r1 - r0;
+                // scores (rows, r1) = scale q[r0:r1] k[0:r1]^T
+                brg__cpu_gemm(0, 1, rows, r1, hs, scale, q + r0 * 3 * C, 3 * C, k, 3 * C, 0.0f, att_bh + r0 * T, T);
+                for (int64_t t = r0; t < r1; t++) softmax_causal_row(att_bh + t * T, t, T);
+                // o[r0:r1] (rows, hs) = att[r0:r1, 0:r1] v[0:r1]
+                brg__cpu_gemm(0, 0, rows, hs, r1, 1.0f, att_bh + r0 * T, T, v, 3 * C, 0.0f, o + r0 * C, C);
+            }
+        }
+    return BRG_OK;
+}
+
+brg_status brg__cpu_attention_backward(const brg__op_call *call) {
+    if (!call->din[0]) return BRG_OK;
+    attention_dims d;
+    BRG__CHECK(attention_dims_get(call, &d));
+    int64_t T = d.seq, C = d.channels, hs = d.head_size;
+    float scale = 1.0f / sqrtf((float)hs);
+    const float *qkv = call->in[0]; // (B, T, 3C)
+    const float *att = call->aux;   // (B, NH, T, T)
+    const float *dout = call->dout; // (B, T, C)
+    float *dqkv = call->din[0];     // (B, T, 3C)
+    float *dscores = call->scratch; // (T, T): d(att), then d(scores), of one (b, h)
+    for (int64_t b = 0; b < d.batch; b++)
+        for (int64_t h = 0; h < d.heads; h++) {
+            const float *q = qkv + b * T * 3 * C + h * hs; // (T, hs), row stride 3C
+            const float *k = q + C;
+            const float *v = q + 2 * C;
+            float *dq = dqkv + b * T * 3 * C + h * hs; // (T, hs), row stride 3C
+            float *dk = dq + C;
+            float *dv = dq + 2 * C;
+            const float *att_bh = att + (b * d.heads + h) * T * T; // (T, T)
+            const float *dout_bh = dout + b * T * C + h * hs;      // (T, hs), row stride C
+            /* Blocks of query rows: d(att), the softmax backward, and dq, which needs whole rows. */
+            for (int64_t r0 = 0; r0 < T; r0 += ATTENTION_BLOCK_ROWS) {
+                int64_t r1 = r0 + ATTENTION_BLOCK_ROWS < T ? r0 + ATTENTION_BLOCK_ROWS : T, rows = r1 - r0;
+                float *ds = dscores + r0 * T; // (rows, r1), row stride T
+                // datt (rows, r1) = dout[r0:r1] v[0:r1]^T
+                brg__cpu_gemm(0, 1, rows, r1, hs, 1.0f, dout_bh + r0 * C, C, v, 3 * C, 0.0f, ds, T);
+                for (int64_t t = r0; t < r1; t++)
+                    softmax_causal_row_backward(ds + (t - r0) * T, att_bh + t * T, t, r1);
+                // dq[r0:r1] (rows, hs) += scale dscores k[0:r1]
+                brg__cpu_gemm(0, 0, rows, hs, r1, scale, ds, T, k, 3 * C, 1.0f, dq + r0 * 3 * C, 3 * C);
+            }
+            /* Blocks of key columns: key j gathers from the query rows t >= j, so these GEMMs reduce over
+             * long spans of rows (efficient), and each dk, dv row gets exactly one product. The entries
+             * above the diagonal inside the diagonal block are zero in att and in dscores. */
+            for (int64_t c0 = 0; c0 < T; c0 += ATTENTION_BLOCK_ROWS) {
+                int64_t c1 = c0 + ATTENTION_BLOCK_ROWS < T ? c0 + ATTENTION_BLOCK_ROWS : T, cols = c1 - c0;
+                // dv[c0:c1] (cols, hs) += att[c0:T, c0:c1]^T dout[c0:T]
+                brg__cpu_gemm(1, 0, cols, hs, T - c0, 1.0f, att_bh + c0 * T + c0, T, dout_bh + c0 * C, C, 1.0f,
+                              dv + c0 * 3 * C, 3 * C);
+                // dk[c0:c1] (cols, hs) += scale dscores[c0:T, c0:c1]^T q[c0:T]
+                brg__cpu_gemm(1, 0, cols, hs, T - c0, scale, dscores + c0 * T + c0, T, q + c0 * 3 * C, 3 * C, 1.0f,
+                              dk + c0 * 3 * C, 3 * C);
+            }
+        }
+    return BRG_OK;
+}
