@@ -1,8 +1,11 @@
 #include "harness.h"
 
 #include <CUnit/Basic.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "brigade/status.h"
@@ -45,4 +48,60 @@ const char *brg_test_tmp_path(char *buf, size_t size, const char *name) {
     const char *dir = getenv("BRG_TEST_TMPDIR");
     snprintf(buf, size, "%s/brg-%ld-%s", dir ? dir : "/tmp", (long)getpid(), name);
     return buf;
+}
+
+extern char **environ;
+
+/* The whole file at path, NUL-terminated (malloc'd; "" when unreadable). */
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    size_t cap = 1 << 12, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    while (f) {
+        if (n + 1 >= cap) {
+            char *grown = realloc(buf, cap *= 2);
+            if (!grown) break;
+            buf = grown;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        if (got == 0) break;
+        n += got;
+    }
+    buf[n] = '\0';
+    if (f) fclose(f);
+    return buf;
+}
+
+const brg_test_run *brg_test_run_brigade(const char *const *args) {
+    static brg_test_run r;
+    free(r.out);
+    free(r.err);
+    memset(&r, 0, sizeof r);
+    r.exit_code = -1;
+    const char *bin = getenv("BRG_BIN");
+    char out_path[512], err_path[512];
+    brg_test_tmp_path(out_path, sizeof out_path, "run.out");
+    brg_test_tmp_path(err_path, sizeof err_path, "run.err");
+    const char *argv[128];
+    int n = 0;
+    argv[n++] = bin ? bin : "brigade";
+    for (int i = 0; args[i] && n < 127; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    if (posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ) == 0) {
+        int status = 0;
+        waitpid(pid, &status, 0);
+        r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    r.out = slurp(out_path);
+    r.err = slurp(err_path);
+    unlink(out_path);
+    unlink(err_path);
+    return &r;
 }

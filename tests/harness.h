@@ -27,6 +27,17 @@ const char *brg_test_fixtures(void);
  * call site is the caller's; `buf` receives the path. */
 const char *brg_test_tmp_path(char *buf, size_t size, const char *name);
 
+/* The outcome of running the brigade program. out and err hold everything it printed (NUL-terminated,
+ * owned by the harness, valid until the next brg_test_run_brigade). */
+typedef struct brg_test_run {
+    int exit_code; /* 128 + signal when it was killed */
+    char *out;
+    char *err;
+} brg_test_run;
+
+/* Runs $BRG_BIN (the built brigade program) with args (NULL-terminated, program name excluded). */
+const brg_test_run *brg_test_run_brigade(const char *const *args);
+
 #define BRG_ASSERT_EQ_INT(actual, expected)                                                          \
     do {                                                                                             \
         long long brg_a_ = (long long)(actual), brg_e_ = (long long)(expected);                      \

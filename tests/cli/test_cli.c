@@ -1,25 +1,18 @@
 /* The brigade command from outside: training results, determinism, and errors for bad input. */
 #include <math.h>
-#include <fcntl.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "brigade.h"
 #include "harness.h"
 
-extern char **environ;
-
 #define SMALL_GPT "gpt:layers=2,hidden=64,heads=4,vocab=64,seq=32"
 
-typedef struct run_result {
-    int exit_code;
-    char out[1 << 16];
-    char err[1 << 14];
-} run_result;
+typedef brg_test_run run_result;
+
+static const run_result *run_brigade(const char *const *args) { return brg_test_run_brigade(args); }
 
 static void read_file(const char *path, char *buf, size_t size) {
     buf[0] = '\0';
@@ -28,38 +21,6 @@ static void read_file(const char *path, char *buf, size_t size) {
     size_t n = fread(buf, 1, size - 1, f);
     buf[n] = '\0';
     fclose(f);
-}
-
-/* Runs the brigade binary with args (NULL-terminated), capturing stdout and stderr. */
-static run_result *run_brigade(const char *const *args) {
-    static run_result r;
-    const char *bin = getenv("BRG_BIN");
-    char out_path[512], err_path[512];
-    brg_test_tmp_path(out_path, sizeof out_path, "cli.out");
-    brg_test_tmp_path(err_path, sizeof err_path, "cli.err");
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = bin ? bin : "brigade";
-    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    memset(&r, 0, sizeof r);
-    r.exit_code = -1;
-    if (posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ) == 0) {
-        int status = 0;
-        waitpid(pid, &status, 0);
-        r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    posix_spawn_file_actions_destroy(&fa);
-    read_file(out_path, r.out, sizeof r.out);
-    read_file(err_path, r.err, sizeof r.err);
-    unlink(out_path);
-    unlink(err_path);
-    return &r;
 }
 
 /* The value after "params fingerprint: " in out, or "" when absent. */
@@ -78,7 +39,7 @@ static int losses_of(const char *out, double *losses, int max) {
 }
 
 static void expect_usage_error(const char *const *args, const char *needle) {
-    run_result *r = run_brigade(args);
+    const run_result *r = run_brigade(args);
     if (r->exit_code != 2) fprintf(stderr, "exit %d, stderr: %s\n", r->exit_code, r->err);
     BRG_ASSERT_EQ_INT(r->exit_code, 2);
     BRG_ASSERT_CONTAINS(r->err, needle);
@@ -86,7 +47,7 @@ static void expect_usage_error(const char *const *args, const char *needle) {
 }
 
 static void test_help(void) {
-    run_result *r = run_brigade((const char *[]){"--help", NULL});
+    const run_result *r = run_brigade((const char *[]){"--help", NULL});
     BRG_ASSERT_EQ_INT(r->exit_code, 0);
     BRG_ASSERT_CONTAINS(r->out, "train");
     r = run_brigade((const char *[]){"train", "--help", NULL});
@@ -106,7 +67,7 @@ static void test_help(void) {
  * gives the same losses and fingerprint; another seed gives another fingerprint. */
 static void test_train_learns_and_repeats(void) {
     const char *args[] = {"train", "--model", SMALL_GPT, "--steps", "300", "--log-every", "1", NULL};
-    run_result *r = run_brigade(args);
+    const run_result *r = run_brigade(args);
     BRG_ASSERT_EQ_INT(r->exit_code, 0);
     static double first[400], second[400];
     int n1 = losses_of(r->out, first, 400);
@@ -133,7 +94,7 @@ static void test_train_learns_and_repeats(void) {
 static void test_stats_file(void) {
     char path[512];
     brg_test_tmp_path(path, sizeof path, "stats.json");
-    run_result *r = run_brigade((const char *[]){"train", "--model", "mlp:layers=2,hidden=32,vocab=16,seq=8",
+    const run_result *r = run_brigade((const char *[]){"train", "--model", "mlp:layers=2,hidden=32,vocab=16,seq=8",
                                                  "--steps", "4", "--micro-batches", "2", "--stats", path, NULL});
     BRG_ASSERT_EQ_INT(r->exit_code, 0);
     static char json[1 << 16];
@@ -203,7 +164,7 @@ static void test_bad_data_file(void) {
     for (int i = 0; i < 4096; i++) tokens[i] = (i * 7 + i / 5) % 64;
     brg_error err;
     BRG_ASSERT_OK(brg_data_write_bin(good, tokens, 4096, &err), err.message);
-    run_result *r = run_brigade((const char *[]){"train", "--model", SMALL_GPT, "--data", good, "--steps", "3", NULL});
+    const run_result *r = run_brigade((const char *[]){"train", "--model", SMALL_GPT, "--data", good, "--steps", "3", NULL});
     BRG_ASSERT_EQ_INT(r->exit_code, 0);
     BRG_ASSERT_CONTAINS(r->out, "params fingerprint: ");
     unlink(good);
@@ -231,7 +192,7 @@ static void test_pipeline_flags(void) {
         int n = 9;
         for (int k = 0; configs[c][k]; k++) args[n++] = configs[c][k];
         args[n] = NULL;
-        run_result *r = run_brigade(args);
+        const run_result *r = run_brigade(args);
         if (r->exit_code != 0) fprintf(stderr, "config %zu: %s\n", c, r->err);
         BRG_ASSERT_EQ_INT(r->exit_code, 0);
         BRG_ASSERT_CONTAINS(r->out, "bubble");
