@@ -1,17 +1,162 @@
-// Check macros for CUDA runtime calls inside launchers: on failure they write a message naming the call
-// and the CUDA error, and return a brg_status from the enclosing function.
+// Shared by every CUDA source: the check macros (CUDA runtime, cuBLAS, NCCL, brg_status), element
+// conversions between fp32 and bf16, deterministic warp and block reductions, and launch sizing.
+//
+// The check macros write a message naming the failed call, the library's own error text and the source
+// line into `msg` (BRG_ERROR_MESSAGE_MAX bytes; may be NULL) and return a brg_status from the enclosing
+// function; the _GOTO forms store the status and jump to a cleanup label instead.
 #pragma once
+#include <cstdint>
 #include <cstdio>
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <nccl.h>
 
 #include "brigade/status.h"
+extern "C" {
+#include "internal.h"
+}
+
+static inline brg_status brg__cuda_status_of(cudaError_t e) {
+    return e == cudaErrorMemoryAllocation ? BRG_ERR_OUT_OF_MEMORY : BRG_ERR_BACKEND;
+}
+
+#define BRG__CUDA_FAIL_MESSAGE(msg, what, text)                                                        \
+    ((msg) ? (void)snprintf((msg), BRG_ERROR_MESSAGE_MAX, "%s failed: %s (%s:%d)", (what), (text),   \
+                            __FILE__, __LINE__)                                                        \
+           : (void)0)
 
 #define BRG__CUDA_CHECK(call, msg)                                                                     \
     do {                                                                                               \
         cudaError_t brg__e_ = (call);                                                                  \
         if (brg__e_ != cudaSuccess) {                                                                  \
-            if (msg) snprintf((msg), BRG_ERROR_MESSAGE_MAX, "%s failed: %s (%s:%d)", #call,             \
-                              cudaGetErrorString(brg__e_), __FILE__, __LINE__);                        \
-            return brg__e_ == cudaErrorMemoryAllocation ? BRG_ERR_OUT_OF_MEMORY : BRG_ERR_BACKEND;    \
+            BRG__CUDA_FAIL_MESSAGE(msg, #call, cudaGetErrorString(brg__e_));                           \
+            return brg__cuda_status_of(brg__e_);                                                       \
         }                                                                                              \
     } while (0)
+
+#define BRG__CUDA_CHECK_GOTO(status, call, msg, label)                                                 \
+    do {                                                                                               \
+        cudaError_t brg__e_ = (call);                                                                  \
+        if (brg__e_ != cudaSuccess) {                                                                  \
+            BRG__CUDA_FAIL_MESSAGE(msg, #call, cudaGetErrorString(brg__e_));                           \
+            (status) = brg__cuda_status_of(brg__e_);                                                   \
+            goto label;                                                                                \
+        }                                                                                              \
+    } while (0)
+
+/* After a kernel launch: a bad configuration shows up here, a fault in a later synchronizing call. */
+#define BRG__LAUNCH_CHECK(kernel_name, msg)                                                            \
+    do {                                                                                               \
+        cudaError_t brg__e_ = cudaGetLastError();                                                      \
+        if (brg__e_ != cudaSuccess) {                                                                  \
+            BRG__CUDA_FAIL_MESSAGE(msg, "launching " kernel_name, cudaGetErrorString(brg__e_));         \
+            return brg__cuda_status_of(brg__e_);                                                       \
+        }                                                                                              \
+    } while (0)
+
+#define BRG__CUBLAS_CHECK(call, msg)                                                                   \
+    do {                                                                                               \
+        cublasStatus_t brg__b_ = (call);                                                               \
+        if (brg__b_ != CUBLAS_STATUS_SUCCESS) {                                                        \
+            BRG__CUDA_FAIL_MESSAGE(msg, #call, cublasGetStatusString(brg__b_));                        \
+            return brg__b_ == CUBLAS_STATUS_ALLOC_FAILED ? BRG_ERR_OUT_OF_MEMORY : BRG_ERR_BACKEND;    \
+        }                                                                                              \
+    } while (0)
+
+#define BRG__CUBLAS_CHECK_GOTO(status, call, msg, label)                                               \
+    do {                                                                                               \
+        cublasStatus_t brg__b_ = (call);                                                               \
+        if (brg__b_ != CUBLAS_STATUS_SUCCESS) {                                                        \
+            BRG__CUDA_FAIL_MESSAGE(msg, #call, cublasGetStatusString(brg__b_));                        \
+            (status) = brg__b_ == CUBLAS_STATUS_ALLOC_FAILED ? BRG_ERR_OUT_OF_MEMORY : BRG_ERR_BACKEND; \
+            goto label;                                                                                \
+        }                                                                                              \
+    } while (0)
+
+#define BRG__NCCL_CHECK(call, msg)                                                                     \
+    do {                                                                                               \
+        ncclResult_t brg__n_ = (call);                                                                 \
+        if (brg__n_ != ncclSuccess && brg__n_ != ncclInProgress) {                                     \
+            BRG__CUDA_FAIL_MESSAGE(msg, #call, ncclGetErrorString(brg__n_));                           \
+            return BRG_ERR_TRANSPORT;                                                                  \
+        }                                                                                              \
+    } while (0)
+
+#define BRG__NCCL_CHECK_GOTO(status, call, msg, label)                                                 \
+    do {                                                                                               \
+        ncclResult_t brg__n_ = (call);                                                                 \
+        if (brg__n_ != ncclSuccess && brg__n_ != ncclInProgress) {                                     \
+            BRG__CUDA_FAIL_MESSAGE(msg, #call, ncclGetErrorString(brg__n_));                           \
+            (status) = BRG_ERR_TRANSPORT;                                                              \
+            goto label;                                                                                \
+        }                                                                                              \
+    } while (0)
+
+/* A precondition of a launcher (a shape, a size): the message names the launcher and what is wrong. */
+#define BRG__REQUIRE(cond, msg, ...)                                                                   \
+    do {                                                                                               \
+        if (!(cond)) return brg__message_set((msg), BRG_ERROR_MESSAGE_MAX, BRG_ERR_SHAPE, __VA_ARGS__); \
+    } while (0)
+
+/* ---- elements ---- */
+
+typedef __nv_bfloat16 brg__bf16;
+
+template <typename T> __host__ __device__ __forceinline__ float brg__to_float(T v);
+template <> __host__ __device__ __forceinline__ float brg__to_float<float>(float v) { return v; }
+template <> __host__ __device__ __forceinline__ float brg__to_float<brg__bf16>(brg__bf16 v) {
+    return __bfloat162float(v);
+}
+
+template <typename T> __host__ __device__ __forceinline__ T brg__from_float(float v);
+template <> __host__ __device__ __forceinline__ float brg__from_float<float>(float v) { return v; }
+template <> __host__ __device__ __forceinline__ brg__bf16 brg__from_float<brg__bf16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+/* ---- reductions in a fixed order (the same bits on every run, whatever the placement) ---- */
+
+/* Sum over the 32 lanes by a butterfly: every lane ends with the same value. */
+template <typename A> __device__ __forceinline__ A brg__warp_sum(A v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ __forceinline__ float brg__warp_max(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+/* Sum over a block of blockDim.x threads (a multiple of 32, at most 1024); every thread gets the total.
+ * `shared` holds 32 values. Warps first, then the first warp over the warp totals. */
+template <typename A> __device__ __forceinline__ A brg__block_sum(A v, A *shared) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    v = brg__warp_sum(v);
+    __syncthreads(); /* shared may still be read by a previous call */
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    A total = lane < warps ? shared[lane] : A(0);
+    return brg__warp_sum(total);
+}
+
+__device__ __forceinline__ float brg__block_max(float v, float *shared) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    v = brg__warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    float m = lane < warps ? shared[lane] : -INFINITY;
+    return brg__warp_max(m);
+}
+
+/* ---- launch sizing ---- */
+
+/* Blocks for n elements at `threads` per block, capped: kernels loop over the rest (grid stride). */
+static inline unsigned brg__grid_for(int64_t n, int threads) {
+    int64_t blocks = (n + threads - 1) / threads;
+    if (blocks < 1) blocks = 1;
+    return (unsigned)(blocks > 65536 ? 65536 : blocks);
+}

@@ -15,7 +15,7 @@ typedef struct brg__backend_vtable {
     const char *name;
     /* Bytes of one activation element of `dtype` in this backend's memory (4 for F32 and I32 on the CPU;
      * 2 for F32 activations of a bf16 CUDA backend). Parameters, their gradients and optimizer state are
-     * always 4-byte fp32. */
+     * always 4-byte fp32, and so is the loss op's output (stage.c sizes it so; cuda/cuda.h). */
     int64_t (*element_bytes)(const brg__backend *b, brg_dtype dtype);
     /* Zero-filled, 64-byte aligned device memory; NULL when out of memory. */
     void *(*alloc)(brg__backend *b, size_t bytes);
@@ -49,8 +49,9 @@ struct brg__backend {
 /* The CPU backend: fp32 kernels, OpenBLAS GEMMs, memory from a jemalloc arena of its own. */
 brg_status brg__backend_cpu_create(brg__backend **out, char *msg);
 
-/* The CUDA backend on GPU `device` (cuda/backend_cuda.c); BRG_ERR_UNSUPPORTED when brigade was built
- * without CUDA (engine/runtime/backend_none.c), BRG_ERR_NO_DEVICE when that GPU is not there. */
+/* The CUDA backend on GPU `device` % (GPUs visible) (cuda/backend_cuda.cu), activations in bf16 when bf16
+ * is non-zero (cuda/cuda.h gives the element types); BRG_ERR_UNSUPPORTED when brigade was built without
+ * CUDA (engine/runtime/backend_none.c), BRG_ERR_NO_DEVICE when there is no GPU. */
 brg_status brg__backend_cuda_create(brg__backend **out, int device, int bf16, char *msg);
 
 static inline void brg__backend_destroy(brg__backend *b) {

@@ -19,6 +19,15 @@ brg_status brg__nccl_fabric_create(brg__nccl_fabric **out, int ranks, const int 
     (void)ranks;
     (void)devices;
     (void)timeout_seconds;
+    return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_UNSUPPORTED,
+                            "this brigade was built without CUDA and NCCL (configure with -Dcuda=enabled where the "
+                            "CUDA toolkit and NCCL are installed)");
+}
+
+brg_status brg__nccl_fabric_attach(brg__nccl_fabric *f, int rank, struct brg__backend *be, char *msg) {
+    (void)f;
+    (void)rank;
+    (void)be;
     return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_UNSUPPORTED, "this brigade was built without NCCL");
 }
 

@@ -9,7 +9,10 @@ static int64_t op_count(const brg__stage *s) { return s->op_end - s->op_begin; }
 static const brg__op *stage_op(const brg__stage *s, int64_t i) { return &s->graph->ops[i]; }
 
 size_t brg__stage_tensor_bytes(const brg__stage *s, const brg_tensor *t) {
-    return (size_t)(brg__tensor_numel(t, s->batch) * s->be->vt->element_bytes(s->be, t->dtype));
+    /* The per-position loss is fp32 on every backend: the host sums it (brg__stage_loss_sum). */
+    int is_loss = t->producer >= 0 && t->producer == s->graph->loss_op;
+    int64_t element = is_loss ? (int64_t)sizeof(float) : s->be->vt->element_bytes(s->be, t->dtype);
+    return (size_t)(brg__tensor_numel(t, s->batch) * element);
 }
 
 /* Whether any op with index in [from, to) reads t. */

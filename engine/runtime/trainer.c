@@ -334,6 +334,7 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
             s = brg__backend_cuda_create(&w->be, r, o->precision == BRG_PRECISION_BF16, msg);
         else if (s == BRG_OK)
             s = brg__backend_cpu_create(&w->be, msg);
+        if (s == BRG_OK && t->nccl) s = brg__nccl_fabric_attach(t->nccl, r, w->be, msg);
     }
     float dloss = (float)(1.0 / ((double)o->micro_batches * (double)bt));
     for (int k = 0; k < t->n_stages && s == BRG_OK; k++) {

@@ -1,6 +1,6 @@
 /* The transport between pipeline ranks: point-to-point messages, matched in order on each ordered pair
  * of ranks (the k-th send from a to b meets the k-th receive on b from a, as NCCL orders them).
- * Implementations: in-process (threads; engine/transport/inproc.c), MPI and NCCL later. Internal.
+ * Implementations: in-process (threads; engine/transport/inproc.c) and NCCL (cuda/nccl_transport.cu). Internal.
  *
  * Sends and receives are posted and complete later (brg__transport_wait), so transfers overlap compute.
  * A transport can be aborted (a worker failed): every pending and later wait returns BRG_ERR_CANCELLED
@@ -58,14 +58,23 @@ brg__transport *brg__inproc_endpoint(brg__inproc_fabric *f, int rank);
 /* Frees the fabric, its endpoints and any undelivered message. */
 void brg__inproc_fabric_destroy(brg__inproc_fabric *f);
 
-/* ---- NCCL transport: ranks are threads of one process, one GPU each (cuda/) ---- */
+/* ---- NCCL transport: ranks are threads of one process, on GPUs of one node (cuda/) ---- */
 typedef struct brg__nccl_fabric brg__nccl_fabric;
+struct brg__backend;
 
-/* Communicators for `ranks` threads, rank r on GPU devices[r] (ncclCommInitAll); waits give up after
- * timeout_seconds, polling ncclCommGetAsyncError. Buffers passed to the endpoints are device memory.
- * BRG_ERR_UNSUPPORTED in a build without CUDA. */
+/* Transfers for `ranks` threads, rank r on GPU devices[r] % (GPUs visible). Ranks on distinct GPUs talk
+ * through NCCL (one communicator for the group, from ncclCommInitAll, when every rank has a GPU of its
+ * own; else one per pair of GPUs); ranks sharing a GPU pass tensors by device-to-device copies. Waits
+ * give up after timeout_seconds (<= 0: never), polling ncclCommGetAsyncError. Buffers are device memory
+ * of the rank's CUDA backend. Returns BRG_OK; BRG_ERR_NO_DEVICE (no CUDA device: checked first);
+ * BRG_ERR_INVALID_ARGUMENT; BRG_ERR_TRANSPORT (NCCL could not make the communicators);
+ * BRG_ERR_OUT_OF_MEMORY; BRG_ERR_UNSUPPORTED in a build without CUDA. */
 brg_status brg__nccl_fabric_create(brg__nccl_fabric **out, int ranks, const int *devices, double timeout_seconds,
                                    char *msg);
+/* Gives rank's endpoint its CUDA backend, whose compute stream transfers are ordered against and whose
+ * transfer stream they run on; required before the endpoint posts. BRG_OK, BRG_ERR_INVALID_ARGUMENT (not
+ * a CUDA backend, a rank out of range, another GPU than the rank's), BRG_ERR_UNSUPPORTED without CUDA. */
+brg_status brg__nccl_fabric_attach(brg__nccl_fabric *f, int rank, struct brg__backend *be, char *msg);
 brg__transport *brg__nccl_endpoint(brg__nccl_fabric *f, int rank);
 void brg__nccl_fabric_destroy(brg__nccl_fabric *f);
 
