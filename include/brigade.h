@@ -9,5 +9,6 @@
 #include "brigade/models.h"
 #include "brigade/data.h"
 #include "brigade/train.h"
+#include "brigade/plan.h"
 
 #endif

@@ -14,6 +14,9 @@ typedef struct command {
 static const command commands[] = {
     {"train", brg_cmd_train, "train a model (single device, or through a pipeline of stages)"},
     {"topo", brg_cmd_topo, "show the devices and links of this machine, an hwloc XML file or a cluster"},
+    {"plan", brg_cmd_plan, "search how to split a model over devices; write the plan and its review report"},
+    {"profile", brg_cmd_profile, "time every layer of a model on this machine, for brigade plan --profile"},
+    {"bench", brg_cmd_bench, "train a few steps on a device and report tokens/s, TFLOP/s and MFU"},
 };
 
 static void usage(FILE *f) {

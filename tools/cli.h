@@ -3,6 +3,7 @@
 #ifndef BRIGADE_CLI_H
 #define BRIGADE_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Exit codes: 0 success, 1 a run that failed, 2 bad usage (flags, specs, files given). */
@@ -11,6 +12,16 @@ enum { BRG_EXIT_OK = 0, BRG_EXIT_FAILURE = 1, BRG_EXIT_USAGE = 2 };
 /* Each subcommand: int cmd(int argc, char **argv), argv[0] being the subcommand's name. */
 int brg_cmd_train(int argc, char **argv);
 int brg_cmd_topo(int argc, char **argv);
+int brg_cmd_plan(int argc, char **argv);
+int brg_cmd_profile(int argc, char **argv);
+int brg_cmd_bench(int argc, char **argv);
+
+/* The dense peak FLOP/s of the devices a training run with these options uses (tools/cmd_bench.c): for
+ * CUDA the GPUs' presets (or estimates) at the run's precision, each GPU counted once; for the CPU the
+ * sgemm rate measured on every core (under a second). 0 when unknown. `what` (size bytes) says where the
+ * figure comes from. */
+struct brg_train_options;
+double brg_cli_peak_flops(const struct brg_train_options *opts, char *what, size_t size);
 
 /* Parses `text` as a whole integer in [min, max] for flag `flag` of `command`. */
 int brg_cli_int64(const char *command, const char *flag, const char *text, int64_t min, int64_t max,

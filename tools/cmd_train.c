@@ -24,10 +24,24 @@ typedef struct train_args {
     const char *stats;
     const char *trace;
     int split[256];
+    const char *plan;                   /* --plan FILE */
+    unsigned given;                     /* flags given on the command line (GIVEN_*) */
+    brg_recompute stage_recompute[256]; /* the plan's policy per virtual stage */
     int64_t steps;
     int64_t log_every;
     brg_train_options opts;
 } train_args;
+
+/* Pipeline flags a plan also sets: given explicitly, they must agree with it. */
+enum {
+    GIVEN_PP = 1,
+    GIVEN_CHUNKS = 2,
+    GIVEN_SCHEDULE = 4,
+    GIVEN_RECOMPUTE = 8,
+    GIVEN_SPLIT = 16,
+    GIVEN_MICRO_BATCH = 32,
+    GIVEN_MICRO_BATCHES = 64,
+};
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -64,6 +78,9 @@ static void usage(FILE *f) {
             "  --dtype TYPE          fp32, or bf16 on cuda: activations and GEMMs; weights stay fp32 (default fp32)\n"
             "  --trace FILE          write the last step's timeline as Chrome trace JSON (opens in Perfetto)\n"
             "  --timeout S           a stage waiting longer than S seconds on another fails the run (default 600)\n"
+            "  --plan FILE           run a plan from brigade plan: it sets --pp, --chunks, --schedule, --split,\n"
+            "                        --micro-batch, --micro-batches and each stage's recomputation; the plan must\n"
+            "                        have been made for this model and this machine, with one replica (--dp 1)\n"
             "\n"
             "output:\n"
             "  --log-every N         print every Nth step (first and last always; default 1)\n"
@@ -133,9 +150,11 @@ static int parse_args(int argc, char **argv, train_args *a) {
             if (brg_cli_int64(command, flag, v, 1, INT64_C(1) << 40, &a->log_every)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--micro-batch") == 0) {
             VALUE();
+            a->given |= GIVEN_MICRO_BATCH;
             if (brg_cli_int64(command, flag, v, 1, 1 << 20, &a->opts.micro_batch)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--micro-batches") == 0) {
             VALUE();
+            a->given |= GIVEN_MICRO_BATCHES;
             if (brg_cli_int64(command, flag, v, 1, 1 << 20, &a->opts.micro_batches)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--seed") == 0) {
             VALUE();
@@ -147,21 +166,25 @@ static int parse_args(int argc, char **argv, train_args *a) {
             a->opts.blas_threads = (int)n;
         } else if (strcmp(flag, "--pp") == 0) {
             VALUE();
+            a->given |= GIVEN_PP;
             if (brg_cli_int64(command, flag, v, 1, 64, &n)) return BRG_EXIT_USAGE;
             a->opts.stages = (int)n;
         } else if (strcmp(flag, "--chunks") == 0) {
             VALUE();
+            a->given |= GIVEN_CHUNKS;
             if (brg_cli_int64(command, flag, v, 1, 16, &n)) return BRG_EXIT_USAGE;
             a->opts.chunks = (int)n;
             chunks_given = 1;
         } else if (strcmp(flag, "--schedule") == 0) {
             VALUE();
+            a->given |= GIVEN_SCHEDULE;
             if (brg_schedule_kind_from_name(v, &a->opts.schedule) != BRG_OK) {
                 fprintf(stderr, "brigade train: --schedule takes gpipe, 1f1b, interleaved or zb-h1, not '%s'\n", v);
                 return BRG_EXIT_USAGE;
             }
         } else if (strcmp(flag, "--recompute") == 0) {
             VALUE();
+            a->given |= GIVEN_RECOMPUTE;
             if (strcmp(v, "none") == 0)
                 a->opts.recompute = BRG_RECOMPUTE_NONE;
             else if (strcmp(v, "full") == 0)
@@ -174,6 +197,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
             }
         } else if (strcmp(flag, "--split") == 0) {
             VALUE();
+            a->given |= GIVEN_SPLIT;
             if (parse_split(v, a)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--device") == 0) {
             VALUE();
@@ -195,6 +219,9 @@ static int parse_args(int argc, char **argv, train_args *a) {
                 fprintf(stderr, "brigade train: --dtype takes fp32 or bf16, not '%s'\n", v);
                 return BRG_EXIT_USAGE;
             }
+        } else if (strcmp(flag, "--plan") == 0) {
+            VALUE();
+            a->plan = v;
         } else if (strcmp(flag, "--trace") == 0) {
             VALUE();
             a->trace = v;
@@ -226,6 +253,96 @@ static int parse_args(int argc, char **argv, train_args *a) {
     }
     if (a->opts.schedule == BRG_SCHEDULE_INTERLEAVED_1F1B && !chunks_given) a->opts.chunks = 2;
     return 0;
+}
+
+/* A flag given on the command line that disagrees with the plan. */
+static int plan_conflict(const train_args *a, const brg_train_options *planned, char *buf, size_t size) {
+    const brg_train_options *o = &a->opts;
+    if ((a->given & GIVEN_PP) && o->stages != planned->stages)
+        return snprintf(buf, size, "--pp %d conflicts with the plan's %d pipeline stages", o->stages, planned->stages) > 0;
+    if ((a->given & GIVEN_CHUNKS) && o->chunks != planned->chunks)
+        return snprintf(buf, size, "--chunks %d conflicts with the plan's %d chunks", o->chunks, planned->chunks) > 0;
+    if ((a->given & GIVEN_SCHEDULE) && o->schedule != planned->schedule)
+        return snprintf(buf, size, "--schedule %s conflicts with the plan's %s", brg_schedule_kind_name(o->schedule),
+                        brg_schedule_kind_name(planned->schedule)) > 0;
+    if ((a->given & GIVEN_MICRO_BATCH) && o->micro_batch != planned->micro_batch)
+        return snprintf(buf, size, "--micro-batch %lld conflicts with the plan's micro-batch of %lld",
+                        (long long)o->micro_batch, (long long)planned->micro_batch) > 0;
+    if ((a->given & GIVEN_MICRO_BATCHES) && o->micro_batches != planned->micro_batches)
+        return snprintf(buf, size, "--micro-batches %lld conflicts with the plan's %lld micro-batches",
+                        (long long)o->micro_batches, (long long)planned->micro_batches) > 0;
+    if (a->given & GIVEN_RECOMPUTE)
+        for (int k = 0; k < planned->stage_recompute_count; k++)
+            if (planned->stage_recompute[k] != o->recompute)
+                return snprintf(buf, size, "--recompute %s conflicts with the plan's recomputation (stage %d: %s)",
+                                recompute_name(o->recompute), k, recompute_name(planned->stage_recompute[k])) > 0;
+    if (a->given & GIVEN_SPLIT) {
+        int same = o->split_count == planned->split_count;
+        for (int k = 0; same && k < o->split_count; k++) same = o->split[k] == planned->split[k];
+        if (!same) return snprintf(buf, size, "--split conflicts with the plan's cut points") > 0;
+    }
+    return 0;
+}
+
+/* Whether the plan was made for this machine's cores seen as CPU devices (on a machine that has GPUs). */
+static int cpu_devices_match(const brg_plan *plan, const brg_graph *g, brg_topology **t) {
+    brg_topology_options to = BRG_TOPOLOGY_OPTIONS_INIT;
+    to.flags = BRG_TOPOLOGY_IGNORE_GPUS;
+    brg_topology *cpus = NULL;
+    if (brg_topology_gpu_count(*t) == 0 || brg_topology_load_live(&cpus, &to, NULL) != BRG_OK) return 0;
+    if (brg_plan_check(plan, g, cpus, NULL) != BRG_OK) {
+        brg_topology_destroy(cpus);
+        return 0;
+    }
+    brg_topology_destroy(*t);
+    *t = cpus;
+    return 1;
+}
+
+/* Loads --plan, checks it against the model and this machine, and sets the pipeline options from it. */
+static int apply_plan(train_args *a, const brg_graph *g) {
+    brg_error err = {0};
+    brg_plan *plan = NULL;
+    brg_topology *t = NULL;
+    int rc = BRG_EXIT_USAGE;
+    if (brg_plan_load(a->plan, &plan, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: --plan: %s\n", err.message);
+        return BRG_EXIT_USAGE;
+    }
+    brg_topology_options to = BRG_TOPOLOGY_OPTIONS_INIT;
+    brg_train_options planned = a->opts;
+    int split[256];
+    char conflict[256];
+    if (brg_plan_check(plan, g, NULL, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: --plan %s: %s\n", a->plan, err.message);
+    } else if (brg_topology_load_live(&t, &to, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: reading this machine for --plan: %s\n", err.message);
+        rc = BRG_EXIT_FAILURE;
+    } else if (brg_plan_check(plan, g, t, &err) != BRG_OK && !cpu_devices_match(plan, g, &t)) {
+        fprintf(stderr, "brigade train: --plan %s: %s\n", a->plan, err.message);
+    } else if (brg_plan_train_options(plan, g, &planned, split, 256, a->stage_recompute, 256, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: --plan %s: %s\n", a->plan, err.message);
+    } else if (plan_conflict(a, &planned, conflict, sizeof conflict)) {
+        fprintf(stderr, "brigade train: %s (%s): drop the flag, or make another plan with it\n", conflict, a->plan);
+    } else {
+        for (int k = 0; k < planned.split_count; k++) a->split[k] = split[k];
+        planned.split = planned.split_count ? a->split : NULL;
+        planned.stage_recompute = a->stage_recompute;
+        a->opts = planned;
+        brg_plan_summary sm;
+        brg_plan_get_summary(plan, &sm);
+        printf("plan %s: %d stage%s x %d chunk%s, %s, micro-batch %lld x %lld; recompute per stage:", a->plan,
+               sm.pipeline_stages, sm.pipeline_stages > 1 ? "s" : "", sm.chunks, sm.chunks > 1 ? "s" : "",
+               brg_schedule_kind_name(sm.schedule), (long long)sm.micro_batch, (long long)sm.micro_batches);
+        for (int k = 0; k < planned.stage_recompute_count; k++) printf(" %s", recompute_name(a->stage_recompute[k]));
+        if (sm.predicted)
+            printf("; predicted %.1f tokens/s, %.2f ms per step", sm.tokens_per_second, sm.iteration_seconds * 1e3);
+        printf("\n");
+        rc = 0;
+    }
+    brg_topology_destroy(t);
+    brg_plan_destroy(plan);
+    return rc;
 }
 
 /* Fails early, before any training, when the stats file could not be written. */
@@ -452,6 +569,11 @@ int brg_cmd_train(int argc, char **argv) {
         fprintf(stderr, "brigade train: building %s: %s\n", cfg.name, err.message);
         brg_data_destroy(data);
         return BRG_EXIT_FAILURE;
+    }
+    if (a.plan && (rc = apply_plan(&a, g)) != 0) {
+        brg_graph_destroy(g);
+        brg_data_destroy(data);
+        return rc;
     }
     rc = train(&a, &cfg, g, data);
     brg_graph_destroy(g);

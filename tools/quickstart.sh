@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The main job on a fresh Debian 12 machine: installs what is missing, builds brigade (release), and
-# trains a small GPT through a 2-stage pipeline on the built-in synthetic task, printing every step, the
-# parameters' fingerprint and where the timeline went.
-#   BRG_BUILD=dir   build directory (default build-release)
+# The main job on a fresh Debian 12 machine: installs what is missing and builds brigade (release); plans
+# GPT-2 XL on one DGX H100 node (or on the cluster described by the file given) and prints the review; then
+# measures a small GPT's layers on this machine, plans it for this machine's cores, and trains it with that
+# plan through the pipeline on the built-in synthetic task (repeating random 4-token patterns), printing
+# every step, the parameters' fingerprint, and the predicted throughput beside the measured one.
+#   tools/quickstart.sh [cluster.json]
+#   BRG_BUILD=dir         build directory (default build-release)
+#   BRG_PLAN_MODEL=spec   the model planned on the cluster (default gpt2-xl)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cluster=""
+if [ $# -ge 1 ]; then cluster=$(cd "$(dirname "$1")" && pwd)/$(basename "$1"); fi
 cd "$root"
 . tools/deps.sh
 brg_install_deps
@@ -18,10 +24,42 @@ fi
 ninja -C "$build" >/dev/null
 brigade=$build/tools/brigade
 
+# 1. A plan for a real cluster, and its review.
+big=${BRG_PLAN_MODEL:-gpt2-xl}
+if [ -n "$cluster" ]; then
+    where=(--cluster "$cluster")
+    place="the cluster described in $cluster"
+else
+    where=(--preset dgx-h100)
+    place="one DGX H100 node (8 H100 SXM5 80GB on NVSwitch; brigade's built-in preset)"
+fi
+echo "== planning $big on $place, global batch 512 =="
+"$brigade" plan --model "$big" "${where[@]}" --global-batch 512 -o "$build/quickstart-plan-$big.json" \
+    --report "$build/quickstart-report.md" --trace "$build/quickstart-plan-trace.json"
+echo
+
+# 2. A small GPT on this machine: measure its layers, plan it, train it with the plan.
 model=gpt:layers=4,hidden=64,heads=4,vocab=64,seq=32
-trace=$build/quickstart-trace.json
-echo "== training $model through a 2-stage 1F1B pipeline on the synthetic task (repeating random 4-token patterns) =="
-"$brigade" train --model "$model" --pp 2 --schedule 1f1b --micro-batches 4 --micro-batch 4 --steps 300 --lr 2e-3 \
-    --log-every 25 --trace "$trace" --stats "$build/quickstart-stats.json"
-echo "per-step figures: $build/quickstart-stats.json"
-echo "timeline of the last step (one track per stage): $trace - open it in https://ui.perfetto.dev"
+plan=$build/quickstart-plan.json
+echo "== measuring every layer of $model on this machine's cores =="
+"$brigade" profile --model "$model" -o "$build/quickstart-profile.json" --micro-batch 1,4 --steps 3 | tail -1
+echo
+echo "== planning $model for this machine (one replica: the runtime runs one pipeline) =="
+"$brigade" plan --model "$model" --cpu --global-batch 16 --dp 1 --profile "$build/quickstart-profile.json" -o "$plan"
+echo
+echo "== training $model with that plan on the synthetic task =="
+"$brigade" train --model "$model" --plan "$plan" --steps 300 --lr 2e-3 --log-every 25 \
+    --trace "$build/quickstart-trace.json" --stats "$build/quickstart-stats.json"
+python3 - "$plan" "$build/quickstart-stats.json" <<'EOF'
+import json, sys
+plan, stats = (json.load(open(p)) for p in sys.argv[1:3])
+predicted = plan["predicted"]["tokens_per_second"]
+measured = stats.get("steady_tokens_per_second") or stats["tokens_per_second"]
+print("throughput: predicted %.0f tokens/s from the measured layers, trained at %.0f tokens/s (%+.0f%%)"
+      % (predicted, measured, 100.0 * (measured / predicted - 1.0)))
+EOF
+echo
+echo "review of the $big plan: $build/quickstart-report.md, with its pictures beside it (quickstart-report-gantt.svg,"
+echo "  -memory.svg, -placement.svg): open it in a Markdown previewer (VS Code, GitHub), or the .svg files in a browser"
+echo "predicted timeline of that plan: $build/quickstart-plan-trace.json; measured timeline of the small GPT's last step:"
+echo "  $build/quickstart-trace.json (one track per stage) - open them in https://ui.perfetto.dev"

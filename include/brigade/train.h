@@ -94,11 +94,16 @@ typedef struct brg_train_options {
     int record_trace;       /* keep the last step's timeline for brg_trainer_write_trace */
     brg_backend_kind backend;
     brg_precision precision; /* of activations and GEMMs: FP32, or BF16 on CUDA (parameters stay fp32) */
+    /* The recompute policy of each virtual stage (stage_recompute_count = stages * chunks entries), in
+     * place of `recompute` (a plan picks the cheapest policy that fits each stage); NULL: `recompute` for
+     * every stage. Borrowed during brg_trainer_create. */
+    const brg_recompute *stage_recompute;
+    int stage_recompute_count;
 } brg_train_options;
 
 #define BRG_TRAIN_OPTIONS_INIT                                                                             \
     {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0, 1, 1, BRG_SCHEDULE_1F1B, BRG_RECOMPUTE_NONE, NULL, 0, \
-     600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32}
+     600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0}
 
 /* Per rank figures of the last step. */
 typedef struct brg_rank_stats {

@@ -1,0 +1,187 @@
+/* Helpers for the planner's JSON files: where a value is in the text (jansson reports line and column for
+ * syntax errors only, so a small scanner walks the already valid text to the value an error is about),
+ * and whole-file reads and atomic writes. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "partitioner_internal.h"
+
+brg__json_path brg__json_key(brg__json_path p, const char *key) {
+    if (p.depth < 8) {
+        p.keys[p.depth] = key;
+        p.indices[p.depth] = 0;
+        p.depth++;
+    }
+    return p;
+}
+
+brg__json_path brg__json_index(brg__json_path p, int index) {
+    if (p.depth < 8) {
+        p.keys[p.depth] = NULL;
+        p.indices[p.depth] = index;
+        p.depth++;
+    }
+    return p;
+}
+
+static const char *skip_space(const char *p) {
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+    return p;
+}
+
+static const char *skip_string(const char *p) {
+    for (p++; *p && *p != '"'; p++)
+        if (*p == '\\' && p[1]) p++;
+    return *p ? p + 1 : p;
+}
+
+static const char *skip_value(const char *p) {
+    p = skip_space(p);
+    if (*p == '"') return skip_string(p);
+    if (*p != '{' && *p != '[') {
+        while (*p && !strchr(",}] \t\r\n", *p)) p++;
+        return p;
+    }
+    int depth = 0;
+    do {
+        if (*p == '"') {
+            p = skip_string(p);
+            continue;
+        }
+        if (*p == '{' || *p == '[') depth++;
+        else if (*p == '}' || *p == ']') depth--;
+        p++;
+    } while (*p && depth > 0);
+    return p;
+}
+
+static const char *skip_separator(const char *p) {
+    p = skip_space(p);
+    return *p == ',' ? skip_space(p + 1) : p;
+}
+
+static const char *find_member(const char *p, const char *key) {
+    if (*p != '{') return NULL;
+    size_t len = strlen(key);
+    for (const char *q = skip_space(p + 1); *q == '"';) {
+        const char *end = skip_string(q);
+        int match = (size_t)(end - q) == len + 2 && strncmp(q + 1, key, len) == 0;
+        q = skip_space(end);
+        if (*q == ':') q = skip_space(q + 1);
+        if (match) return q;
+        q = skip_separator(skip_value(q));
+    }
+    return NULL;
+}
+
+static const char *find_element(const char *p, int index) {
+    if (*p != '[') return NULL;
+    const char *q = skip_space(p + 1);
+    for (int i = 0; i < index && *q && *q != ']'; i++) q = skip_separator(skip_value(q));
+    return *q && *q != ']' ? q : NULL;
+}
+
+static const char *locate(const char *text, const brg__json_path *path) {
+    const char *p = skip_space(text);
+    for (int s = 0; s < path->depth; s++) {
+        const char *next = path->keys[s] ? find_member(p, path->keys[s]) : find_element(p, path->indices[s]);
+        if (!next) break;
+        p = next;
+    }
+    return p;
+}
+
+static void line_column(const char *text, const char *at, int *line, int *column) {
+    *line = 1;
+    *column = 1;
+    for (const char *p = text; p < at && *p; p++) {
+        if (*p == '\n') {
+            (*line)++;
+            *column = 1;
+        } else {
+            (*column)++;
+        }
+    }
+}
+
+brg_status brg__json_fail(brg_error *err, brg_status status, const char *origin, const char *text,
+                          const brg__json_path *path, const char *field, const char *fmt, ...) {
+    int line = 1, column = 1;
+    if (text) line_column(text, locate(text, path), &line, &column);
+    char where[256] = "", message[BRG_ERROR_MESSAGE_MAX];
+    size_t used = 0;
+    for (int s = 0; s < path->depth && used < sizeof where; s++) {
+        int n = path->keys[s] ? snprintf(where + used, sizeof where - used, "%s%s", used ? "." : "", path->keys[s])
+                              : snprintf(where + used, sizeof where - used, "[%d]", path->indices[s]);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (field && used < sizeof where) snprintf(where + used, sizeof where - used, "%s%s", used ? "." : "", field);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    return brg__error_set(err, status, "%s:%d:%d: %s%s%s", origin, line, column, where, where[0] ? ": " : "", message);
+}
+
+brg_status brg__read_text_file(const char *path, int64_t max_bytes, char **out, brg_error *err) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return brg__error_set(err, BRG_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return brg__error_set(err, BRG_ERR_IO, "'%s' is not a regular file", path);
+    }
+    if ((int64_t)st.st_size > max_bytes) {
+        fclose(f);
+        return brg__error_set(err, BRG_ERR_PARSE, "'%s' is %lld bytes, more than the %lld a plan file may have", path,
+                              (long long)st.st_size, (long long)max_bytes);
+    }
+    char *text = malloc((size_t)st.st_size + 1);
+    if (!text) {
+        fclose(f);
+        return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory reading '%s'", path);
+    }
+    size_t n = fread(text, 1, (size_t)st.st_size, f);
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        free(text);
+        return brg__error_set(err, BRG_ERR_IO, "cannot read '%s'", path);
+    }
+    text[n] = '\0';
+    *out = text;
+    return BRG_OK;
+}
+
+brg_status brg__write_text_file(const char *path, const char *text, brg_error *err) {
+    size_t len = strlen(path);
+    char *tmp = malloc(len + 16);
+    if (!tmp) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    snprintf(tmp, len + 16, "%s.tmp%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        brg_status s = brg__error_set(err, BRG_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+        free(tmp);
+        return s;
+    }
+    size_t n = strlen(text);
+    int failed = fwrite(text, 1, n, f) != n;
+    failed |= fflush(f) != 0;
+    failed |= fsync(fileno(f)) != 0;
+    int saved = errno;
+    failed |= fclose(f) != 0;
+    if (failed || rename(tmp, path) != 0) {
+        if (!failed) saved = errno;
+        remove(tmp);
+        free(tmp);
+        return brg__error_set(err, BRG_ERR_IO, "cannot write '%s': %s", path, strerror(saved));
+    }
+    free(tmp);
+    return BRG_OK;
+}
