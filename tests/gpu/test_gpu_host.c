@@ -151,51 +151,9 @@ static void test_bf16_rounding(void) {
 
 /* ---- the command line ---- */
 
-typedef struct run_result {
-    int exit_code;
-    char out[1 << 15];
-    char err[1 << 14];
-} run_result;
+typedef brg_test_run run_result;
 
-static void read_file(const char *path, char *buf, size_t size) {
-    buf[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t n = fread(buf, 1, size - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
-
-static run_result *run_brigade(const char *const *args) {
-    static run_result r;
-    const char *bin = getenv("BRG_BIN");
-    char out_path[512], err_path[512];
-    brg_test_tmp_path(out_path, sizeof out_path, "gpu_host.out");
-    brg_test_tmp_path(err_path, sizeof err_path, "gpu_host.err");
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = bin ? bin : "brigade";
-    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    memset(&r, 0, sizeof r);
-    r.exit_code = -1;
-    if (posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ) == 0) {
-        int status = 0;
-        waitpid(pid, &status, 0);
-        r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    posix_spawn_file_actions_destroy(&fa);
-    read_file(out_path, r.out, sizeof r.out);
-    read_file(err_path, r.err, sizeof r.err);
-    unlink(out_path);
-    unlink(err_path);
-    return &r;
-}
+static const run_result *run_brigade(const char *const *args) { return brg_test_run_brigade(args); }
 
 static int gpu_present(void) {
 #if BRG_HAVE_CUDA
@@ -207,7 +165,7 @@ static int gpu_present(void) {
 
 /* Without a GPU, --device cuda fails before any training and says what is missing. */
 static void expect_no_device(const char *const *args) {
-    run_result *r = run_brigade(args);
+    const run_result *r = run_brigade(args);
     CU_ASSERT(r->exit_code != 0 && r->exit_code < 128);
 #if BRG_HAVE_CUDA
     BRG_ASSERT_CONTAINS(r->err, "no CUDA device");
@@ -232,7 +190,7 @@ static void test_train_cuda_without_gpu(void) {
 static void test_bench_on_cpu(void) {
     char json_path[512];
     brg_test_tmp_path(json_path, sizeof json_path, "bench.json");
-    run_result *r = run_brigade((const char *const[]){"bench", "--model", TINY_GPT, "--device", "cpu", "--micro-batch",
+    const run_result *r = run_brigade((const char *const[]){"bench", "--model", TINY_GPT, "--device", "cpu", "--micro-batch",
                                                       "2", "--steps", "2", "--warmup", "1", "--json", json_path, NULL});
     BRG_ASSERT_EQ_INT(r->exit_code, 0);
     if (r->exit_code != 0) fprintf(stderr, "%s", r->err);
@@ -266,7 +224,7 @@ static void test_bench_on_cpu(void) {
 }
 
 static void test_bench_usage_errors(void) {
-    run_result *r = run_brigade((const char *const[]){"bench", "--dtype", "bf16", NULL});
+    const run_result *r = run_brigade((const char *const[]){"bench", "--dtype", "bf16", NULL});
     BRG_ASSERT_EQ_INT(r->exit_code, 2);
     BRG_ASSERT_CONTAINS(r->err, "--device cuda");
     r = run_brigade((const char *const[]){"bench", "--device", "tpu", NULL});

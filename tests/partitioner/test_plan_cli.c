@@ -14,54 +14,12 @@ extern char **environ;
 
 #define SMALL_GPT "gpt:layers=4,hidden=64,heads=4,vocab=64,seq=32"
 
-typedef struct run_result {
-    int exit_code;
-    char out[1 << 17];
-    char err[1 << 14];
-} run_result;
+typedef brg_test_run run_result;
 
-static void read_file(const char *path, char *buf, size_t size) {
-    buf[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t n = fread(buf, 1, size - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
-
-static run_result *run_brigade(const char *const *args) {
-    static run_result r;
-    const char *bin = getenv("BRG_BIN");
-    char out_path[512], err_path[512];
-    brg_test_tmp_path(out_path, sizeof out_path, "plan-cli.out");
-    brg_test_tmp_path(err_path, sizeof err_path, "plan-cli.err");
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = bin ? bin : "brigade";
-    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    memset(&r, 0, sizeof r);
-    r.exit_code = -1;
-    if (posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ) == 0) {
-        int status = 0;
-        waitpid(pid, &status, 0);
-        r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    posix_spawn_file_actions_destroy(&fa);
-    read_file(out_path, r.out, sizeof r.out);
-    read_file(err_path, r.err, sizeof r.err);
-    unlink(out_path);
-    unlink(err_path);
-    return &r;
-}
+static const run_result *run_brigade(const char *const *args) { return brg_test_run_brigade(args); }
 
 static void expect(const char *const *args, int code, const char *needle) {
-    run_result *r = run_brigade(args);
+    const run_result *r = run_brigade(args);
     if (r->exit_code != code) fprintf(stderr, "exit %d, expected %d\nstdout: %s\nstderr: %s\n", r->exit_code, code, r->out, r->err);
     BRG_ASSERT_EQ_INT(r->exit_code, code);
     if (needle) BRG_ASSERT_CONTAINS(code == 0 ? r->out : r->err, needle);
@@ -106,7 +64,7 @@ static void test_plan_writes_everything(void) {
     brg_test_tmp_path(report, sizeof report, "cli-report.md");
     brg_test_tmp_path(trace, sizeof trace, "cli-trace.json");
     snprintf(gantt, sizeof gantt, "%.*s-gantt.svg", (int)strlen(report) - 3, report);
-    run_result *r = run_brigade((const char *[]){"plan", "--model", "gpt2-small", "--preset", "dgx-h100:2",
+    const run_result *r = run_brigade((const char *[]){"plan", "--model", "gpt2-small", "--preset", "dgx-h100:2",
                                                  "--global-batch", "64", "-o", plan, "--report", report, "--trace", trace,
                                                  NULL});
     BRG_ASSERT_EQ_INT(r->exit_code, 0);
@@ -146,7 +104,7 @@ static void test_train_with_plan(void) {
     brg_test_tmp_path(elsewhere, sizeof elsewhere, "train-elsewhere.json");
     brg_test_tmp_path(broken, sizeof broken, "train-broken.json");
     /* A plan for this machine's cores, one replica. */
-    run_result *r = run_brigade((const char *[]){"plan", "--model", SMALL_GPT, "--cpu", "--global-batch", "8", "--dp", "1",
+    const run_result *r = run_brigade((const char *[]){"plan", "--model", SMALL_GPT, "--cpu", "--global-batch", "8", "--dp", "1",
                                                  "-o", plan, "--quiet", NULL});
     BRG_ASSERT_EQ_INT(r->exit_code, 0);
     if (r->exit_code) fprintf(stderr, "%s\n", r->err);
@@ -207,7 +165,7 @@ static void test_profile_command(void) {
     expect((const char *[]){"profile", "--help", NULL}, 0, "backward-weight");
     expect((const char *[]){"profile", "--model", SMALL_GPT, NULL}, 2, "required");
     expect((const char *[]){"profile", "--model", SMALL_GPT, "-o", profile, "--micro-batch", "0", NULL}, 2, "--micro-batch");
-    run_result *r = run_brigade((const char *[]){"profile", "--model", SMALL_GPT, "-o", profile, "--micro-batch", "1,2",
+    const run_result *r = run_brigade((const char *[]){"profile", "--model", SMALL_GPT, "-o", profile, "--micro-batch", "1,2",
                                                  "--steps", "1", NULL});
     BRG_ASSERT_EQ_INT(r->exit_code, 0);
     if (r->exit_code) fprintf(stderr, "%s\n", r->err);
