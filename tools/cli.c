@@ -51,3 +51,20 @@ int brg_cli_unknown_flag(const char *command, const char *flag) {
 }
 
 int brg_cli_is_help(const char *arg) { return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0; }
+
+const char *const brg_cli_device_names[2] = {"cpu", "cuda"};
+const char *const brg_cli_dtype_names[2] = {"fp32", "bf16"};
+const char *const brg_cli_recompute_names[3] = {"none", "full", "selective"};
+
+int brg_cli_choice(const char *command, const char *flag, const char *text, const char *const *names, int count,
+                   int *out) {
+    for (int i = 0; i < count; i++)
+        if (strcmp(text, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    fprintf(stderr, "brigade %s: %s takes ", command, flag);
+    for (int i = 0; i < count; i++) fprintf(stderr, "%s%s", names[i], i + 2 < count ? ", " : i + 1 < count ? " or " : "");
+    fprintf(stderr, ", not '%s'\n", text);
+    return BRG_EXIT_USAGE;
+}

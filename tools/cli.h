@@ -29,6 +29,16 @@ int brg_cli_int64(const char *command, const char *flag, const char *text, int64
 /* Parses `text` as a whole finite number in [min, max]. */
 int brg_cli_double(const char *command, const char *flag, const char *text, double min, double max,
                    double *out);
+/* Matches text against names[0..count-1] for flag `flag`; *out receives the index. Otherwise prints
+ * "brigade <command>: <flag> takes a, b or c, not '<text>'" and returns 2. */
+int brg_cli_choice(const char *command, const char *flag, const char *text, const char *const *names, int count,
+                   int *out);
+
+/* The names of --device (brg_backend_kind order), --dtype (fp32, bf16) and --recompute (brg_recompute order). */
+extern const char *const brg_cli_device_names[2];
+extern const char *const brg_cli_dtype_names[2];
+extern const char *const brg_cli_recompute_names[3];
+
 /* The value following flag argv[*i]; advances *i. Prints an error when it is missing. */
 const char *brg_cli_value(const char *command, int argc, char **argv, int *i);
 /* Prints "brigade <command>: unknown flag '<flag>' (see 'brigade <command> --help')" and returns 2. */

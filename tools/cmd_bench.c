@@ -72,24 +72,14 @@ static int parse_args(int argc, char **argv, bench_args *a) {
             a->json = v;
         } else if (strcmp(flag, "--device") == 0) {
             VALUE();
-            if (strcmp(v, "cpu") == 0)
-                a->opts.backend = BRG_BACKEND_CPU;
-            else if (strcmp(v, "cuda") == 0)
-                a->opts.backend = BRG_BACKEND_CUDA;
-            else {
-                fprintf(stderr, "brigade bench: --device takes cpu or cuda, not '%s'\n", v);
-                return BRG_EXIT_USAGE;
-            }
+            int k = 0;
+            if (brg_cli_choice(command, flag, v, brg_cli_device_names, 2, &k)) return BRG_EXIT_USAGE;
+            a->opts.backend = k == 1 ? BRG_BACKEND_CUDA : BRG_BACKEND_CPU;
         } else if (strcmp(flag, "--dtype") == 0) {
             VALUE();
-            if (strcmp(v, "fp32") == 0)
-                a->opts.precision = BRG_PRECISION_FP32;
-            else if (strcmp(v, "bf16") == 0)
-                a->opts.precision = BRG_PRECISION_BF16;
-            else {
-                fprintf(stderr, "brigade bench: --dtype takes fp32 or bf16, not '%s'\n", v);
-                return BRG_EXIT_USAGE;
-            }
+            int k = 0;
+            if (brg_cli_choice(command, flag, v, brg_cli_dtype_names, 2, &k)) return BRG_EXIT_USAGE;
+            a->opts.precision = k == 1 ? BRG_PRECISION_BF16 : BRG_PRECISION_FP32;
         } else if (strcmp(flag, "--micro-batch") == 0) {
             VALUE();
             if (brg_cli_int64(command, flag, v, 1, 1 << 20, &a->opts.micro_batch)) return BRG_EXIT_USAGE;

@@ -185,40 +185,23 @@ static int parse_args(int argc, char **argv, train_args *a) {
         } else if (strcmp(flag, "--recompute") == 0) {
             VALUE();
             a->given |= GIVEN_RECOMPUTE;
-            if (strcmp(v, "none") == 0)
-                a->opts.recompute = BRG_RECOMPUTE_NONE;
-            else if (strcmp(v, "full") == 0)
-                a->opts.recompute = BRG_RECOMPUTE_FULL;
-            else if (strcmp(v, "selective") == 0)
-                a->opts.recompute = BRG_RECOMPUTE_SELECTIVE;
-            else {
-                fprintf(stderr, "brigade train: --recompute takes none, full or selective, not '%s'\n", v);
-                return BRG_EXIT_USAGE;
-            }
+            int k = 0;
+            if (brg_cli_choice(command, flag, v, brg_cli_recompute_names, 3, &k)) return BRG_EXIT_USAGE;
+            a->opts.recompute = (brg_recompute)k;
         } else if (strcmp(flag, "--split") == 0) {
             VALUE();
             a->given |= GIVEN_SPLIT;
             if (parse_split(v, a)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--device") == 0) {
             VALUE();
-            if (strcmp(v, "cpu") == 0)
-                a->opts.backend = BRG_BACKEND_CPU;
-            else if (strcmp(v, "cuda") == 0)
-                a->opts.backend = BRG_BACKEND_CUDA;
-            else {
-                fprintf(stderr, "brigade train: --device takes cpu or cuda, not '%s'\n", v);
-                return BRG_EXIT_USAGE;
-            }
+            int k = 0;
+            if (brg_cli_choice(command, flag, v, brg_cli_device_names, 2, &k)) return BRG_EXIT_USAGE;
+            a->opts.backend = k == 1 ? BRG_BACKEND_CUDA : BRG_BACKEND_CPU;
         } else if (strcmp(flag, "--dtype") == 0) {
             VALUE();
-            if (strcmp(v, "fp32") == 0)
-                a->opts.precision = BRG_PRECISION_FP32;
-            else if (strcmp(v, "bf16") == 0)
-                a->opts.precision = BRG_PRECISION_BF16;
-            else {
-                fprintf(stderr, "brigade train: --dtype takes fp32 or bf16, not '%s'\n", v);
-                return BRG_EXIT_USAGE;
-            }
+            int k = 0;
+            if (brg_cli_choice(command, flag, v, brg_cli_dtype_names, 2, &k)) return BRG_EXIT_USAGE;
+            a->opts.precision = k == 1 ? BRG_PRECISION_BF16 : BRG_PRECISION_FP32;
         } else if (strcmp(flag, "--plan") == 0) {
             VALUE();
             a->plan = v;
