@@ -8,6 +8,7 @@
 #include "brigade/plan.h"
 #include "graph/graph_internal.h"
 #include "internal.h"
+#include "json.h"
 
 #define BRG__MAX_DEVICE_CLASSES 16
 #define BRG__POLICY_COUNT 3
@@ -336,23 +337,5 @@ void brg__format_bytes(double bytes, char *buf, size_t size);
 /* "1.23 s", "45.6 ms", "789 us" */
 void brg__format_seconds(double seconds, char *buf, size_t size);
 const char *brg__schedule_title(brg_schedule_kind kind);
-
-/* ---- JSON value locations (jansson keeps none) --------------------------------------------------------- */
-
-typedef struct brg__json_path {
-    const char *keys[8];
-    int indices[8];
-    int depth;
-} brg__json_path;
-
-brg__json_path brg__json_key(brg__json_path p, const char *key);
-brg__json_path brg__json_index(brg__json_path p, int index);
-/* "origin:line:column: path.to.field: message" into err, located by scanning `text`. */
-brg_status brg__json_fail(brg_error *err, brg_status status, const char *origin, const char *text,
-                          const brg__json_path *path, const char *field, const char *fmt, ...) BRG__PRINTF(7, 8);
-/* Reads a whole file (at most max_bytes) into a malloc'd string. */
-brg_status brg__read_text_file(const char *path, int64_t max_bytes, char **out, brg_error *err);
-/* Writes text to path atomically (temporary file beside it, fsync, rename). */
-brg_status brg__write_text_file(const char *path, const char *text, brg_error *err);
 
 #endif

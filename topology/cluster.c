@@ -9,129 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "topology_internal.h"
 
 #define CLUSTER_VERSION 1
 #define CLUSTER_MAX_BYTES (16 << 20)
 #define GROUP_NAME_MAX 40
-#define PATH_MAX_DEPTH 6
-
-/* ---- where a value is --------------------------------------------------------------------------- */
-
-typedef struct path_step {
-    const char *key; /* NULL: an array index */
-    int index;
-} path_step;
-
-typedef struct json_path {
-    path_step steps[PATH_MAX_DEPTH];
-    int depth;
-} json_path;
-
-static json_path path_key(json_path p, const char *key) {
-    if (p.depth < PATH_MAX_DEPTH) p.steps[p.depth++] = (path_step){key, 0};
-    return p;
-}
-
-static json_path path_index(json_path p, int index) {
-    if (p.depth < PATH_MAX_DEPTH) p.steps[p.depth++] = (path_step){NULL, index};
-    return p;
-}
-
-static const char *skip_space(const char *p) {
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
-    return p;
-}
-
-static const char *skip_string(const char *p) {
-    for (p++; *p && *p != '"'; p++)
-        if (*p == '\\' && p[1]) p++;
-    return *p ? p + 1 : p;
-}
-
-static const char *skip_value(const char *p) {
-    p = skip_space(p);
-    if (*p == '"') return skip_string(p);
-    if (*p != '{' && *p != '[') {
-        while (*p && !strchr(",}] \t\r\n", *p)) p++;
-        return p;
-    }
-    int depth = 0;
-    do {
-        if (*p == '"') {
-            p = skip_string(p);
-            continue;
-        }
-        if (*p == '{' || *p == '[') depth++;
-        else if (*p == '}' || *p == ']') depth--;
-        p++;
-    } while (*p && depth > 0);
-    return p;
-}
-
-static const char *skip_separator(const char *p) {
-    p = skip_space(p);
-    return *p == ',' ? skip_space(p + 1) : p;
-}
-
-/* The value under key in the object at p, or NULL. */
-static const char *find_member(const char *p, const char *key) {
-    if (*p != '{') return NULL;
-    size_t len = strlen(key);
-    for (const char *q = skip_space(p + 1); *q == '"';) {
-        const char *end = skip_string(q);
-        int match = (size_t)(end - q) == len + 2 && strncmp(q + 1, key, len) == 0;
-        q = skip_space(end);
-        if (*q == ':') q = skip_space(q + 1);
-        if (match) return q;
-        q = skip_separator(skip_value(q));
-    }
-    return NULL;
-}
-
-static const char *find_element(const char *p, int index) {
-    if (*p != '[') return NULL;
-    const char *q = skip_space(p + 1);
-    for (int i = 0; i < index && *q && *q != ']'; i++) q = skip_separator(skip_value(q));
-    return *q && *q != ']' ? q : NULL;
-}
-
-/* The start of the value at `path`, or of its deepest ancestor found. */
-static const char *locate(const char *text, const json_path *path) {
-    const char *p = skip_space(text);
-    for (int s = 0; s < path->depth; s++) {
-        const char *next = path->steps[s].key ? find_member(p, path->steps[s].key)
-                                              : find_element(p, path->steps[s].index);
-        if (!next) break;
-        p = next;
-    }
-    return p;
-}
-
-static void line_column(const char *text, const char *at, int *line, int *column) {
-    *line = 1;
-    *column = 1;
-    for (const char *p = text; p < at && *p; p++) {
-        if (*p == '\n') {
-            (*line)++;
-            *column = 1;
-        } else {
-            (*column)++;
-        }
-    }
-}
-
-static void path_string(const json_path *path, const char *field, char *buf, size_t size) {
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int s = 0; s < path->depth && used < size; s++) {
-        const path_step *st = &path->steps[s];
-        int n = st->key ? snprintf(buf + used, size - used, "%s%s", used ? "." : "", st->key)
-                        : snprintf(buf + used, size - used, "[%d]", st->index);
-        used += n > 0 ? (size_t)n : 0;
-    }
-    if (field && used < size) snprintf(buf + used, size - used, "%s%s", used ? "." : "", field);
-}
 
 /* ---- parsing context ---------------------------------------------------------------------------- */
 
@@ -145,32 +28,28 @@ typedef struct cluster_ctx {
 
 /* "file:line:column: field: message", located at `path`; `field`, when given, is a missing member of
  * the object at `path`. */
-static brg_status fail(const cluster_ctx *c, brg_status status, const json_path *path, const char *field,
+static brg_status fail(const cluster_ctx *c, brg_status status, const brg__json_path *path, const char *field,
                        const char *fmt, ...) BRG__PRINTF(5, 6);
 
-static brg_status fail(const cluster_ctx *c, brg_status status, const json_path *path, const char *field,
+static brg_status fail(const cluster_ctx *c, brg_status status, const brg__json_path *path, const char *field,
                        const char *fmt, ...) {
-    int line, column;
-    line_column(c->text, locate(c->text, path), &line, &column);
-    char where[160], message[BRG_ERROR_MESSAGE_MAX];
-    path_string(path, field, where, sizeof where);
+    char message[BRG_ERROR_MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    return brg__error_set(c->err, status, "%s:%d:%d: %s%s%s", c->file, line, column, where, where[0] ? ": " : "",
-                          message);
+    return brg__json_fail(c->err, status, c->file, c->text, path, field, "%s", message);
 }
 
 /* Every member of obj must be one of `known` (NULL-terminated): a typo is an error, not a default. */
-static brg_status check_members(const cluster_ctx *c, json_t *obj, const json_path *path, const char *const *known) {
+static brg_status check_members(const cluster_ctx *c, json_t *obj, const brg__json_path *path, const char *const *known) {
     const char *key;
     json_t *value;
     json_object_foreach(obj, key, value) {
         int ok = 0;
         for (const char *const *k = known; *k && !ok; k++) ok = strcmp(*k, key) == 0;
         if (!ok) {
-            json_path at = path_key(*path, key);
+            brg__json_path at = brg__json_key(*path, key);
             char list[256] = "";
             for (const char *const *k = known; *k; k++)
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k == known ? "" : ", ", *k);
@@ -202,10 +81,10 @@ static const char *json_kind(const json_t *v) {
 }
 
 /* A whole number >= min from member `key` of obj; *present says whether it was there. */
-static brg_status get_integer(const cluster_ctx *c, json_t *obj, const json_path *path, const char *key,
+static brg_status get_integer(const cluster_ctx *c, json_t *obj, const brg__json_path *path, const char *key,
                               long long min, int required, long long *out, int *present) {
     json_t *v = json_object_get(obj, key);
-    json_path at = path_key(*path, key);
+    brg__json_path at = brg__json_key(*path, key);
     *present = v != NULL;
     if (!v) return required ? fail(c, BRG_ERR_PARSE, path, key, "missing field") : BRG_OK;
     if (!json_is_integer(v))
@@ -216,10 +95,10 @@ static brg_status get_integer(const cluster_ctx *c, json_t *obj, const json_path
 }
 
 /* A finite number > 0 from member `key`. */
-static brg_status get_positive(const cluster_ctx *c, json_t *obj, const json_path *path, const char *key,
+static brg_status get_positive(const cluster_ctx *c, json_t *obj, const brg__json_path *path, const char *key,
                                double *out, int *present) {
     json_t *v = json_object_get(obj, key);
-    json_path at = path_key(*path, key);
+    brg__json_path at = brg__json_key(*path, key);
     *present = v != NULL;
     if (!v) return BRG_OK;
     if (!json_is_number(v)) return fail(c, BRG_ERR_PARSE, &at, NULL, "must be a number, not %s", json_kind(v));
@@ -229,10 +108,10 @@ static brg_status get_positive(const cluster_ctx *c, json_t *obj, const json_pat
     return BRG_OK;
 }
 
-static brg_status get_string(const cluster_ctx *c, json_t *obj, const json_path *path, const char *key,
+static brg_status get_string(const cluster_ctx *c, json_t *obj, const brg__json_path *path, const char *key,
                              const char **out) {
     json_t *v = json_object_get(obj, key);
-    json_path at = path_key(*path, key);
+    brg__json_path at = brg__json_key(*path, key);
     *out = NULL;
     if (!v) return BRG_OK;
     if (!json_is_string(v) || json_string_length(v) == 0)
@@ -255,13 +134,13 @@ typedef struct nic_request {
     double bandwidth; /* bytes/s; -1: not given */
 } nic_request;
 
-static brg_status parse_nics(const cluster_ctx *c, json_t *group_obj, const json_path *path, nic_request *nics) {
+static brg_status parse_nics(const cluster_ctx *c, json_t *group_obj, const brg__json_path *path, nic_request *nics) {
     static const char *const known[] = {"count", "gbps", NULL};
     nics->count = -1;
     nics->bandwidth = -1;
     json_t *v = json_object_get(group_obj, "nics");
     if (!v) return BRG_OK;
-    json_path at = path_key(*path, "nics");
+    brg__json_path at = brg__json_key(*path, "nics");
     if (!json_is_object(v)) return fail(c, BRG_ERR_PARSE, &at, NULL, "must be an object, not %s", json_kind(v));
     BRG__CHECK(check_members(c, v, &at, known));
     int present;
@@ -285,13 +164,13 @@ static void list_device_presets(char *buf, size_t size) {
         snprintf(buf + strlen(buf), size - strlen(buf), "%s%s", i ? ", " : "", brg_device_preset_at(i)->name);
 }
 
-static brg_status group_from_preset(const cluster_ctx *c, const json_path *path, const char *name,
+static brg_status group_from_preset(const cluster_ctx *c, const brg__json_path *path, const char *name,
                                     const nic_request *nics, group *g) {
     const brg_node_preset *p = brg_node_preset_find(name);
     if (!p) {
         char known[512];
         list_node_presets(known, sizeof known);
-        json_path at = path_key(*path, "preset");
+        brg__json_path at = brg__json_key(*path, "preset");
         return fail(c, BRG_ERR_NAME, &at, NULL, "unknown node preset '%s' (known: %s)", name, known);
     }
     if (!g->name[0]) brg__copy_string(g->name, sizeof g->name, p->name);
@@ -310,8 +189,8 @@ static void xml_base_name(const char *xml, char *buf, size_t size) {
     if (dot && dot != buf) *dot = '\0';
 }
 
-static brg_status xml_nics(const cluster_ctx *c, const json_path *path, const nic_request *nics, brg_topology *t) {
-    json_path at = path_key(path_key(*path, "nics"), "count");
+static brg_status xml_nics(const cluster_ctx *c, const brg__json_path *path, const nic_request *nics, brg_topology *t) {
+    brg__json_path at = brg__json_key(brg__json_key(*path, "nics"), "count");
     if (nics->count >= 0 && t->nic_count > 0 && nics->count != t->nic_count)
         return fail(c, BRG_ERR_PARSE, &at, NULL, "the XML file shows %d network interfaces, not %lld",
                     t->nic_count, nics->count);
@@ -321,10 +200,10 @@ static brg_status xml_nics(const cluster_ctx *c, const json_path *path, const ni
     return BRG_OK;
 }
 
-static brg_status group_from_xml(const cluster_ctx *c, const json_path *path, const char *xml, const char *gpu,
+static brg_status group_from_xml(const cluster_ctx *c, const brg__json_path *path, const char *xml, const char *gpu,
                                  const nic_request *nics, group *g) {
     const brg_device_preset *gpu_preset = NULL;
-    json_path gpu_at = path_key(*path, "gpu");
+    brg__json_path gpu_at = brg__json_key(*path, "gpu");
     if (gpu && !(gpu_preset = brg_device_preset_find(gpu))) {
         char known[512];
         list_device_presets(known, sizeof known);
@@ -332,12 +211,9 @@ static brg_status group_from_xml(const cluster_ctx *c, const json_path *path, co
     }
     char file[4096], where[600];
     resolve_path(c, xml, file, sizeof file);
-    json_path at = path_key(*path, "xml");
-    int line, column;
-    line_column(c->text, locate(c->text, &at), &line, &column);
-    char field[160];
-    path_string(&at, NULL, field, sizeof field);
-    snprintf(where, sizeof where, "%s:%d:%d: %s: ", c->file, line, column, field);
+    brg__json_path at = brg__json_key(*path, "xml");
+    brg__json_where(c->file, c->text, &at, NULL, where, sizeof where - 2);
+    strcat(where, ": ");
     if (!g->name[0]) xml_base_name(xml, g->name, sizeof g->name);
     BRG__CHECK(brg__topology_from_xml(&g->node, file, where, &c->opts, gpu_preset, g->name, c->err));
     brg_status s = xml_nics(c, path, nics, g->node);
@@ -348,9 +224,9 @@ static brg_status group_from_xml(const cluster_ctx *c, const json_path *path, co
     return s;
 }
 
-static brg_status group_check_name(const cluster_ctx *c, const json_path *path, const char *name,
+static brg_status group_check_name(const cluster_ctx *c, const brg__json_path *path, const char *name,
                                    const group *groups, int index) {
-    json_path at = path_key(*path, "name");
+    brg__json_path at = brg__json_key(*path, "name");
     if (name && strlen(name) > GROUP_NAME_MAX)
         return fail(c, BRG_ERR_PARSE, &at, NULL, "longer than %d characters", GROUP_NAME_MAX);
     for (int i = 0; name && i < index; i++)
@@ -359,7 +235,7 @@ static brg_status group_check_name(const cluster_ctx *c, const json_path *path, 
     return BRG_OK;
 }
 
-static brg_status parse_group(const cluster_ctx *c, json_t *obj, const json_path *path, group *groups, int index) {
+static brg_status parse_group(const cluster_ctx *c, json_t *obj, const brg__json_path *path, group *groups, int index) {
     static const char *const known[] = {"name", "preset", "xml", "count", "gpu", "nics", NULL};
     group *g = &groups[index];
     if (!json_is_object(obj)) return fail(c, BRG_ERR_PARSE, path, NULL, "must be an object, not %s", json_kind(obj));
@@ -377,7 +253,7 @@ static brg_status parse_group(const cluster_ctx *c, json_t *obj, const json_path
     if (preset && xml) return fail(c, BRG_ERR_PARSE, path, NULL, "give either \"preset\" or \"xml\", not both");
     if (!preset && !xml) return fail(c, BRG_ERR_PARSE, path, "preset", "missing field (or \"xml\")");
     if (preset && gpu) {
-        json_path at = path_key(*path, "gpu");
+        brg__json_path at = brg__json_key(*path, "gpu");
         return fail(c, BRG_ERR_PARSE, &at, NULL, "applies to \"xml\" groups only (a preset names its GPUs)");
     }
     brg__copy_string(g->name, sizeof g->name, name);
@@ -387,7 +263,7 @@ static brg_status parse_group(const cluster_ctx *c, json_t *obj, const json_path
 
 /* ---- the whole cluster -------------------------------------------------------------------------- */
 
-static brg_status check_sizes(const cluster_ctx *c, const json_path *groups_path, group *groups, int count,
+static brg_status check_sizes(const cluster_ctx *c, const brg__json_path *groups_path, group *groups, int count,
                               long long *nodes) {
     long long devices = 0;
     *nodes = 0;
@@ -395,7 +271,7 @@ static brg_status check_sizes(const cluster_ctx *c, const json_path *groups_path
         *nodes += groups[i].count;
         devices += groups[i].count * groups[i].node->device_count;
         if (devices > BRG__TOPO_MAX_DEVICES) {
-            json_path at = path_key(path_index(*groups_path, i), "count");
+            brg__json_path at = brg__json_key(brg__json_index(*groups_path, i), "count");
             return fail(c, BRG_ERR_PARSE, &at, NULL, "the cluster would hold more than %d devices, the most a "
                         "topology holds", BRG__TOPO_MAX_DEVICES);
         }
@@ -403,7 +279,7 @@ static brg_status check_sizes(const cluster_ctx *c, const json_path *groups_path
     for (int i = 0; *nodes > 1 && i < count; i++)
         for (int d = 0; d < groups[i].node->device_count; d++)
             if (brg__device_network_bandwidth(groups[i].node, d) <= 0) {
-                json_path at = path_index(*groups_path, i);
+                brg__json_path at = brg__json_index(*groups_path, i);
                 return fail(c, BRG_ERR_PARSE, &at, NULL, "its nodes have no network interface of known speed, "
                             "so they cannot reach the other nodes: give \"nics\": {\"gbps\": ...}");
             }
@@ -429,8 +305,8 @@ static brg_status assemble(const cluster_ctx *c, group *groups, int count, long 
 }
 
 static brg_status parse_groups(const cluster_ctx *c, json_t *root, double latency, brg_topology **out) {
-    json_path root_path = {.depth = 0};
-    json_path groups_path = path_key(root_path, "node_groups");
+    brg__json_path root_path = {.depth = 0};
+    brg__json_path groups_path = brg__json_key(root_path, "node_groups");
     json_t *array = json_object_get(root, "node_groups");
     if (!array) return fail(c, BRG_ERR_PARSE, &root_path, "node_groups", "missing field");
     if (!json_is_array(array) || json_array_size(array) == 0)
@@ -441,7 +317,7 @@ static brg_status parse_groups(const cluster_ctx *c, json_t *root, double latenc
     if (!groups) return brg__error_set(c->err, BRG_ERR_OUT_OF_MEMORY, "%s: out of memory", c->file);
     brg_status s = BRG_OK;
     for (int i = 0; s == BRG_OK && i < count; i++) {
-        json_path at = path_index(groups_path, i);
+        brg__json_path at = brg__json_index(groups_path, i);
         s = parse_group(c, json_array_get(array, (size_t)i), &at, groups, i);
     }
     long long nodes = 0;
@@ -454,7 +330,7 @@ static brg_status parse_groups(const cluster_ctx *c, json_t *root, double latenc
 
 static brg_status parse_root(const cluster_ctx *c, json_t *root, brg_topology **out) {
     static const char *const known[] = {"version", "inter_node_latency_us", "node_groups", NULL};
-    json_path root_path = {.depth = 0};
+    brg__json_path root_path = {.depth = 0};
     if (!json_is_object(root))
         return fail(c, BRG_ERR_PARSE, &root_path, NULL, "a cluster description is a JSON object, not %s",
                     json_kind(root));
@@ -463,7 +339,7 @@ static brg_status parse_root(const cluster_ctx *c, json_t *root, brg_topology **
     int present;
     BRG__CHECK(get_integer(c, root, &root_path, "version", 0, 1, &version, &present));
     if (version != CLUSTER_VERSION) {
-        json_path at = path_key(root_path, "version");
+        brg__json_path at = brg__json_key(root_path, "version");
         return fail(c, BRG_ERR_MISMATCH, &at, NULL, "%lld is not a version this brigade reads (it reads %d)", version,
                     CLUSTER_VERSION);
     }

@@ -1,6 +1,4 @@
-/* Helpers for the planner's JSON files: where a value is in the text (jansson reports line and column for
- * syntax errors only, so a small scanner walks the already valid text to the value an error is about),
- * and whole-file reads and atomic writes. */
+/* JSON locations, file reads and atomic writes (engine/json.h). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "partitioner_internal.h"
+#include "json.h"
 
 brg__json_path brg__json_key(brg__json_path p, const char *key) {
     if (p.depth < 8) {
@@ -109,23 +107,33 @@ static void line_column(const char *text, const char *at, int *line, int *column
     }
 }
 
-brg_status brg__json_fail(brg_error *err, brg_status status, const char *origin, const char *text,
-                          const brg__json_path *path, const char *field, const char *fmt, ...) {
+void brg__json_where(const char *origin, const char *text, const brg__json_path *path, const char *field, char *buf,
+                    size_t size) {
     int line = 1, column = 1;
     if (text) line_column(text, locate(text, path), &line, &column);
-    char where[256] = "", message[BRG_ERROR_MESSAGE_MAX];
-    size_t used = 0;
-    for (int s = 0; s < path->depth && used < sizeof where; s++) {
-        int n = path->keys[s] ? snprintf(where + used, sizeof where - used, "%s%s", used ? "." : "", path->keys[s])
-                              : snprintf(where + used, sizeof where - used, "[%d]", path->indices[s]);
-        used += n > 0 ? (size_t)n : 0;
+    int used = snprintf(buf, size, "%s:%d:%d: ", origin, line, column);
+    size_t at = used > 0 && (size_t)used < size ? (size_t)used : size;
+    size_t start = at;
+    for (int s = 0; s < path->depth && at < size; s++) {
+        int n = path->keys[s] ? snprintf(buf + at, size - at, "%s%s", at > start ? "." : "", path->keys[s])
+                              : snprintf(buf + at, size - at, "[%d]", path->indices[s]);
+        at += n > 0 ? (size_t)n : 0;
     }
-    if (field && used < sizeof where) snprintf(where + used, sizeof where - used, "%s%s", used ? "." : "", field);
+    if (field && at < size) snprintf(buf + at, size - at, "%s%s", at > start ? "." : "", field);
+}
+
+brg_status brg__json_fail(brg_error *err, brg_status status, const char *origin, const char *text,
+                          const brg__json_path *path, const char *field, const char *fmt, ...) {
+    char where[512], message[BRG_ERROR_MESSAGE_MAX];
+    brg__json_where(origin, text, path, field, where, sizeof where);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    return brg__error_set(err, status, "%s:%d:%d: %s%s%s", origin, line, column, where, where[0] ? ": " : "", message);
+    /* "origin:line:column: " alone when the path is the document itself */
+    size_t n = strlen(where);
+    int bare = n >= 2 && where[n - 2] == ':' && where[n - 1] == ' ';
+    return brg__error_set(err, status, "%s%s%s", where, bare ? "" : ": ", message);
 }
 
 brg_status brg__read_text_file(const char *path, int64_t max_bytes, char **out, brg_error *err) {
@@ -139,7 +147,7 @@ brg_status brg__read_text_file(const char *path, int64_t max_bytes, char **out, 
     }
     if ((int64_t)st.st_size > max_bytes) {
         fclose(f);
-        return brg__error_set(err, BRG_ERR_PARSE, "'%s' is %lld bytes, more than the %lld a plan file may have", path,
+        return brg__error_set(err, BRG_ERR_PARSE, "'%s' is %lld bytes, more than the %lld allowed", path,
                               (long long)st.st_size, (long long)max_bytes);
     }
     char *text = malloc((size_t)st.st_size + 1);

@@ -1,0 +1,31 @@
+/* JSON files: where a value is in the text (jansson reports line and column for syntax errors only, so a
+ * small scanner walks the already valid text to the value an error is about), whole-file reads and atomic
+ * writes. Shared by the cluster description and plan parsers. Internal. */
+#ifndef BRIGADE_JSON_H
+#define BRIGADE_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+typedef struct brg__json_path {
+    const char *keys[8];
+    int indices[8];
+    int depth;
+} brg__json_path;
+
+brg__json_path brg__json_key(brg__json_path p, const char *key);
+brg__json_path brg__json_index(brg__json_path p, int index);
+/* "origin:line:column: path.to.field" (field appended when given) into buf. */
+void brg__json_where(const char *origin, const char *text, const brg__json_path *path, const char *field, char *buf,
+                    size_t size);
+/* "origin:line:column: path.to.field: message" into err, located by scanning `text`. */
+brg_status brg__json_fail(brg_error *err, brg_status status, const char *origin, const char *text,
+                          const brg__json_path *path, const char *field, const char *fmt, ...) BRG__PRINTF(7, 8);
+/* Reads a whole file (at most max_bytes) into a malloc'd string. */
+brg_status brg__read_text_file(const char *path, int64_t max_bytes, char **out, brg_error *err);
+/* Writes text to path atomically (temporary file beside it, fsync, rename). */
+brg_status brg__write_text_file(const char *path, const char *text, brg_error *err);
+
+#endif
