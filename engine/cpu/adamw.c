@@ -1,4 +1,5 @@
-/* AdamW with decoupled weight decay (PyTorch's AdamW; the update llm.c uses). */
+/* AdamW with decoupled weight decay (PyTorch's AdamW; the update llm.c uses). Every element is updated
+ * on its own, so the pieces of ADAMW_PIECE elements run on the threads without changing a result. */
 #include <math.h>
 #if defined(__SSE__)
 #include <xmmintrin.h>
@@ -8,6 +9,8 @@
 
 /* Elements per pass: the moments of one chunk stay in L1 between the three loops below. */
 #define ADAMW_CHUNK 512
+/* Elements per piece of parallel work: whole chunks. */
+#define ADAMW_PIECE (32 * ADAMW_CHUNK)
 
 /* x = sqrt(x) in place. The compiler keeps sqrtf scalar (it may set errno), so the vector form is
  * spelled out; sqrtps rounds exactly as sqrtf does. */
@@ -37,16 +40,32 @@ static BRG__CPU_VECTOR_CLONES void adamw_apply(float *restrict param, const floa
         param[i] -= lr * (m[i] * m_correction / (v_hat_sqrt[i] + eps) + weight_decay * param[i]);
 }
 
+typedef struct adamw_job {
+    float *param, *m, *v;
+    const float *grad;
+    int64_t n;
+    float lr, beta1, beta2, eps, weight_decay, m_correction, v_correction;
+} adamw_job;
+
+static void adamw_piece(void *ctx, int64_t piece, float *scratch) {
+    const adamw_job *job = ctx;
+    int64_t begin, end;
+    brg__cpu_piece_range(piece, ADAMW_PIECE, job->n, &begin, &end);
+    float root[ADAMW_CHUNK]; // sqrt(v_hat) of one chunk
+    for (int64_t i0 = begin; i0 < end; i0 += ADAMW_CHUNK) {
+        int64_t len = end - i0 < ADAMW_CHUNK ? end - i0 : ADAMW_CHUNK;
+        adamw_moments(job->m + i0, job->v + i0, root, job->grad + i0, len, job->beta1, job->beta2, job->v_correction);
+        sqrt_in_place(root, len);
+        adamw_apply(job->param + i0, job->m + i0, root, len, job->lr, job->m_correction, job->eps, job->weight_decay);
+    }
+}
+
 void brg__cpu_adamw(float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1,
                     float beta2, float eps, float weight_decay, int step) {
     /* Bias corrections 1 / (1 - beta^step), once per call. */
-    float m_correction = 1.0f / (1.0f - powf(beta1, (float)step));
-    float v_correction = 1.0f / (1.0f - powf(beta2, (float)step));
-    float root[ADAMW_CHUNK]; // sqrt(v_hat) of one chunk
-    for (int64_t i0 = 0; i0 < n; i0 += ADAMW_CHUNK) {
-        int64_t len = n - i0 < ADAMW_CHUNK ? n - i0 : ADAMW_CHUNK;
-        adamw_moments(m + i0, v + i0, root, grad + i0, len, beta1, beta2, v_correction);
-        sqrt_in_place(root, len);
-        adamw_apply(param + i0, m + i0, root, len, lr, m_correction, eps, weight_decay);
-    }
+    adamw_job job = {.param = param, .m = m, .v = v, .grad = grad, .n = n, .lr = lr, .beta1 = beta1, .beta2 = beta2,
+                     .eps = eps, .weight_decay = weight_decay,
+                     .m_correction = 1.0f / (1.0f - powf(beta1, (float)step)),
+                     .v_correction = 1.0f / (1.0f - powf(beta2, (float)step))};
+    brg__cpu_parallel(brg__cpu_pieces(n, ADAMW_PIECE), adamw_piece, &job);
 }

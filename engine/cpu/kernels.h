@@ -1,6 +1,6 @@
 /* CPU backend internals: the kernels of each op family (one file per family) and the small helpers
- * they share: dimensions with BRG_BATCH bound, the GEMM wrapper, vectorizable reductions and exp.
- * Not installed. */
+ * they share: dimensions with BRG_BATCH bound, a single sgemm call, the fixed pieces work is split into,
+ * vectorizable reductions and exp. Not installed. */
 #ifndef BRIGADE_CPU_KERNELS_H
 #define BRIGADE_CPU_KERNELS_H
 
@@ -71,17 +71,48 @@ static inline int64_t brg__cpu_rows(const brg_tensor *t, int64_t batch) {
  * the call when one does not. */
 brg_status brg__cpu_check_blas_dims(const brg__op_call *call, int count, const int64_t *dims);
 
-/* ---- GEMM ---- */
+/* ---- one sgemm call ---- */
 
-/* C (m, n) = alpha op(A) op(B) + beta C, row-major, op(A) (m, k), op(B) (k, n); leading dimensions
- * are the row strides of the matrices as stored. An empty C is left alone. Dimensions were checked
- * with brg__cpu_check_blas_dims. */
-static inline void brg__cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                                 float *c, int64_t ldc) {
+/* C (m, n) = alpha op(A) op(B) + beta C as one single-threaded cblas_sgemm call: for the products
+ * inside a piece, which is already the unit of parallel work (brg__cpu_gemm tiles and spreads C). */
+static inline void brg__cpu_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                                  int64_t ldc) {
     if (m == 0 || n == 0) return;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m,
+                (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+/* ---- pieces ---- */
+
+/* Elements a piece of an element-wise or row-wise kernel covers (about 64 KiB of floats): large enough
+ * that claiming a piece costs nothing next to it, small enough for several pieces per tensor. */
+#define BRG__CPU_PIECE_ELEMENTS 16384
+
+/* Pieces of `chunk` items that cover `count` items (the last one ragged). */
+static inline int64_t brg__cpu_pieces(int64_t count, int64_t chunk) {
+    return count > 0 && chunk > 0 ? (count + chunk - 1) / chunk : 0;
+}
+
+/* Rows per piece for rows of `width` elements: about BRG__CPU_PIECE_ELEMENTS elements, at least one row. */
+static inline int64_t brg__cpu_rows_per_piece(int64_t width) {
+    return width > 0 && width < BRG__CPU_PIECE_ELEMENTS ? BRG__CPU_PIECE_ELEMENTS / width : 1;
+}
+
+/* Columns per piece of a reduction over `rows` rows that splits the columns (each column still summed
+ * over the rows in ascending order, so the split never changes a result): about BRG__CPU_PIECE_ELEMENTS
+ * elements, at least BRG__CPU_REDUCE_COLUMNS_MIN columns (long contiguous runs of each row). */
+#define BRG__CPU_REDUCE_COLUMNS_MIN 256
+static inline int64_t brg__cpu_columns_per_piece(int64_t rows) {
+    int64_t cols = rows > 0 ? (BRG__CPU_PIECE_ELEMENTS + rows - 1) / rows : BRG__CPU_PIECE_ELEMENTS;
+    cols = (cols + 15) / 16 * 16;
+    return cols > BRG__CPU_REDUCE_COLUMNS_MIN ? cols : BRG__CPU_REDUCE_COLUMNS_MIN;
+}
+
+/* [*begin, *end): the items of piece `piece` when pieces hold `chunk` of `count` items. */
+static inline void brg__cpu_piece_range(int64_t piece, int64_t chunk, int64_t count, int64_t *begin, int64_t *end) {
+    *begin = piece * chunk;
+    *end = *begin + chunk < count ? *begin + chunk : count;
 }
 
 /* ---- reductions in a fixed order: eight lanes over the row, then a fixed tree ---- */

@@ -7,13 +7,21 @@
  * Queries are taken in blocks of rows: rows [r0, r1) attend only to keys [0, r1), so each block's
  * GEMMs skip the keys no row of the block can see. That halves the work of a long sequence compared
  * with full T x T products, while the GEMMs stay large enough to run near peak. Backward takes dk and
- * dv by blocks of key columns instead, whose GEMMs reduce over all the later query rows at once. */
+ * dv by blocks of key columns instead, whose GEMMs reduce over all the later query rows at once.
+ *
+ * Threads: forward's work items are (query block, b, h), independent of one another; backward's are
+ * (b, h), since dk and dv gather over every query block of their head; each thread then has a (T, T)
+ * workspace of its own. A piece is one item, or several consecutive ones when items are small (short
+ * sequences), so that no piece is shorter than waking a thread; the grouping follows the shapes alone.
+ * Every GEMM inside an item is one sgemm call, and an item computes the same wherever it runs. */
 #include <math.h>
 
 #include "cpu/kernels.h"
 
 /* Query rows per block. */
 #define ATTENTION_BLOCK_ROWS 128
+/* Multiply-adds a piece holds at least (a few microseconds), items permitting. */
+#define ATTENTION_PIECE_MACS 1048576
 
 typedef struct attention_dims {
     int64_t batch, seq, channels, heads, head_size; /* B, T, C, NH, hs */
@@ -61,77 +69,119 @@ static BRG__CPU_VECTOR_CLONES void softmax_causal_row_backward(float *restrict d
     for (int64_t j = t + 1; j < width; j++) drow[j] = 0.0f;
 }
 
-brg_status brg__cpu_attention_forward(const brg__op_call *call) {
+typedef struct attention_job {
     attention_dims d;
-    BRG__CHECK(attention_dims_get(call, &d));
-    int64_t T = d.seq, C = d.channels, hs = d.head_size;
-    float scale = 1.0f / sqrtf((float)hs);
-    const float *qkv = call->in[0]; // (B, T, 3C)
-    float *out = call->out;         // (B, T, C)
-    float *att = call->aux;         // (B, NH, T, T)
-    for (int64_t b = 0; b < d.batch; b++)
-        for (int64_t h = 0; h < d.heads; h++) {
-            const float *q = qkv + b * T * 3 * C + h * hs; // (T, hs), row stride 3C
-            const float *k = q + C;                        // (T, hs), row stride 3C
-            const float *v = q + 2 * C;                    // (T, hs), row stride 3C
-            float *att_bh = att + (b * d.heads + h) * T * T; // (T, T)
-            float *o = out + b * T * C + h * hs;              // (T, hs), row stride C
-            for (int64_t r0 = 0; r0 < T; r0 += ATTENTION_BLOCK_ROWS) {
-                int64_t r1 = r0 + ATTENTION_BLOCK_ROWS < T ? r0 + ATTENTION_BLOCK_ROWS : T, rows = r1 - r0;
-                // scores (rows, r1) = scale q[r0:r1] k[0:r1]^T
-                brg__cpu_gemm(0, 1, rows, r1, hs, scale, q + r0 * 3 * C, 3 * C, k, 3 * C, 0.0f, att_bh + r0 * T, T);
-                for (int64_t t = r0; t < r1; t++) softmax_causal_row(att_bh + t * T, t, T);
-                // o[r0:r1] (rows, hs) = att[r0:r1, 0:r1] v[0:r1]
-                brg__cpu_gemm(0, 0, rows, hs, r1, 1.0f, att_bh + r0 * T, T, v, 3 * C, 0.0f, o + r0 * C, C);
-            }
-        }
+    float scale;
+    const float *qkv, *att_in, *dout;
+    float *out, *att, *dqkv;
+    int64_t blocks;    /* query blocks per (b, h) */
+    int64_t items;     /* forward: blocks x B x NH; backward: B x NH */
+    int64_t per_piece; /* consecutive items per piece */
+} attention_job;
+
+/* Items per piece when each holds about `macs` multiply-adds. */
+static int64_t items_per_piece(int64_t macs) {
+    return macs >= ATTENTION_PIECE_MACS ? 1 : (ATTENTION_PIECE_MACS + macs - 1) / (macs > 0 ? macs : 1);
+}
+
+/* Forward of query rows [r0, r0 + ATTENTION_BLOCK_ROWS) of one (b, h). Items run the last (largest)
+ * blocks first, which evens out the threads' shares. */
+static void attention_forward_item(const attention_job *job, int64_t item) {
+    const attention_dims *d = &job->d;
+    int64_t T = d->seq, C = d->channels, hs = d->head_size, pairs = d->batch * d->heads;
+    int64_t block = job->blocks - 1 - item / pairs, bh = item % pairs, b = bh / d->heads, h = bh % d->heads;
+    const float *q = job->qkv + b * T * 3 * C + h * hs; // (T, hs), row stride 3C
+    const float *k = q + C;                             // (T, hs), row stride 3C
+    const float *v = q + 2 * C;                         // (T, hs), row stride 3C
+    float *att_bh = job->att + bh * T * T;              // (T, T)
+    float *o = job->out + b * T * C + h * hs;           // (T, hs), row stride C
+    int64_t r0 = block * ATTENTION_BLOCK_ROWS;
+    int64_t r1 = r0 + ATTENTION_BLOCK_ROWS < T ? r0 + ATTENTION_BLOCK_ROWS : T, rows = r1 - r0;
+    // scores (rows, r1) = scale q[r0:r1] k[0:r1]^T
+    brg__cpu_sgemm(0, 1, rows, r1, hs, job->scale, q + r0 * 3 * C, 3 * C, k, 3 * C, 0.0f, att_bh + r0 * T, T);
+    for (int64_t t = r0; t < r1; t++) softmax_causal_row(att_bh + t * T, t, T);
+    // o[r0:r1] (rows, hs) = att[r0:r1, 0:r1] v[0:r1]
+    brg__cpu_sgemm(0, 0, rows, hs, r1, 1.0f, att_bh + r0 * T, T, v, 3 * C, 0.0f, o + r0 * C, C);
+}
+
+static void attention_forward_piece(void *ctx, int64_t piece, float *scratch) {
+    const attention_job *job = ctx;
+    int64_t begin, end;
+    brg__cpu_piece_range(piece, job->per_piece, job->items, &begin, &end);
+    for (int64_t item = begin; item < end; item++) attention_forward_item(job, item);
+}
+
+brg_status brg__cpu_attention_forward(const brg__op_call *call) {
+    attention_job job = {0};
+    BRG__CHECK(attention_dims_get(call, &job.d));
+    job.scale = 1.0f / sqrtf((float)job.d.head_size);
+    job.qkv = call->in[0]; // (B, T, 3C)
+    job.out = call->out;   // (B, T, C)
+    job.att = call->aux;   // (B, NH, T, T)
+    job.blocks = brg__cpu_pieces(job.d.seq, ATTENTION_BLOCK_ROWS);
+    job.items = job.blocks * job.d.batch * job.d.heads;
+    int64_t block_rows = job.d.seq < ATTENTION_BLOCK_ROWS ? job.d.seq : ATTENTION_BLOCK_ROWS;
+    job.per_piece = items_per_piece(2 * block_rows * job.d.seq * job.d.head_size); // scores and output, at most
+    brg__cpu_parallel(brg__cpu_pieces(job.items, job.per_piece), attention_forward_piece, &job);
     return BRG_OK;
+}
+
+/* Backward of one (b, h); dscores: this thread's (T, T) workspace, d(att) then d(scores). */
+static void attention_backward_item(const attention_job *job, int64_t bh, float *dscores) {
+    const attention_dims *d = &job->d;
+    int64_t T = d->seq, C = d->channels, hs = d->head_size, b = bh / d->heads, h = bh % d->heads;
+    float scale = job->scale;
+    const float *q = job->qkv + b * T * 3 * C + h * hs; // (T, hs), row stride 3C
+    const float *k = q + C;
+    const float *v = q + 2 * C;
+    float *dq = job->dqkv + b * T * 3 * C + h * hs; // (T, hs), row stride 3C
+    float *dk = dq + C;
+    float *dv = dq + 2 * C;
+    const float *att_bh = job->att_in + bh * T * T;       // (T, T)
+    const float *dout_bh = job->dout + b * T * C + h * hs; // (T, hs), row stride C
+    /* Blocks of query rows: d(att), the softmax backward, and dq, which needs whole rows. */
+    for (int64_t r0 = 0; r0 < T; r0 += ATTENTION_BLOCK_ROWS) {
+        int64_t r1 = r0 + ATTENTION_BLOCK_ROWS < T ? r0 + ATTENTION_BLOCK_ROWS : T, rows = r1 - r0;
+        float *ds = dscores + r0 * T; // (rows, r1), row stride T
+        // datt (rows, r1) = dout[r0:r1] v[0:r1]^T
+        brg__cpu_sgemm(0, 1, rows, r1, hs, 1.0f, dout_bh + r0 * C, C, v, 3 * C, 0.0f, ds, T);
+        for (int64_t t = r0; t < r1; t++) softmax_causal_row_backward(ds + (t - r0) * T, att_bh + t * T, t, r1);
+        // dq[r0:r1] (rows, hs) += scale dscores k[0:r1]
+        brg__cpu_sgemm(0, 0, rows, hs, r1, scale, ds, T, k, 3 * C, 1.0f, dq + r0 * 3 * C, 3 * C);
+    }
+    /* Blocks of key columns: key j gathers from the query rows t >= j, so these GEMMs reduce over long
+     * spans of rows (efficient), and each dk, dv row gets exactly one product. The entries above the
+     * diagonal inside the diagonal block are zero in att and in dscores. */
+    for (int64_t c0 = 0; c0 < T; c0 += ATTENTION_BLOCK_ROWS) {
+        int64_t c1 = c0 + ATTENTION_BLOCK_ROWS < T ? c0 + ATTENTION_BLOCK_ROWS : T, cols = c1 - c0;
+        // dv[c0:c1] (cols, hs) += att[c0:T, c0:c1]^T dout[c0:T]
+        brg__cpu_sgemm(1, 0, cols, hs, T - c0, 1.0f, att_bh + c0 * T + c0, T, dout_bh + c0 * C, C, 1.0f,
+                       dv + c0 * 3 * C, 3 * C);
+        // dk[c0:c1] (cols, hs) += scale dscores[c0:T, c0:c1]^T q[c0:T]
+        brg__cpu_sgemm(1, 0, cols, hs, T - c0, scale, dscores + c0 * T + c0, T, q + c0 * 3 * C, 3 * C, 1.0f,
+                       dk + c0 * 3 * C, 3 * C);
+    }
+}
+
+static void attention_backward_piece(void *ctx, int64_t piece, float *dscores) {
+    const attention_job *job = ctx;
+    int64_t begin, end;
+    brg__cpu_piece_range(piece, job->per_piece, job->items, &begin, &end);
+    for (int64_t bh = begin; bh < end; bh++) attention_backward_item(job, bh, dscores);
 }
 
 brg_status brg__cpu_attention_backward(const brg__op_call *call) {
     if (!call->din[0]) return BRG_OK;
-    attention_dims d;
-    BRG__CHECK(attention_dims_get(call, &d));
-    int64_t T = d.seq, C = d.channels, hs = d.head_size;
-    float scale = 1.0f / sqrtf((float)hs);
-    const float *qkv = call->in[0]; // (B, T, 3C)
-    const float *att = call->aux;   // (B, NH, T, T)
-    const float *dout = call->dout; // (B, T, C)
-    float *dqkv = call->din[0];     // (B, T, 3C)
-    float *dscores = call->scratch; // (T, T): d(att), then d(scores), of one (b, h)
-    for (int64_t b = 0; b < d.batch; b++)
-        for (int64_t h = 0; h < d.heads; h++) {
-            const float *q = qkv + b * T * 3 * C + h * hs; // (T, hs), row stride 3C
-            const float *k = q + C;
-            const float *v = q + 2 * C;
-            float *dq = dqkv + b * T * 3 * C + h * hs; // (T, hs), row stride 3C
-            float *dk = dq + C;
-            float *dv = dq + 2 * C;
-            const float *att_bh = att + (b * d.heads + h) * T * T; // (T, T)
-            const float *dout_bh = dout + b * T * C + h * hs;      // (T, hs), row stride C
-            /* Blocks of query rows: d(att), the softmax backward, and dq, which needs whole rows. */
-            for (int64_t r0 = 0; r0 < T; r0 += ATTENTION_BLOCK_ROWS) {
-                int64_t r1 = r0 + ATTENTION_BLOCK_ROWS < T ? r0 + ATTENTION_BLOCK_ROWS : T, rows = r1 - r0;
-                float *ds = dscores + r0 * T; // (rows, r1), row stride T
-                // datt (rows, r1) = dout[r0:r1] v[0:r1]^T
-                brg__cpu_gemm(0, 1, rows, r1, hs, 1.0f, dout_bh + r0 * C, C, v, 3 * C, 0.0f, ds, T);
-                for (int64_t t = r0; t < r1; t++)
-                    softmax_causal_row_backward(ds + (t - r0) * T, att_bh + t * T, t, r1);
-                // dq[r0:r1] (rows, hs) += scale dscores k[0:r1]
-                brg__cpu_gemm(0, 0, rows, hs, r1, scale, ds, T, k, 3 * C, 1.0f, dq + r0 * 3 * C, 3 * C);
-            }
-            /* Blocks of key columns: key j gathers from the query rows t >= j, so these GEMMs reduce over
-             * long spans of rows (efficient), and each dk, dv row gets exactly one product. The entries
-             * above the diagonal inside the diagonal block are zero in att and in dscores. */
-            for (int64_t c0 = 0; c0 < T; c0 += ATTENTION_BLOCK_ROWS) {
-                int64_t c1 = c0 + ATTENTION_BLOCK_ROWS < T ? c0 + ATTENTION_BLOCK_ROWS : T, cols = c1 - c0;
-                // dv[c0:c1] (cols, hs) += att[c0:T, c0:c1]^T dout[c0:T]
-                brg__cpu_gemm(1, 0, cols, hs, T - c0, 1.0f, att_bh + c0 * T + c0, T, dout_bh + c0 * C, C, 1.0f,
-                              dv + c0 * 3 * C, 3 * C);
-                // dk[c0:c1] (cols, hs) += scale dscores[c0:T, c0:c1]^T q[c0:T]
-                brg__cpu_gemm(1, 0, cols, hs, T - c0, scale, dscores + c0 * T + c0, T, q + c0 * 3 * C, 3 * C, 1.0f,
-                              dk + c0 * 3 * C, 3 * C);
-            }
-        }
+    attention_job job = {0};
+    BRG__CHECK(attention_dims_get(call, &job.d));
+    job.scale = 1.0f / sqrtf((float)job.d.head_size);
+    job.qkv = call->in[0];   // (B, T, 3C)
+    job.att_in = call->aux;  // (B, NH, T, T)
+    job.dout = call->dout;   // (B, T, C)
+    job.dqkv = call->din[0]; // (B, T, 3C)
+    job.items = job.d.batch * job.d.heads;
+    job.per_piece = items_per_piece(2 * job.d.seq * job.d.seq * job.d.head_size); // four causal GEMMs
+    brg__cpu_parallel_scratch(brg__cpu_pieces(job.items, job.per_piece), attention_backward_piece, &job,
+                              call->scratch, job.d.seq * job.d.seq);
     return BRG_OK;
 }

@@ -18,9 +18,28 @@ static brg_status linear_dims_get(const brg__op_call *call, linear_dims *d) {
 }
 
 /* acc (M) += the column sums of g (N, M), rows in ascending order. */
-static void column_sums(float *restrict acc, const float *restrict g, int64_t rows, int64_t cols) {
+static void column_sums(float *restrict acc, const float *restrict g, int64_t rows, int64_t cols, int64_t stride) {
     for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) acc[j] += g[i * cols + j];
+        for (int64_t j = 0; j < cols; j++) acc[j] += g[i * stride + j];
+}
+
+typedef struct column_sums_job {
+    float *acc;
+    const float *g;
+    int64_t rows, cols, per_piece;
+} column_sums_job;
+
+/* Columns [j0, j1) of the sums: every column adds the same rows in the same order whatever the split. */
+static void column_sums_piece(void *ctx, int64_t piece, float *scratch) {
+    const column_sums_job *job = ctx;
+    int64_t j0, j1;
+    brg__cpu_piece_range(piece, job->per_piece, job->cols, &j0, &j1);
+    column_sums(job->acc + j0, job->g + j0, job->rows, j1 - j0, job->cols);
+}
+
+static void column_sums_parallel(float *acc, const float *g, int64_t rows, int64_t cols) {
+    column_sums_job job = {acc, g, rows, cols, brg__cpu_columns_per_piece(rows)};
+    brg__cpu_parallel(brg__cpu_pieces(cols, job.per_piece), column_sums_piece, &job);
 }
 
 brg_status brg__cpu_linear_forward(const brg__op_call *call) {
@@ -31,10 +50,8 @@ brg_status brg__cpu_linear_forward(const brg__op_call *call) {
     const float *w = call->in[1];    // (M, K)
     const float *bias = call->in[2]; // (M)
     float *out = call->out;          // (N, M)
-    /* OpenBLAS clears C in a pass of its own when beta = 0; writing the bias there instead and letting
-     * the GEMM accumulate onto it (beta = 1) saves the separate pass a bias add would take. */
-    for (int64_t i = 0; i < n; i++) memcpy(out + i * m, bias, (size_t)m * sizeof *out);
-    brg__cpu_gemm(0, 1, n, m, k, 1.0f, x, k, w, k, 1.0f, out, m);
+    if (bias) brg__cpu_gemm_bias(0, 1, n, m, k, x, k, w, k, bias, out, m);
+    else brg__cpu_gemm(0, 1, n, m, k, 1.0f, x, k, w, k, 0.0f, out, m);
     return BRG_OK;
 }
 
@@ -50,7 +67,7 @@ brg_status brg__cpu_linear_backward(const brg__op_call *call) {
     float *dbias = call->din[2];    // (M)
     if (dx) brg__cpu_gemm(0, 0, n, k, m, 1.0f, dout, m, w, k, 1.0f, dx, k);
     if (dw) brg__cpu_gemm(1, 0, m, k, n, 1.0f, dout, m, x, k, 1.0f, dw, k);
-    if (dbias) column_sums(dbias, dout, n, m);
+    if (dbias) column_sums_parallel(dbias, dout, n, m);
     return BRG_OK;
 }
 
@@ -87,6 +104,21 @@ static int matmul_stacked(const matmul_dims *d) {
     return d->b_shared && !d->trans_a && d->count * d->m <= INT_MAX;
 }
 
+/* One product per leading index p, the products spread over threads (each one sgemm call). */
+typedef struct matmul_job {
+    const matmul_dims *d;
+    const float *a, *b, *dout;
+    float *out, *da, *db;
+    int64_t b_step;
+} matmul_job;
+
+static void matmul_forward_piece(void *ctx, int64_t p, float *scratch) {
+    const matmul_job *job = ctx;
+    const matmul_dims *d = job->d;
+    brg__cpu_sgemm(d->trans_a, d->trans_b, d->m, d->n, d->k, 1.0f, job->a + p * d->m * d->k, d->lda,
+                   job->b + p * job->b_step, d->ldb, 0.0f, job->out + p * d->m * d->n, d->n);
+}
+
 brg_status brg__cpu_matmul_forward(const brg__op_call *call) {
     matmul_dims d;
     BRG__CHECK(matmul_dims_get(call, &d));
@@ -98,27 +130,47 @@ brg_status brg__cpu_matmul_forward(const brg__op_call *call) {
         brg__cpu_gemm(0, d.trans_b, d.count * d.m, d.n, d.k, 1.0f, a, d.lda, b, d.ldb, 0.0f, out, d.n);
         return BRG_OK;
     }
-    int64_t b_step = d.b_shared ? 0 : d.k * d.n;
-    for (int64_t p = 0; p < d.count; p++)
-        brg__cpu_gemm(d.trans_a, d.trans_b, d.m, d.n, d.k, 1.0f, a + p * d.m * d.k, d.lda, b + p * b_step, d.ldb,
-                      0.0f, out + p * d.m * d.n, d.n);
+    if (d.count == 1) {
+        brg__cpu_gemm(d.trans_a, d.trans_b, d.m, d.n, d.k, 1.0f, a, d.lda, b, d.ldb, 0.0f, out, d.n);
+        return BRG_OK;
+    }
+    matmul_job job = {.d = &d, .a = a, .b = b, .out = out, .b_step = d.b_shared ? 0 : d.k * d.n};
+    brg__cpu_parallel(d.count, matmul_forward_piece, &job);
     return BRG_OK;
 }
 
+/* brg__cpu_gemm (C tiled over the threads) or brg__cpu_sgemm (one call, inside a piece). */
+typedef void (*gemm_fn)(int, int, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t,
+                        float, float *, int64_t);
+
 /* da += dout op(b)^T for one matrix (or for the stacked rows). */
-static void matmul_backward_a(const matmul_dims *d, int64_t m, const float *b, const float *dout, float *da) {
+static void matmul_backward_a(const matmul_dims *d, int64_t m, const float *b, const float *dout, float *da,
+                              int tiled) {
+    gemm_fn gemm = tiled ? brg__cpu_gemm : brg__cpu_sgemm;
     if (!d->trans_a) // da (M, K) += dout (M, N) op(b)^T (N, K)
-        brg__cpu_gemm(0, !d->trans_b, m, d->k, d->n, 1.0f, dout, d->n, b, d->ldb, 1.0f, da, d->lda);
+        gemm(0, !d->trans_b, m, d->k, d->n, 1.0f, dout, d->n, b, d->ldb, 1.0f, da, d->lda);
     else // da (K, M) += op(b) (K, N) dout^T (N, M)
-        brg__cpu_gemm(d->trans_b, 1, d->k, m, d->n, 1.0f, b, d->ldb, dout, d->n, 1.0f, da, d->lda);
+        gemm(d->trans_b, 1, d->k, m, d->n, 1.0f, b, d->ldb, dout, d->n, 1.0f, da, d->lda);
 }
 
 /* db += op(a)^T dout (or its transpose) for one matrix (or for the stacked rows). */
-static void matmul_backward_b(const matmul_dims *d, int64_t m, const float *a, const float *dout, float *db) {
+static void matmul_backward_b(const matmul_dims *d, int64_t m, const float *a, const float *dout, float *db,
+                              int tiled) {
+    gemm_fn gemm = tiled ? brg__cpu_gemm : brg__cpu_sgemm;
     if (!d->trans_b) // db (K, N) += op(a)^T (K, M) dout (M, N)
-        brg__cpu_gemm(!d->trans_a, 0, d->k, d->n, m, 1.0f, a, d->lda, dout, d->n, 1.0f, db, d->ldb);
+        gemm(!d->trans_a, 0, d->k, d->n, m, 1.0f, a, d->lda, dout, d->n, 1.0f, db, d->ldb);
     else // db (N, K) += dout^T (N, M) op(a) (M, K)
-        brg__cpu_gemm(1, d->trans_a, d->n, d->k, m, 1.0f, dout, d->n, a, d->lda, 1.0f, db, d->ldb);
+        gemm(1, d->trans_a, d->n, d->k, m, 1.0f, dout, d->n, a, d->lda, 1.0f, db, d->ldb);
+}
+
+/* The gradients of product p that no other product touches: da always, db when b is not shared. */
+static void matmul_backward_piece(void *ctx, int64_t p, float *scratch) {
+    const matmul_job *job = ctx;
+    const matmul_dims *d = job->d;
+    const float *dout_p = job->dout + p * d->m * d->n;
+    if (job->da) matmul_backward_a(d, d->m, job->b + p * job->b_step, dout_p, job->da + p * d->m * d->k, 0);
+    if (job->db && !d->b_shared)
+        matmul_backward_b(d, d->m, job->a + p * d->m * d->k, dout_p, job->db + p * job->b_step, 0);
 }
 
 brg_status brg__cpu_matmul_backward(const brg__op_call *call) {
@@ -129,18 +181,19 @@ brg_status brg__cpu_matmul_backward(const brg__op_call *call) {
     const float *dout = call->dout; // (P, M, N)
     float *da = call->din[0];       // a's shape
     float *db = call->din[1];       // b's shape
-    if (matmul_stacked(&d)) {
+    if (matmul_stacked(&d) || d.count == 1) {
         /* One GEMM each; for db the sum over the P matrices happens inside it. */
-        if (da) matmul_backward_a(&d, d.count * d.m, b, dout, da);
-        if (db) matmul_backward_b(&d, d.count * d.m, a, dout, db);
+        int64_t rows = matmul_stacked(&d) ? d.count * d.m : d.m;
+        if (da) matmul_backward_a(&d, rows, b, dout, da, 1);
+        if (db) matmul_backward_b(&d, rows, a, dout, db, 1);
         return BRG_OK;
     }
     int64_t b_step = d.b_shared ? 0 : d.k * d.n;
-    /* A shared b sums its gradient over p in ascending order. */
-    for (int64_t p = 0; p < d.count; p++) {
-        const float *dout_p = dout + p * d.m * d.n;
-        if (da) matmul_backward_a(&d, d.m, b + p * b_step, dout_p, da + p * d.m * d.k);
-        if (db) matmul_backward_b(&d, d.m, a + p * d.m * d.k, dout_p, db + p * b_step);
-    }
+    matmul_job job = {.d = &d, .a = a, .b = b, .dout = dout, .da = da, .db = db, .b_step = b_step};
+    if (da || (db && !d.b_shared)) brg__cpu_parallel(d.count, matmul_backward_piece, &job);
+    /* A shared b sums its gradient over p in ascending order, each product tiled over the threads. */
+    if (db && d.b_shared)
+        for (int64_t p = 0; p < d.count; p++)
+            matmul_backward_b(&d, d.m, a + p * d.m * d.k, dout + p * d.m * d.n, db, 1);
     return BRG_OK;
 }

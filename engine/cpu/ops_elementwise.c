@@ -1,20 +1,25 @@
 /* Element-wise ops: add (with broadcast of a trailing-shape b), GELU (tanh approximation), ReLU.
- * Kernels first (plain loops over restrict pointers), then the entry points that bind dimensions. */
+ * Kernels first (plain loops over restrict pointers), then the entry points that bind dimensions and
+ * split the elements into pieces of BRG__CPU_PIECE_ELEMENTS (every element computed alike in any piece),
+ * and the broadcast gradient into pieces of columns (each column summed over the rows in order). */
 #include "cpu/kernels.h"
 
 /* ---- kernels ---- */
 
-/* out (R, S) = a (R, S) + b (S) broadcast over the rows; S = R S for same-shape operands. */
-static void add_forward(float *restrict out, const float *restrict a, const float *restrict b, int64_t rows,
-                        int64_t inner) {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t i = 0; i < inner; i++) out[r * inner + i] = a[r * inner + i] + b[i];
+/* out[e] = a[e] + b[e mod S] for e in [e0, e1), a run of the flattened (R, S) operands. */
+static void add_forward(float *restrict out, const float *restrict a, const float *restrict b, int64_t inner,
+                        int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1;) {
+        int64_t j = e % inner, len = inner - j < e1 - e ? inner - j : e1 - e; // up to the row's end
+        for (int64_t i = 0; i < len; i++) out[e + i] = a[e + i] + b[j + i];
+        e += len;
+    }
 }
 
-/* acc (S) += sum over rows of g (R, S), rows in ascending order. */
-static void add_rows(float *restrict acc, const float *restrict g, int64_t rows, int64_t inner) {
+/* acc (S) += sum over rows of g (R, S) (row stride `stride`), rows in ascending order. */
+static void add_rows(float *restrict acc, const float *restrict g, int64_t rows, int64_t inner, int64_t stride) {
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t i = 0; i < inner; i++) acc[i] += g[r * inner + i];
+        for (int64_t i = 0; i < inner; i++) acc[i] += g[r * stride + i];
 }
 
 /* 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + e^(-2u)): one exp and no tanh, the same function as
@@ -52,11 +57,75 @@ static void relu_backward(float *restrict dx, const float *restrict x, const flo
 
 /* ---- entry points ---- */
 
+typedef struct elementwise_job {
+    float *out;            /* out, or the gradient accumulated into */
+    const float *x, *y;    /* operands: a and b (add); x and dout (gradients) */
+    int64_t n, inner;      /* elements; add: b's elements (the broadcast period) */
+    int64_t per_piece;     /* columns per piece of the broadcast gradient */
+} elementwise_job;
+
+/* Runs fn over pieces of BRG__CPU_PIECE_ELEMENTS of the job's n elements. */
+static void elementwise_run(elementwise_job *job, brg__cpu_piece_fn fn) {
+    brg__cpu_parallel(brg__cpu_pieces(job->n, BRG__CPU_PIECE_ELEMENTS), fn, job);
+}
+
+/* Elements [e0, e1) of the job's piece. */
+static const elementwise_job *piece_elements(void *ctx, int64_t piece, int64_t *e0, int64_t *e1) {
+    const elementwise_job *job = ctx;
+    brg__cpu_piece_range(piece, BRG__CPU_PIECE_ELEMENTS, job->n, e0, e1);
+    return job;
+}
+
+static void add_forward_piece(void *ctx, int64_t piece, float *scratch) {
+    int64_t e0, e1;
+    const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
+    add_forward(job->out, job->x, job->y, job->inner, e0, e1);
+}
+
+static void add_same_piece(void *ctx, int64_t piece, float *scratch) {
+    int64_t e0, e1;
+    const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
+    add_rows(job->out + e0, job->x + e0, 1, e1 - e0, 0);
+}
+
+static void gelu_forward_piece(void *ctx, int64_t piece, float *scratch) {
+    int64_t e0, e1;
+    const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
+    gelu_forward(job->out + e0, job->x + e0, e1 - e0);
+}
+
+static void gelu_backward_piece(void *ctx, int64_t piece, float *scratch) {
+    int64_t e0, e1;
+    const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
+    gelu_backward(job->out + e0, job->x + e0, job->y + e0, e1 - e0);
+}
+
+static void relu_forward_piece(void *ctx, int64_t piece, float *scratch) {
+    int64_t e0, e1;
+    const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
+    relu_forward(job->out + e0, job->x + e0, e1 - e0);
+}
+
+static void relu_backward_piece(void *ctx, int64_t piece, float *scratch) {
+    int64_t e0, e1;
+    const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
+    relu_backward(job->out + e0, job->x + e0, job->y + e0, e1 - e0);
+}
+
+/* Columns [j0, j1) of the broadcast operand's gradient, over every row in order. */
+static void add_broadcast_piece(void *ctx, int64_t piece, float *scratch) {
+    const elementwise_job *job = ctx;
+    int64_t j0, j1;
+    brg__cpu_piece_range(piece, job->per_piece, job->inner, &j0, &j1);
+    add_rows(job->out + j0, job->x + j0, job->n / job->inner, j1 - j0, job->inner);
+}
+
 brg_status brg__cpu_add_forward(const brg__op_call *call) {
     const brg__op *op = call->op;
-    int64_t n = brg__tensor_numel(op->inputs[0], call->batch);     // a: (R, S)
-    int64_t inner = brg__tensor_numel(op->inputs[1], call->batch); // b: (S), a's trailing elements
-    if (inner > 0) add_forward(call->out, call->in[0], call->in[1], n / inner, inner);
+    elementwise_job job = {.out = call->out, .x = call->in[0], .y = call->in[1]};
+    job.n = brg__tensor_numel(op->inputs[0], call->batch);     // a: (R, S)
+    job.inner = brg__tensor_numel(op->inputs[1], call->batch); // b: (S), a's trailing elements
+    if (job.inner > 0) elementwise_run(&job, add_forward_piece);
     return BRG_OK;
 }
 
@@ -67,29 +136,44 @@ brg_status brg__cpu_add_backward(const brg__op_call *call) {
     const float *dout = call->dout; // (R, S)
     float *da = call->din[0];       // (R, S)
     float *db = call->din[1];       // (S)
-    if (da) add_rows(da, dout, 1, n);
-    if (db && inner > 0) add_rows(db, dout, n / inner, inner); // summed over the broadcast rows
+    if (da) {
+        elementwise_job job = {.out = da, .x = dout, .n = n};
+        elementwise_run(&job, add_same_piece);
+    }
+    if (db && inner > 0) { // summed over the broadcast rows
+        elementwise_job job = {.out = db, .x = dout, .n = n, .inner = inner};
+        job.per_piece = brg__cpu_columns_per_piece(n / inner);
+        brg__cpu_parallel(brg__cpu_pieces(inner, job.per_piece), add_broadcast_piece, &job);
+    }
     return BRG_OK;
 }
 
 brg_status brg__cpu_gelu_forward(const brg__op_call *call) {
-    gelu_forward(call->out, call->in[0], brg__tensor_numel(call->op->inputs[0], call->batch)); // (N)
+    elementwise_job job = {.out = call->out, .x = call->in[0]};
+    job.n = brg__tensor_numel(call->op->inputs[0], call->batch); // (N)
+    elementwise_run(&job, gelu_forward_piece);
     return BRG_OK;
 }
 
 brg_status brg__cpu_gelu_backward(const brg__op_call *call) {
-    if (call->din[0])
-        gelu_backward(call->din[0], call->in[0], call->dout, brg__tensor_numel(call->op->inputs[0], call->batch));
+    if (!call->din[0]) return BRG_OK;
+    elementwise_job job = {.out = call->din[0], .x = call->in[0], .y = call->dout};
+    job.n = brg__tensor_numel(call->op->inputs[0], call->batch); // (N)
+    elementwise_run(&job, gelu_backward_piece);
     return BRG_OK;
 }
 
 brg_status brg__cpu_relu_forward(const brg__op_call *call) {
-    relu_forward(call->out, call->in[0], brg__tensor_numel(call->op->inputs[0], call->batch)); // (N)
+    elementwise_job job = {.out = call->out, .x = call->in[0]};
+    job.n = brg__tensor_numel(call->op->inputs[0], call->batch); // (N)
+    elementwise_run(&job, relu_forward_piece);
     return BRG_OK;
 }
 
 brg_status brg__cpu_relu_backward(const brg__op_call *call) {
-    if (call->din[0])
-        relu_backward(call->din[0], call->in[0], call->dout, brg__tensor_numel(call->op->inputs[0], call->batch));
+    if (!call->din[0]) return BRG_OK;
+    elementwise_job job = {.out = call->din[0], .x = call->in[0], .y = call->dout};
+    job.n = brg__tensor_numel(call->op->inputs[0], call->batch); // (N)
+    elementwise_run(&job, relu_backward_piece);
     return BRG_OK;
 }

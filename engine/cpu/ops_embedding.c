@@ -1,4 +1,6 @@
-/* Token embedding: out[n,:] = weight[tokens[n],:]. */
+/* Token embedding: out[n,:] = weight[tokens[n],:]. Threads: forward by pieces of positions; backward by
+ * pieces of columns, each piece adding the rows of every position in ascending order (a token seen twice
+ * sums in the same order whatever the split). */
 #include "cpu/kernels.h"
 
 /* The first token outside [0, vocab), reported with its position; BRG_OK when all are valid. */
@@ -11,34 +13,60 @@ static brg_status check_tokens(const brg__op_call *call, const int32_t *tokens, 
     return BRG_OK;
 }
 
-/* row (C) += grad (C) */
-static void add_row(float *restrict row, const float *restrict grad, int64_t dim) {
-    for (int64_t c = 0; c < dim; c++) row[c] += grad[c];
+typedef struct embedding_job {
+    int64_t n, dim, per_piece; /* positions, embedding width, positions or columns per piece */
+    const int32_t *tokens;
+    const float *weight, *dout;
+    float *out, *dweight;
+} embedding_job;
+
+static void embedding_forward_piece(void *ctx, int64_t piece, float *scratch) {
+    const embedding_job *job = ctx;
+    int64_t i0, i1, dim = job->dim;
+    brg__cpu_piece_range(piece, job->per_piece, job->n, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++)
+        memcpy(job->out + i * dim, job->weight + (int64_t)job->tokens[i] * dim, (size_t)dim * sizeof(float));
+}
+
+/* Columns [c0, c1) of dweight[tokens[i]] += dout[i] for every position i in ascending order. */
+static void embedding_backward_piece(void *ctx, int64_t piece, float *scratch) {
+    const embedding_job *job = ctx;
+    int64_t c0, c1, dim = job->dim;
+    brg__cpu_piece_range(piece, job->per_piece, dim, &c0, &c1);
+    for (int64_t i = 0; i < job->n; i++) {
+        float *restrict row = job->dweight + (int64_t)job->tokens[i] * dim;
+        const float *restrict grad = job->dout + i * dim;
+        for (int64_t c = c0; c < c1; c++) row[c] += grad[c];
+    }
 }
 
 brg_status brg__cpu_embedding_forward(const brg__op_call *call) {
     const brg__op *op = call->op;
-    int64_t n = brg__tensor_numel(op->inputs[0], call->batch); // tokens (S)
-    int64_t vocab = op->inputs[1]->shape[0], dim = op->inputs[1]->shape[1];
-    const int32_t *tokens = call->in[0]; // (S)
-    const float *weight = call->in[1];   // (V, C)
-    float *out = call->out;              // (S, C)
-    BRG__CHECK(check_tokens(call, tokens, n, vocab));
-    for (int64_t i = 0; i < n; i++)
-        memcpy(out + i * dim, weight + (int64_t)tokens[i] * dim, (size_t)dim * sizeof *out);
+    embedding_job job = {0};
+    job.n = brg__tensor_numel(op->inputs[0], call->batch); // tokens (S)
+    int64_t vocab = op->inputs[1]->shape[0];
+    job.dim = op->inputs[1]->shape[1];
+    job.tokens = call->in[0]; // (S)
+    job.weight = call->in[1]; // (V, C)
+    job.out = call->out;      // (S, C)
+    BRG__CHECK(check_tokens(call, job.tokens, job.n, vocab));
+    job.per_piece = brg__cpu_rows_per_piece(job.dim);
+    brg__cpu_parallel(brg__cpu_pieces(job.n, job.per_piece), embedding_forward_piece, &job);
     return BRG_OK;
 }
 
 brg_status brg__cpu_embedding_backward(const brg__op_call *call) {
     const brg__op *op = call->op;
-    float *dweight = call->din[1]; // (V, C)
-    if (!dweight) return BRG_OK;   // token ids have no gradient
-    int64_t n = brg__tensor_numel(op->inputs[0], call->batch);
-    int64_t vocab = op->inputs[1]->shape[0], dim = op->inputs[1]->shape[1];
-    const int32_t *tokens = call->in[0]; // (S)
-    const float *dout = call->dout;      // (S, C)
-    BRG__CHECK(check_tokens(call, tokens, n, vocab));
-    /* Positions in ascending order: a token seen twice sums its rows in a fixed order. */
-    for (int64_t i = 0; i < n; i++) add_row(dweight + (int64_t)tokens[i] * dim, dout + i * dim, dim);
+    embedding_job job = {0};
+    job.dweight = call->din[1]; // (V, C)
+    if (!job.dweight) return BRG_OK; // token ids have no gradient
+    job.n = brg__tensor_numel(op->inputs[0], call->batch);
+    int64_t vocab = op->inputs[1]->shape[0];
+    job.dim = op->inputs[1]->shape[1];
+    job.tokens = call->in[0]; // (S)
+    job.dout = call->dout;    // (S, C)
+    BRG__CHECK(check_tokens(call, job.tokens, job.n, vocab));
+    job.per_piece = brg__cpu_columns_per_piece(job.n);
+    brg__cpu_parallel(brg__cpu_pieces(job.dim, job.per_piece), embedding_backward_piece, &job);
     return BRG_OK;
 }

@@ -1,5 +1,6 @@
 /* Softmax cross-entropy per position: loss[n] = logsumexp(logits[n]) - logits[n, target[n]].
- * Backward recomputes each row's softmax from the saved logits (no aux). */
+ * Backward recomputes each row's softmax from the saved logits (no aux). Rows are independent: pieces of
+ * rows run on the threads. */
 #include <math.h>
 
 #include "cpu/kernels.h"
@@ -35,44 +36,69 @@ static brg_status check_targets(const brg__op_call *call, const int32_t *targets
     return BRG_OK;
 }
 
+typedef struct cross_entropy_job {
+    int64_t n, vocab, per_piece; /* rows, their length, rows per piece */
+    const float *logits, *dlosses;
+    const int32_t *targets;
+    float *losses, *dlogits;
+} cross_entropy_job;
+
+static void cross_entropy_forward_piece(void *ctx, int64_t piece, float *scratch) {
+    const cross_entropy_job *job = ctx;
+    int64_t i0, i1;
+    brg__cpu_piece_range(piece, job->per_piece, job->n, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) {
+        const float *row = job->logits + i * job->vocab; // (V)
+        float m, sum;
+        row_max_sum_exp(row, job->vocab, &m, &sum);
+        job->losses[i] = (m + logf(sum)) - row[job->targets[i]];
+    }
+}
+
+static void cross_entropy_backward_piece(void *ctx, int64_t piece, float *scratch) {
+    const cross_entropy_job *job = ctx;
+    int64_t i0, i1;
+    brg__cpu_piece_range(piece, job->per_piece, job->n, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) {
+        const float *row = job->logits + i * job->vocab; // (V)
+        float *drow = job->dlogits + i * job->vocab;     // (V)
+        float m, sum;
+        row_max_sum_exp(row, job->vocab, &m, &sum);
+        float inv = 1.0f / sum, g = job->dlosses[i];
+        int64_t t = job->targets[i];
+        float before = drow[t];
+        row_softmax_accumulate(drow, row, job->vocab, m, inv, g);
+        /* The target's entry is g (p_t - 1), added once to what it held before. */
+        drow[t] = before + g * (brg__cpu_exp(row[t] - m) * inv - 1.0f);
+    }
+}
+
 brg_status brg__cpu_cross_entropy_forward(const brg__op_call *call) {
     const brg__op *op = call->op;
-    int64_t vocab = brg__cpu_last_dim(op->inputs[0], call->batch);
-    int64_t n = brg__cpu_rows(op->inputs[0], call->batch);
-    const float *logits = call->in[0];    // (N, V)
-    const int32_t *targets = call->in[1]; // (N)
-    float *losses = call->out;            // (N)
-    BRG__CHECK(check_targets(call, targets, n, vocab));
-    for (int64_t i = 0; i < n; i++) {
-        const float *row = logits + i * vocab; // (V)
-        float m, sum;
-        row_max_sum_exp(row, vocab, &m, &sum);
-        losses[i] = (m + logf(sum)) - row[targets[i]];
-    }
+    cross_entropy_job job = {0};
+    job.vocab = brg__cpu_last_dim(op->inputs[0], call->batch);
+    job.n = brg__cpu_rows(op->inputs[0], call->batch);
+    job.logits = call->in[0];  // (N, V)
+    job.targets = call->in[1]; // (N)
+    job.losses = call->out;    // (N)
+    BRG__CHECK(check_targets(call, job.targets, job.n, job.vocab));
+    job.per_piece = brg__cpu_rows_per_piece(job.vocab);
+    brg__cpu_parallel(brg__cpu_pieces(job.n, job.per_piece), cross_entropy_forward_piece, &job);
     return BRG_OK;
 }
 
 brg_status brg__cpu_cross_entropy_backward(const brg__op_call *call) {
-    float *dlogits = call->din[0]; // (N, V)
-    if (!dlogits) return BRG_OK;   // targets have no gradient
+    if (!call->din[0]) return BRG_OK; // targets have no gradient
     const brg__op *op = call->op;
-    int64_t vocab = brg__cpu_last_dim(op->inputs[0], call->batch);
-    int64_t n = brg__cpu_rows(op->inputs[0], call->batch);
-    const float *logits = call->in[0];    // (N, V)
-    const int32_t *targets = call->in[1]; // (N)
-    const float *dlosses = call->dout;    // (N)
-    BRG__CHECK(check_targets(call, targets, n, vocab));
-    for (int64_t i = 0; i < n; i++) {
-        const float *row = logits + i * vocab; // (V)
-        float *drow = dlogits + i * vocab;     // (V)
-        float m, sum;
-        row_max_sum_exp(row, vocab, &m, &sum);
-        float inv = 1.0f / sum, g = dlosses[i];
-        int64_t t = targets[i];
-        float before = drow[t];
-        row_softmax_accumulate(drow, row, vocab, m, inv, g);
-        /* The target's entry is g (p_t - 1), added once to what it held before. */
-        drow[t] = before + g * (brg__cpu_exp(row[t] - m) * inv - 1.0f);
-    }
+    cross_entropy_job job = {0};
+    job.vocab = brg__cpu_last_dim(op->inputs[0], call->batch);
+    job.n = brg__cpu_rows(op->inputs[0], call->batch);
+    job.logits = call->in[0];  // (N, V)
+    job.targets = call->in[1]; // (N)
+    job.dlosses = call->dout;  // (N)
+    job.dlogits = call->din[0]; // (N, V)
+    BRG__CHECK(check_targets(call, job.targets, job.n, job.vocab));
+    job.per_piece = brg__cpu_rows_per_piece(job.vocab);
+    brg__cpu_parallel(brg__cpu_pieces(job.n, job.per_piece), cross_entropy_backward_piece, &job);
     return BRG_OK;
 }

@@ -20,25 +20,20 @@ static void *cpu_alloc(brg__backend *b, size_t bytes) { return brg__arena_alloc(
 static void cpu_free(brg__backend *b, void *p) {
     if (p) brg__arena_free(cpu(b)->arena, p);
 }
-static void cpu_zero(brg__backend *b, void *p, size_t bytes) { memset(p, 0, bytes); }
+/* These run on the calling rank's kernel threads, in pieces fixed by the size (engine/cpu/vectors.c). */
+static void cpu_zero(brg__backend *b, void *p, size_t bytes) { brg__cpu_zero(p, bytes); }
 static void cpu_copy(brg__backend *b, void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
 
 static brg_status cpu_forward(brg__backend *b, const brg__op_call *call) { return brg__cpu_forward(call); }
 static brg_status cpu_backward(brg__backend *b, const brg__op_call *call) { return brg__cpu_backward(call); }
 
 static void cpu_accumulate(brg__backend *b, float *restrict dst, const float *restrict src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+    brg__cpu_accumulate(dst, src, n);
 }
 
-static double cpu_sum_squares(brg__backend *b, const float *x, int64_t n) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
-    return s;
-}
+static double cpu_sum_squares(brg__backend *b, const float *x, int64_t n) { return brg__cpu_sum_squares(x, n); }
 
-static void cpu_scale(brg__backend *b, float *x, int64_t n, float factor) {
-    for (int64_t i = 0; i < n; i++) x[i] *= factor;
-}
+static void cpu_scale(brg__backend *b, float *x, int64_t n, float factor) { brg__cpu_scale(x, n, factor); }
 
 static void cpu_adamw(brg__backend *b, float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay, int step) {

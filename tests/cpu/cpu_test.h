@@ -26,6 +26,12 @@ typedef struct op_errors {
  * overwritten or ignored. Prints one line of worst errors under `label`. */
 op_errors check_op(const char *label, brg_graph *g, const brg_tensor *out, int64_t batch, uint64_t seed);
 
+/* Takes the op producing `out` in g, fills its inputs from `seed`, and runs forward, backward-input and
+ * backward-weight (into pre-filled gradients) with 1 kernel thread, then 2, 3 and 4: the output, aux and
+ * every gradient must be bitwise the same each time (CUnit assertions). Leaves the calling thread at one
+ * thread, its pool released. */
+void check_op_threads(const char *label, brg_graph *g, const brg_tensor *out, int64_t batch, uint64_t seed);
+
 /* Relative error with a floor: |a - b| / max(|a|, |b|, floor). */
 double rel_error(double a, double b, double floor);
 

@@ -259,3 +259,72 @@ op_errors check_op(const char *label, brg_graph *g, const brg_tensor *out, int64
     buffers_free(&b);
     return e;
 }
+
+/* ---- the same results on any number of threads ---- */
+
+/* Everything one thread count produced: the output, aux, and the gradients of both backward halves. */
+typedef struct op_results {
+    float *out, *aux;
+    float *grads[2][BRG__MAX_INPUTS]; /* [backward-input, backward-weight][input] */
+} op_results;
+
+static void results_free(op_results *r) {
+    free(r->out);
+    free(r->aux);
+    for (int p = 0; p < 2; p++) free_grads(r->grads[p]);
+}
+
+static void run_all(op_buffers *b, op_results *r) {
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg__op_call c = make_call(b, msg);
+    fill_nan(b->out, b->out_numel);
+    fill_nan(b->aux, b->costs.aux_floats);
+    fill_nan(b->scratch, b->costs.scratch_floats);
+    BRG_ASSERT_OK(brg__cpu_forward(&c), msg);
+    r->out = malloc((size_t)b->out_numel * sizeof(float));
+    r->aux = malloc((size_t)b->costs.aux_floats * sizeof(float) + 1);
+    memcpy(r->out, b->out, (size_t)b->out_numel * sizeof(float));
+    memcpy(r->aux, b->aux, (size_t)b->costs.aux_floats * sizeof(float));
+    /* Pre-filled gradients: accumulation is part of what must not change. */
+    BRG_ASSERT_OK(run_backward(b, BRG_PASS_BACKWARD_INPUT, PREFILL, r->grads[0]), b->op->name);
+    BRG_ASSERT_OK(run_backward(b, BRG_PASS_BACKWARD_WEIGHT, PREFILL, r->grads[1]), b->op->name);
+}
+
+static int same_floats(const float *a, const float *b, int64_t n) {
+    return n == 0 || memcmp(a, b, (size_t)n * sizeof(float)) == 0;
+}
+
+void check_op_threads(const char *label, brg_graph *g, const brg_tensor *out, int64_t batch, uint64_t seed) {
+    CU_ASSERT_FATAL(out != NULL);
+    if (!out) return;
+    BRG_ASSERT_EQ_INT(brg_graph_status(g), BRG_OK);
+    const brg__op *op = &g->ops[out->producer];
+    op_buffers b;
+    buffers_init(&b, op, batch, seed);
+    op_results one;
+    brg__cpu_set_threads(1);
+    run_all(&b, &one);
+    int compared = 0;
+    for (int threads = 2; threads <= 4; threads++) {
+        op_results many;
+        brg__cpu_set_threads(threads);
+        run_all(&b, &many);
+        BRG_ASSERT_EQ_INT(brg__cpu_pool_helpers(), threads - 1);
+        int same = same_floats(one.out, many.out, b.out_numel) && same_floats(one.aux, many.aux, b.costs.aux_floats);
+        for (int p = 0; p < 2; p++)
+            for (int i = 0; i < op->n_inputs; i++) {
+                CU_ASSERT((one.grads[p][i] == NULL) == (many.grads[p][i] == NULL));
+                if (one.grads[p][i] && many.grads[p][i])
+                    same &= same_floats(one.grads[p][i], many.grads[p][i], b.in_numel[i]);
+            }
+        if (!same) fprintf(stderr, "%s: %d threads differ from one\n", label, threads);
+        CU_ASSERT(same);
+        compared += same;
+        results_free(&many);
+    }
+    brg__cpu_set_threads(1);
+    brg__cpu_threads_release();
+    results_free(&one);
+    buffers_free(&b);
+    printf("\n    %-44s bitwise alike on 1-4 threads: %s ", label, compared == 3 ? "yes" : "NO");
+}

@@ -25,6 +25,17 @@ void test_reductions(void);
 void test_adamw(void);
 void test_dims_and_gemm(void);
 
+/* test_threads.c */
+void test_pool_every_piece(void);
+void test_pool_nested(void);
+void test_pool_scratch(void);
+void test_pool_thread_exit(void);
+void test_gemm_tiles(void);
+void test_gemm_threads(void);
+void test_vectors_threads(void);
+void test_ops_threads(void);
+void test_ops_threads_pieces(void);
+
 /* test_arena.c */
 void test_arena_alloc(void);
 void test_arena_stats(void);

@@ -1,4 +1,4 @@
-/* The CPU backend suite: kernels against the double reference, helpers, AdamW, the arena. */
+/* The CPU backend suite: kernels against the double reference, helpers, AdamW, kernel threads, the arena. */
 #include "harness.h"
 #include "test_cases.h"
 
@@ -22,6 +22,15 @@ static const brg_test_case cases[] = {
     {"unknown_kind", test_unknown_kind},
     {"adamw", test_adamw},
     {"dims_and_gemm", test_dims_and_gemm},
+    {"pool_every_piece", test_pool_every_piece},
+    {"pool_nested", test_pool_nested},
+    {"pool_scratch", test_pool_scratch},
+    {"pool_thread_exit", test_pool_thread_exit},
+    {"gemm_tiles", test_gemm_tiles},
+    {"gemm_threads", test_gemm_threads},
+    {"vectors_threads", test_vectors_threads},
+    {"ops_threads", test_ops_threads},
+    {"ops_threads_pieces", test_ops_threads_pieces},
     {"arena_alloc", test_arena_alloc},
     {"arena_stats", test_arena_stats},
     {"arena_threads", test_arena_threads},

@@ -121,6 +121,33 @@ static void test_explicit_split(void) {
     brg_graph_destroy(g);
 }
 
+/* Kernel threads per rank change nothing: 1, 2 and 3 threads, on one stage and on two, train bitwise
+ * alike. The GPT is large enough that its kernels split into several pieces (GEMMs of 512 rows in
+ * tiles, 16 rows of logits per piece, attention in 2 query blocks x 4 heads x 2 samples). */
+static void test_kernel_threads(void) {
+    brg_model_config cfg;
+    brg_graph *g = build("gpt:layers=2,hidden=128,heads=4,vocab=512,seq=256", &cfg);
+    brg_train_options o = base_options();
+    o.micro_batch = 2;
+    o.micro_batches = 2;
+    run_result ref = run(g, &cfg, &o, 2);
+    BRG_ASSERT_OK(ref.status, ref.error);
+    for (int pp = 1; pp <= 2; pp++)
+        for (int threads = 1; threads <= 3; threads++) {
+            o.stages = pp;
+            o.blas_threads = threads;
+            run_result got = run(g, &cfg, &o, 2);
+            int same = got.status == BRG_OK && got.fingerprint == ref.fingerprint && got.losses[0] == ref.losses[0] &&
+                       got.losses[1] == ref.losses[1];
+            if (!same)
+                fprintf(stderr, "pp=%d, %d kernel threads: %s fingerprint %016llx vs %016llx, loss %.9g vs %.9g\n", pp,
+                        threads, got.status == BRG_OK ? "" : got.error, (unsigned long long)got.fingerprint,
+                        (unsigned long long)ref.fingerprint, got.losses[1], ref.losses[1]);
+            CU_ASSERT(same);
+        }
+    brg_graph_destroy(g);
+}
+
 /* Runs one step and returns each rank's figures. */
 static void rank_stats(const brg_graph *g, const brg_model_config *cfg, const brg_train_options *o,
                        brg_rank_stats *out) {
@@ -313,6 +340,7 @@ int main(int argc, char **argv) {
     static const brg_test_case cases[] = {
         {"bitwise_equivalence", test_bitwise_equivalence},
         {"explicit_split", test_explicit_split},
+        {"kernel_threads", test_kernel_threads},
         {"memory_follows_schedule", test_memory_follows_schedule},
         {"full_recompute_memory", test_full_recompute_memory},
         {"failure_stops_everyone", test_failure_stops_everyone},
