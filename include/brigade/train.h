@@ -79,7 +79,8 @@ typedef struct brg_train_options {
     float weight_decay;    /* decoupled, on parameters of 2 or more dimensions; >= 0 */
     float grad_clip;       /* clip the global gradient norm to this; 0 turns clipping off */
     uint64_t seed;         /* parameter initialization */
-    int blas_threads;      /* OpenBLAS threads per rank; 0: the machine's cores divided among the ranks */
+    int blas_threads;      /* CPU kernel threads per rank (OpenBLAS itself runs single-threaded inside each
+                            * call); 0: the machine's cores divided among the ranks. Results do not depend on it. */
     /* The pipeline. stages ranks (threads of this process) run chunks virtual stages each, under
      * `schedule`; the layers are split into stages * chunks contiguous virtual stages, at `split` when
      * given (split_count = stages * chunks - 1 first-layer indices of stages 1.., ascending), else so
