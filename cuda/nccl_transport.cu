@@ -570,7 +570,7 @@ static const brg__transport_vtable nccl_vtable = {
     /* post_recv */ nccl_post_recv,
     /* wait */ nccl_wait,
     /* cancel */ nccl_cancel,
-    /* abort */ nccl_abort,
+    /* stop_all */ nccl_abort,
     /* destroy */ nccl_destroy,
 };
 

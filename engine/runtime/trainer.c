@@ -862,7 +862,7 @@ static void *worker_main(void *arg) {
     double norm = 0.0;
     for (int64_t i = 0; i < n && w->status == BRG_OK; i++)
         if (execute(w, &stream[i], &norm) != BRG_OK) break;
-    if (w->status != BRG_OK) w->tp->vt->abort(w->tp, w->status);
+    if (w->status != BRG_OK) w->tp->vt->stop_all(w->tp, w->status);
     t->norm_partials[(size_t)w->rank * (size_t)(t->graph->n_params + 1) + (size_t)t->graph->n_params] = norm;
     return NULL;
 }
@@ -937,7 +937,7 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
         for (int r = 0; r < t->ranks; r++, started++)
             if (pthread_create(&t->workers[r].thread, NULL, worker_main, &t->workers[r]) != 0) {
                 worker_fail(&t->workers[r], BRG_ERR_INTERNAL, "could not start the thread of rank %d", r);
-                t->workers[r].tp->vt->abort(t->workers[r].tp, BRG_ERR_INTERNAL);
+                t->workers[r].tp->vt->stop_all(t->workers[r].tp, BRG_ERR_INTERNAL);
                 break;
             }
         for (int r = 0; r < started; r++) pthread_join(t->workers[r].thread, NULL);

@@ -203,7 +203,7 @@ static brg_status inproc_wait(brg__transport *t, brg__request *r, char *msg) {
     return st;
 }
 
-static void inproc_abort(brg__transport *t, brg_status status) {
+static void inproc_stop_all(brg__transport *t, brg_status status) {
     brg__inproc_fabric *f = fabric_of(t);
     pthread_mutex_lock(&f->lock);
     if (f->aborted == BRG_OK) f->aborted = status == BRG_OK ? BRG_ERR_CANCELLED : status;
@@ -224,7 +224,7 @@ static const brg__transport_vtable inproc_vtable = {
     .post_recv = inproc_post_recv,
     .wait = inproc_wait,
     .cancel = inproc_cancel,
-    .abort = inproc_abort,
+    .stop_all = inproc_stop_all,
     .destroy = inproc_destroy,
 };
 

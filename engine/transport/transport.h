@@ -31,7 +31,7 @@ typedef struct brg__transport_vtable {
     /* Frees a posted request that will never be waited for (after a failure). */
     void (*cancel)(brg__transport *t, brg__request *req);
     /* Stops every rank's transfers with `status` (first call wins). */
-    void (*abort)(brg__transport *t, brg_status status);
+    void (*stop_all)(brg__transport *t, brg_status status);
     void (*destroy)(brg__transport *t);
 } brg__transport_vtable;
 
