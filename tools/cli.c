@@ -68,3 +68,10 @@ int brg_cli_choice(const char *command, const char *flag, const char *text, cons
     fprintf(stderr, ", not '%s'\n", text);
     return BRG_EXIT_USAGE;
 }
+
+int brg_cli_schedule(const char *command, const char *flag, const char *text, int with_auto, brg_schedule_kind *out) {
+    if (brg_schedule_kind_from_name(text, out) == BRG_OK) return 0;
+    fprintf(stderr, "brigade %s: %s takes %sgpipe, 1f1b, interleaved or zb-h1, not '%s'\n", command, flag,
+            with_auto ? "auto, " : "", text);
+    return BRG_EXIT_USAGE;
+}

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "brigade/schedule.h"
+
 /* Exit codes: 0 success, 1 a run that failed, 2 bad usage (flags, specs, files given). */
 enum { BRG_EXIT_OK = 0, BRG_EXIT_FAILURE = 1, BRG_EXIT_USAGE = 2 };
 
@@ -33,6 +35,11 @@ int brg_cli_double(const char *command, const char *flag, const char *text, doub
  * "brigade <command>: <flag> takes a, b or c, not '<text>'" and returns 2. */
 int brg_cli_choice(const char *command, const char *flag, const char *text, const char *const *names, int count,
                    int *out);
+
+/* Parses a schedule name (gpipe, 1f1b, interleaved, zb-h1; brg_schedule_kind_from_name) for `flag`;
+ * otherwise prints what it takes ("auto" listed first when with_auto, for commands that accept it) and
+ * returns 2. */
+int brg_cli_schedule(const char *command, const char *flag, const char *text, int with_auto, brg_schedule_kind *out);
 
 /* The names of --device (brg_backend_kind order), --dtype (fp32, bf16) and --recompute (brg_recompute order). */
 extern const char *const brg_cli_device_names[2];

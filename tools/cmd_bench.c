@@ -92,10 +92,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
             a->opts.stages = (int)n;
         } else if (strcmp(flag, "--schedule") == 0) {
             VALUE();
-            if (brg_schedule_kind_from_name(v, &a->opts.schedule) != BRG_OK) {
-                fprintf(stderr, "brigade bench: --schedule takes gpipe, 1f1b, interleaved or zb-h1, not '%s'\n", v);
-                return BRG_EXIT_USAGE;
-            }
+            if (brg_cli_schedule(command, flag, v, 0, &a->opts.schedule)) return BRG_EXIT_USAGE;
             if (a->opts.schedule == BRG_SCHEDULE_INTERLEAVED_1F1B) a->opts.chunks = 2;
         } else if (strcmp(flag, "--steps") == 0) {
             VALUE();

@@ -73,19 +73,6 @@ static void usage(FILE *f) {
             "much and what change would fit), 2 bad flags or input files.\n");
 }
 
-static int parse_choice(const char *flag, const char *value, const char *const *names, int count, int first_value,
-                        int *out) {
-    for (int i = 0; i < count; i++)
-        if (strcmp(value, names[i]) == 0) {
-            *out = first_value + i;
-            return 0;
-        }
-    fprintf(stderr, "brigade plan: %s takes ", flag);
-    for (int i = 0; i < count; i++) fprintf(stderr, "%s%s", i ? (i + 1 == count ? " or " : ", ") : "", names[i]);
-    fprintf(stderr, ", not '%s'\n", value);
-    return BRG_EXIT_USAGE;
-}
-
 static int parse_args(int argc, char **argv, plan_args *a) {
     brg_plan_options defaults = BRG_PLAN_OPTIONS_INIT;
     a->opts = defaults;
@@ -148,24 +135,24 @@ static int parse_args(int argc, char **argv, plan_args *a) {
         } else if (strcmp(flag, "--schedule") == 0) {
             VALUE();
             brg_schedule_kind kind;
-            if (strcmp(v, "auto") == 0) a->opts.schedule = BRG_PLAN_SCHEDULE_AUTO;
-            else if (brg_schedule_kind_from_name(v, &kind) == BRG_OK) a->opts.schedule = (int)kind;
-            else {
-                fprintf(stderr, "brigade plan: --schedule takes auto, gpipe, 1f1b, interleaved or zb-h1, not '%s'\n", v);
+            if (strcmp(v, "auto") == 0)
+                a->opts.schedule = BRG_PLAN_SCHEDULE_AUTO;
+            else if (brg_cli_schedule(command, flag, v, 1, &kind))
                 return BRG_EXIT_USAGE;
-            }
+            else
+                a->opts.schedule = (int)kind;
         } else if (strcmp(flag, "--recompute") == 0) {
             VALUE();
             static const char *const names[] = {"auto", "none", "full", "selective"};
             int k;
-            if (parse_choice(flag, v, names, 4, -1, &k)) return BRG_EXIT_USAGE;
-            a->opts.recompute = k;
+            if (brg_cli_choice(command, flag, v, names, 4, &k)) return BRG_EXIT_USAGE;
+            a->opts.recompute = k - 1; /* "auto" is -1 */
         } else if (strcmp(flag, "--precision") == 0) {
             VALUE();
             static const char *const names[] = {"auto", "fp32", "tf32", "bf16", "fp16"};
             int k;
-            if (parse_choice(flag, v, names, 5, -1, &k)) return BRG_EXIT_USAGE;
-            a->opts.precision = k;
+            if (brg_cli_choice(command, flag, v, names, 5, &k)) return BRG_EXIT_USAGE;
+            a->opts.precision = k - 1; /* "auto" is -1 */
         } else if (strcmp(flag, "--compute-efficiency") == 0) {
             VALUE();
             if (brg_cli_double(command, flag, v, 0.01, 1.0, &x)) return BRG_EXIT_USAGE;

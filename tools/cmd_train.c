@@ -178,10 +178,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         } else if (strcmp(flag, "--schedule") == 0) {
             VALUE();
             a->given |= GIVEN_SCHEDULE;
-            if (brg_schedule_kind_from_name(v, &a->opts.schedule) != BRG_OK) {
-                fprintf(stderr, "brigade train: --schedule takes gpipe, 1f1b, interleaved or zb-h1, not '%s'\n", v);
-                return BRG_EXIT_USAGE;
-            }
+            if (brg_cli_schedule(command, flag, v, 0, &a->opts.schedule)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--recompute") == 0) {
             VALUE();
             a->given |= GIVEN_RECOMPUTE;
