@@ -125,29 +125,9 @@ brg_status brg__cuda_linear_backward(brg__cuda_ctx *c, const brg__op_call *call)
 
 /* ---- matmul ---- */
 
-typedef struct matmul_dims {
-    int64_t count;   /* P: leading indices of a (the batch of matrices) */
-    int64_t m, k, n; /* op(a) (M, K), op(b) (K, N), out (M, N) */
-    int trans_a, trans_b;
-    int b_shared;     /* b is 2-D: one matrix for every leading index of a */
-    int64_t lda, ldb; /* row strides of a and b as stored */
-} matmul_dims;
+typedef brg__matmul_dims matmul_dims;
 
-static void matmul_dims_get(const brg__op_call *call, matmul_dims *d) {
-    const brg__op *op = call->op;
-    const brg_tensor *a = op->inputs[0], *b = op->inputs[1];
-    d->trans_a = (op->flags & BRG_MATMUL_TRANSPOSE_A) != 0;
-    d->trans_b = (op->flags & BRG_MATMUL_TRANSPOSE_B) != 0;
-    int64_t a_rows = brg__cuda_dim(a, a->ndim - 2, call->batch), a_cols = brg__cuda_dim(a, a->ndim - 1, call->batch);
-    int64_t b_rows = brg__cuda_dim(b, b->ndim - 2, call->batch), b_cols = brg__cuda_dim(b, b->ndim - 1, call->batch);
-    d->m = d->trans_a ? a_cols : a_rows;
-    d->k = d->trans_a ? a_rows : a_cols;
-    d->n = d->trans_b ? b_rows : b_cols;
-    d->lda = a_cols;
-    d->ldb = b_cols;
-    d->b_shared = b->ndim == 2;
-    d->count = a_rows * a_cols > 0 ? brg__tensor_numel(a, call->batch) / (a_rows * a_cols) : 0;
-}
+static void matmul_dims_get(const brg__op_call *call, matmul_dims *d) { brg__matmul_dims_get(call->op, call->batch, d); }
 
 /* b shared and a not transposed: the P products are one GEMM over a's P M rows (the GPT output head). */
 static int matmul_stacked(const matmul_dims *d) { return d->b_shared && !d->trans_a; }

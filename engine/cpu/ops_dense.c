@@ -73,33 +73,13 @@ brg_status brg__cpu_linear_backward(const brg__op_call *call) {
 
 /* ---- matmul ---- */
 
-typedef struct matmul_dims {
-    int64_t count;    /* P: leading indices of a (the batch of matrices) */
-    int64_t m, k, n;  /* op(a) (M, K), op(b) (K, N), out (M, N) */
-    int trans_a, trans_b;
-    int b_shared;     /* b is 2-D: one matrix for every leading index of a */
-    int64_t lda, ldb; /* row strides of a and b as stored */
-} matmul_dims;
+typedef brg__matmul_dims matmul_dims;
 
 static brg_status matmul_dims_get(const brg__op_call *call, matmul_dims *d) {
-    const brg__op *op = call->op;
-    const brg_tensor *a = op->inputs[0], *b = op->inputs[1];
-    d->trans_a = (op->flags & BRG_MATMUL_TRANSPOSE_A) != 0;
-    d->trans_b = (op->flags & BRG_MATMUL_TRANSPOSE_B) != 0;
-    int64_t a_rows = brg__cpu_dim(a, a->ndim - 2, call->batch), a_cols = brg__cpu_dim(a, a->ndim - 1, call->batch);
-    int64_t b_rows = brg__cpu_dim(b, b->ndim - 2, call->batch), b_cols = brg__cpu_dim(b, b->ndim - 1, call->batch);
-    d->m = d->trans_a ? a_cols : a_rows;
-    d->k = d->trans_a ? a_rows : a_cols;
-    d->n = d->trans_b ? b_rows : b_cols;
-    d->lda = a_cols;
-    d->ldb = b_cols;
-    d->b_shared = b->ndim == 2;
-    d->count = a_rows * a_cols > 0 ? brg__tensor_numel(a, call->batch) / (a_rows * a_cols) : 0;
+    brg__matmul_dims_get(call->op, call->batch, d);
     return brg__cpu_check_blas_dims(call, 3, (const int64_t[]){d->m, d->k, d->n});
 }
 
-/* Whether the GEMMs over a's rows can run as one (b shared, a not transposed: a is then one
- * (P M, K) matrix), the P M rows fitting the BLAS integer. */
 static int matmul_stacked(const matmul_dims *d) {
     return d->b_shared && !d->trans_a && d->count * d->m <= INT_MAX;
 }

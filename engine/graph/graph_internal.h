@@ -66,6 +66,17 @@ int64_t brg__dtype_size(brg_dtype dtype);
 /* The op at index i (no checks). */
 static inline const brg__op *brg__graph_op(const brg_graph *g, int64_t i) { return &g->ops[i]; }
 
+/* A matmul's matrices with BRG_BATCH bound to `batch`: op(a) (M, K) times op(b) (K, N) for each of
+ * `count` leading indices of a; the backends and the cost model read them alike. */
+typedef struct brg__matmul_dims {
+    int64_t count;    /* P: leading indices of a (the batch of matrices) */
+    int64_t m, k, n;  /* op(a) (M, K), op(b) (K, N), out (M, N) */
+    int trans_a, trans_b;
+    int b_shared;     /* b is 2-D: one matrix for every leading index of a */
+    int64_t lda, ldb; /* row strides of a and b as stored */
+} brg__matmul_dims;
+void brg__matmul_dims_get(const brg__op *op, int64_t batch, brg__matmul_dims *d);
+
 /* Per-op metadata from the op registry, with BRG_BATCH bound to `batch`. */
 typedef struct brg__op_costs {
     double flops[BRG_PASS_COUNT];

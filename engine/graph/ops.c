@@ -27,14 +27,23 @@ static void backward_of(brg__op_costs *c, const brg_tensor *t, double flops, dou
     c->bytes_moved[p] += bytes;
 }
 
-/* Matrix dims of a matmul: batch count, M, K, N. */
-static void matmul_dims(const brg__op *op, int64_t batch, double *count, double *m, double *k, double *n) {
+static int64_t bound(const brg_tensor *t, int i, int64_t batch) {
+    return t->shape[i] == BRG_BATCH ? batch : t->shape[i];
+}
+
+void brg__matmul_dims_get(const brg__op *op, int64_t batch, brg__matmul_dims *d) {
     const brg_tensor *a = op->inputs[0], *b = op->inputs[1];
-    int ta = (op->flags & BRG_MATMUL_TRANSPOSE_A) != 0, tb = (op->flags & BRG_MATMUL_TRANSPOSE_B) != 0;
-    *m = (double)a->shape[a->ndim - 2 + ta];
-    *k = (double)a->shape[a->ndim - 1 - ta];
-    *n = (double)b->shape[b->ndim - 1 - tb];
-    *count = (double)brg__tensor_numel(a, batch) / (*m * *k);
+    d->trans_a = (op->flags & BRG_MATMUL_TRANSPOSE_A) != 0;
+    d->trans_b = (op->flags & BRG_MATMUL_TRANSPOSE_B) != 0;
+    int64_t a_rows = bound(a, a->ndim - 2, batch), a_cols = bound(a, a->ndim - 1, batch);
+    int64_t b_rows = bound(b, b->ndim - 2, batch), b_cols = bound(b, b->ndim - 1, batch);
+    d->m = d->trans_a ? a_cols : a_rows;
+    d->k = d->trans_a ? a_rows : a_cols;
+    d->n = d->trans_b ? b_rows : b_cols;
+    d->lda = a_cols;
+    d->ldb = b_cols;
+    d->b_shared = b->ndim == 2;
+    d->count = a_rows * a_cols > 0 ? brg__tensor_numel(a, batch) / (a_rows * a_cols) : 0;
 }
 
 void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
@@ -61,8 +70,9 @@ void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
         break;
     }
     case BRG_OP_MATMUL: {
-        double count, m, k, n;
-        matmul_dims(op, batch, &count, &m, &k, &n);
+        brg__matmul_dims d;
+        brg__matmul_dims_get(op, batch, &d);
+        double count = (double)d.count, m = (double)d.m, k = (double)d.k, n = (double)d.n;
         double b_elems = (double)brg__tensor_numel(op->inputs[1], batch);
         c->flops[BRG_PASS_FORWARD] = 2 * count * m * k * n;
         c->bytes_moved[BRG_PASS_FORWARD] = f * (count * m * k + b_elems + out);
