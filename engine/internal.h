@@ -4,6 +4,7 @@
 #define BRIGADE_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,6 +37,30 @@ brg_status brg__message_set(char *buf, size_t size, brg_status status, const cha
         (status) = (expr);                   \
         if ((status) != BRG_OK) goto label;  \
     } while (0)
+
+/* ---- checked arithmetic ---------------------------------------------------------------------------
+ * Every product or sum of counts that come from a file, a command line or a caller (node and NIC
+ * counts, batch sizes, tensor shapes) goes through these before it sizes an allocation or a loop. Each
+ * returns true and writes the result when both operands are >= 0 and the exact result is at most
+ * `limit`; otherwise it returns false and leaves *out unchanged. */
+static inline bool brg__count_mul(int64_t a, int64_t b, int64_t limit, int64_t *out) {
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) || r > limit) return false;
+    *out = r;
+    return true;
+}
+
+static inline bool brg__count_add(int64_t a, int64_t b, int64_t limit, int64_t *out) {
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_add_overflow(a, b, &r) || r > limit) return false;
+    *out = r;
+    return true;
+}
+
+/* count * size as a byte count for an allocation; false when it does not fit in size_t. */
+static inline bool brg__size_mul(size_t count, size_t size, size_t *out) {
+    return !__builtin_mul_overflow(count, size, out);
+}
 
 /* 64-bit FNV-1a, used for fingerprints (parameters, plans) and for seeding by name. */
 #define BRG__FNV_OFFSET 0xcbf29ce484222325ULL

@@ -29,12 +29,14 @@ int64_t brg__alloc_round(brg_device_kind kind, int64_t bytes) {
 static brg_status check_options(const brg_plan_options *o, brg_error *err) {
 #define OPTION(cond, ...) \
     if (!(cond)) return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "plan option " __VA_ARGS__)
-    OPTION(o->global_batch >= 1, "global_batch must be at least 1, got %lld", (long long)o->global_batch);
+    OPTION(o->global_batch >= 1 && o->global_batch <= BRG_PLAN_MAX_GLOBAL_BATCH,
+           "global_batch must be 1..%lld, got %lld", (long long)BRG_PLAN_MAX_GLOBAL_BATCH, (long long)o->global_batch);
     OPTION(o->pipeline_stages >= 0 && o->pipeline_stages <= BRG_TOPOLOGY_MAX_DEVICES,
            "pipeline_stages must be 0 (search) or 1..%d, got %d", BRG_TOPOLOGY_MAX_DEVICES, o->pipeline_stages);
     OPTION(o->data_parallel >= 0 && o->data_parallel <= BRG_TOPOLOGY_MAX_DEVICES,
            "data_parallel must be 0 (search) or 1..%d, got %d", BRG_TOPOLOGY_MAX_DEVICES, o->data_parallel);
-    OPTION(o->micro_batch >= 0, "micro_batch must be 0 (search) or positive, got %lld", (long long)o->micro_batch);
+    OPTION(o->micro_batch >= 0 && o->micro_batch <= o->global_batch,
+           "micro_batch must be 0 (search) or 1..global_batch, got %lld", (long long)o->micro_batch);
     OPTION(o->schedule == BRG_PLAN_SCHEDULE_AUTO || (o->schedule >= 0 && o->schedule < BRG_SCHEDULE_KIND_COUNT),
            "schedule must be BRG_PLAN_SCHEDULE_AUTO or a brg_schedule_kind, got %d", o->schedule);
     OPTION(o->chunks >= 0 && o->chunks <= 16, "chunks must be 0 (search) or 1..16, got %d", o->chunks);

@@ -318,6 +318,10 @@ brg_status brg_plan_check(const brg_plan *plan, const brg_graph *g, const brg_to
                               "has fingerprint %016llx and %d layers; plan this model with brigade plan",
                               plan->model_name, (unsigned long long)plan->model_fingerprint, plan->layers,
                               (unsigned long long)fp, brg_graph_layer_count(g));
+    char batch_msg[BRG_ERROR_MESSAGE_MAX];
+    if (brg__graph_check_batch(g, plan->config.micro_batch, batch_msg, sizeof batch_msg) != BRG_OK)
+        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "the plan's micro_batch does not fit this model: %s",
+                              batch_msg);
     if (!t) return BRG_OK;
     uint64_t tf = brg_topology_fingerprint(t);
     if (tf != plan->topology_fingerprint || brg_topology_device_count(t) != plan->devices_total)

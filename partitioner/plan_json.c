@@ -281,7 +281,7 @@ static brg_status read_model(const reader *rd, json_t *root, brg_plan *plan, int
     BRG__CHECK(get_hex(rd, model, path, "fingerprint", &plan->model_fingerprint));
     BRG__CHECK(get_int(rd, model, path, "layers", 1, 1 << 20, &layers));
     BRG__CHECK(get_int(rd, model, path, "parameters", 0, INT64_MAX, &params));
-    BRG__CHECK(get_int(rd, model, path, "tokens_per_sample", 0, INT64_MAX, &tokens));
+    BRG__CHECK(get_int(rd, model, path, "tokens_per_sample", 0, BRG_PLAN_MAX_TOKENS_PER_SAMPLE, &tokens));
     json_t *names;
     BRG__CHECK(member(rd, model, path, "layer_names", JSON_ARRAY, "an array of strings", &names));
     if ((int64_t)json_array_size(names) != layers) {
@@ -367,7 +367,7 @@ static brg_status read_header(const reader *rd, json_t *root, brg_plan *plan, he
     if (json_object_get(topo, "device_figures")) BRG__CHECK(get_string(rd, topo, tp, "device_figures", &figures));
     snprintf(plan->device_figures, sizeof plan->device_figures, "%s", figures);
     const char *precision, *schedule;
-    BRG__CHECK(get_int(rd, root, top, "global_batch", 1, INT64_MAX, &h->global_batch));
+    BRG__CHECK(get_int(rd, root, top, "global_batch", 1, BRG_PLAN_MAX_GLOBAL_BATCH, &h->global_batch));
     BRG__CHECK(get_string(rd, root, top, "precision", &precision));
     int found = 0;
     for (int k = 0; k < BRG_PRECISION_COUNT && !found; k++)
@@ -389,19 +389,28 @@ static brg_status read_header(const reader *rd, json_t *root, brg_plan *plan, he
     BRG__CHECK(get_int(rd, root, top, "pipeline_stages", 1, h->devices, &h->ranks));
     BRG__CHECK(get_int(rd, root, top, "data_parallel", 1, h->devices, &h->replicas));
     BRG__CHECK(get_int(rd, root, top, "chunks", 1, 64, &h->chunks));
-    BRG__CHECK(get_int(rd, root, top, "micro_batch", 1, INT64_MAX, &h->micro_batch));
+    BRG__CHECK(get_int(rd, root, top, "micro_batch", 1, h->global_batch, &h->micro_batch));
     BRG__CHECK(get_int(rd, root, top, "micro_batches", 1, 65535, &h->micro_batches));
-    if (h->ranks * h->replicas != h->devices) {
+    int64_t used_devices = 0, virtual_stages = 0;
+    if (!brg__count_mul(h->ranks, h->replicas, BRG_TOPOLOGY_MAX_DEVICES, &used_devices) || used_devices != h->devices) {
         brg__json_path at = brg__json_key(top, "data_parallel");
         return brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &at, NULL,
                               "%lld stages x %lld replicas must use the topology's %lld devices", (long long)h->ranks,
                               (long long)h->replicas, (long long)h->devices);
     }
-    if (h->replicas * h->micro_batch * h->micro_batches != h->global_batch) {
+    /* Checked: the three factors come from the file, and their product must not wrap past the check. */
+    int64_t per_replica = 0, samples = 0;
+    bool fits = brg__count_mul(h->micro_batch, h->micro_batches, BRG_PLAN_MAX_GLOBAL_BATCH, &per_replica) &&
+                brg__count_mul(per_replica, h->replicas, BRG_PLAN_MAX_GLOBAL_BATCH, &samples);
+    if (!fits || samples != h->global_batch) {
         brg__json_path at = brg__json_key(top, "global_batch");
+        char product[64];
+        if (fits) snprintf(product, sizeof product, "%lld", (long long)samples);
+        else snprintf(product, sizeof product, "more than the limit %lld", (long long)BRG_PLAN_MAX_GLOBAL_BATCH);
         return brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &at, NULL,
-                              "%lld is not data_parallel x micro_batch x micro_batches = %lld", (long long)h->global_batch,
-                              (long long)(h->replicas * h->micro_batch * h->micro_batches));
+                              "%lld is not data_parallel x micro_batch x micro_batches = %lld x %lld x %lld = %s",
+                              (long long)h->global_batch, (long long)h->replicas, (long long)h->micro_batch,
+                              (long long)h->micro_batches, product);
     }
     brg_schedule_options so = BRG_SCHEDULE_OPTIONS_INIT;
     so.kind = h->kind;
@@ -413,10 +422,11 @@ static brg_status read_header(const reader *rd, json_t *root, brg_plan *plan, he
         brg__json_path at = brg__json_key(top, "schedule");
         return brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &at, NULL, "%s", serr.message);
     }
-    if (h->ranks * h->chunks > h->layers) {
+    if (!brg__count_mul(h->ranks, h->chunks, h->layers, &virtual_stages)) {
         brg__json_path at = brg__json_key(top, "pipeline_stages");
         return brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &at, NULL,
-                              "%lld virtual stages for %d layers", (long long)(h->ranks * h->chunks), h->layers);
+                              "%lld stages x %lld chunks is more virtual stages than the %d layers",
+                              (long long)h->ranks, (long long)h->chunks, h->layers);
     }
     return BRG_OK;
 }
@@ -561,7 +571,7 @@ static brg_status read_ranks(const reader *rd, json_t *root, brg_plan *plan, con
             (s = get_int(rd, p, pp, "activation_bytes", 0, INT64_MAX, &rk->activation_bytes)) != BRG_OK ||
             (s = get_int(rd, p, pp, "workspace_bytes", 0, INT64_MAX, &rk->workspace_bytes)) != BRG_OK ||
             (s = get_int(rd, p, pp, "total_bytes", 0, INT64_MAX, &rk->total_bytes)) != BRG_OK ||
-            (s = get_int(rd, p, pp, "peak_in_flight", 0, INT64_MAX, &in_flight)) != BRG_OK ||
+            (s = get_int(rd, p, pp, "peak_in_flight", 0, 64 * 65535, &in_flight)) != BRG_OK ||
             (s = get_real(rd, p, pp, "busy_seconds", &rk->busy_seconds)) != BRG_OK ||
             (s = get_real(rd, p, pp, "allreduce_seconds", &rk->allreduce_seconds)) != BRG_OK ||
             (s = get_real(rd, p, pp, "optimizer_seconds", &rk->optimizer_seconds)) != BRG_OK ||

@@ -95,7 +95,7 @@ static void header(const brg_plan *plan, brg__sb *b, int markdown) {
     const brg_plan_summary *sm = &plan->summary;
     char params[32], tokens[32];
     count_text((double)plan->parameters, params, sizeof params);
-    thousands((double)(plan->global_batch * plan->tokens_per_sample), tokens, sizeof tokens);
+    thousands((double)plan->global_batch * (double)plan->tokens_per_sample, tokens, sizeof tokens);
     if (markdown) brg__sb_printf(b, "# Plan: %s\n\n", plan->model_name);
     else brg__sb_printf(b, "brigade plan: %s\n", plan->model_name);
     char devices[600];

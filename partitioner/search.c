@@ -638,10 +638,18 @@ static brg_status enumerate_configs(search *x, config_entry **out, int *count) {
                      (long long)o->micro_batch, (long long)per_replica, D);
             continue;
         }
+        const char *binding;
+        int64_t max_batch = brg__graph_max_batch(m->graph, &binding);
         for (int j = 0; j < nb; j++) {
             int64_t b = bs[j], mb = per_replica / b;
             if (o->micro_batch && b != o->micro_batch) continue;
             if (mb > 65535) continue;
+            if (b > max_batch) {
+                note_reason(x, "a micro-batch of %lld samples makes '%s' hold more than %lld elements (at most %lld "
+                            "samples fit)", (long long)b, binding ? binding : "?", (long long)BRG_MAX_TENSOR_ELEMENTS,
+                            (long long)max_batch);
+                continue;
+            }
             const brg__batch_table *bt = table_for(x, b);
             if (!bt) return BRG_ERR_OUT_OF_MEMORY;
             for (int kind = 0; kind < BRG_SCHEDULE_KIND_COUNT; kind++) {

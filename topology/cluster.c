@@ -4,6 +4,7 @@
  * a small scanner walks the (already valid) text to the value a semantic error is about. */
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -80,9 +81,9 @@ static const char *json_kind(const json_t *v) {
     return "null";
 }
 
-/* A whole number >= min from member `key` of obj; *present says whether it was there. */
+/* A whole number in [min, max] from member `key` of obj; *present says whether it was there. */
 static brg_status get_integer(const cluster_ctx *c, json_t *obj, const brg__json_path *path, const char *key,
-                              long long min, int required, long long *out, int *present) {
+                              long long min, long long max, int required, long long *out, int *present) {
     json_t *v = json_object_get(obj, key);
     brg__json_path at = brg__json_key(*path, key);
     *present = v != NULL;
@@ -91,6 +92,7 @@ static brg_status get_integer(const cluster_ctx *c, json_t *obj, const brg__json
         return fail(c, BRG_ERR_PARSE, &at, NULL, "must be a whole number, not %s", json_kind(v));
     *out = json_integer_value(v);
     if (*out < min) return fail(c, BRG_ERR_PARSE, &at, NULL, "must be at least %lld, not %lld", min, *out);
+    if (*out > max) return fail(c, BRG_ERR_PARSE, &at, NULL, "must be at most %lld, not %lld", max, *out);
     return BRG_OK;
 }
 
@@ -145,7 +147,7 @@ static brg_status parse_nics(const cluster_ctx *c, json_t *group_obj, const brg_
     BRG__CHECK(check_members(c, v, &at, known));
     int present;
     double gbps = 0;
-    BRG__CHECK(get_integer(c, v, &at, "count", 0, 0, &nics->count, &present));
+    BRG__CHECK(get_integer(c, v, &at, "count", 0, BRG_TOPOLOGY_MAX_NICS_PER_NODE, 0, &nics->count, &present));
     if (!present) nics->count = -1;
     BRG__CHECK(get_positive(c, v, &at, "gbps", &gbps, &present));
     if (present) nics->bandwidth = gbps * 1e9 / 8;
@@ -247,7 +249,7 @@ static brg_status parse_group(const cluster_ctx *c, json_t *obj, const brg__json
     BRG__CHECK(get_string(c, obj, path, "preset", &preset));
     BRG__CHECK(get_string(c, obj, path, "xml", &xml));
     BRG__CHECK(get_string(c, obj, path, "gpu", &gpu));
-    BRG__CHECK(get_integer(c, obj, path, "count", 1, 1, &g->count, &present));
+    BRG__CHECK(get_integer(c, obj, path, "count", 1, BRG_TOPOLOGY_MAX_NODES, 1, &g->count, &present));
     nic_request nics;
     BRG__CHECK(parse_nics(c, obj, path, &nics));
     if (preset && xml) return fail(c, BRG_ERR_PARSE, path, NULL, "give either \"preset\" or \"xml\", not both");
@@ -265,17 +267,24 @@ static brg_status parse_group(const cluster_ctx *c, json_t *obj, const brg__json
 
 static brg_status check_sizes(const cluster_ctx *c, const brg__json_path *groups_path, group *groups, int count,
                               long long *nodes) {
-    long long devices = 0;
+    int64_t devices = 0, node_total = 0, nics = 0, group_devices, group_nics;
     *nodes = 0;
     for (int i = 0; i < count; i++) {
-        *nodes += groups[i].count;
-        devices += groups[i].count * groups[i].node->device_count;
-        if (devices > BRG__TOPO_MAX_DEVICES) {
-            brg__json_path at = brg__json_key(brg__json_index(*groups_path, i), "count");
+        brg__json_path at = brg__json_key(brg__json_index(*groups_path, i), "count");
+        if (!brg__count_add(node_total, groups[i].count, BRG_TOPOLOGY_MAX_NODES, &node_total))
+            return fail(c, BRG_ERR_PARSE, &at, NULL, "the cluster would hold more than %d nodes, the most a "
+                        "topology holds", BRG_TOPOLOGY_MAX_NODES);
+        if (!brg__count_mul(groups[i].count, groups[i].node->device_count, BRG__TOPO_MAX_DEVICES, &group_devices) ||
+            !brg__count_add(devices, group_devices, BRG__TOPO_MAX_DEVICES, &devices))
             return fail(c, BRG_ERR_PARSE, &at, NULL, "the cluster would hold more than %d devices, the most a "
                         "topology holds", BRG__TOPO_MAX_DEVICES);
-        }
+        /* At most BRG_TOPOLOGY_MAX_NICS_PER_NODE per node, so this cannot pass INT32_MAX. */
+        if (!brg__count_mul(groups[i].count, groups[i].node->nic_count, INT32_MAX, &group_nics) ||
+            !brg__count_add(nics, group_nics, INT32_MAX, &nics))
+            return fail(c, BRG_ERR_PARSE, &at, NULL, "the cluster would hold more than %d network interfaces",
+                        INT32_MAX);
     }
+    *nodes = node_total;
     for (int i = 0; *nodes > 1 && i < count; i++)
         for (int d = 0; d < groups[i].node->device_count; d++)
             if (brg__device_network_bandwidth(groups[i].node, d) <= 0) {
@@ -337,7 +346,7 @@ static brg_status parse_root(const cluster_ctx *c, json_t *root, brg_topology **
     BRG__CHECK(check_members(c, root, &root_path, known));
     long long version = 0;
     int present;
-    BRG__CHECK(get_integer(c, root, &root_path, "version", 0, 1, &version, &present));
+    BRG__CHECK(get_integer(c, root, &root_path, "version", 0, LLONG_MAX, 1, &version, &present));
     if (version != CLUSTER_VERSION) {
         brg__json_path at = brg__json_key(root_path, "version");
         return fail(c, BRG_ERR_MISMATCH, &at, NULL, "%lld is not a version this brigade reads (it reads %d)", version,

@@ -82,22 +82,44 @@ static int osdev_index(const char *name, const char *prefix) {
     return *end == '\0' && v >= 0 && v < 1000000 ? (int)v : -1;
 }
 
-static double info_double(hwloc_obj_t obj, const char *name) {
+/* Most KiB a GPU's CUDAGlobalMemorySize may claim (1 PiB), and most SMs or cores per SM: figures past
+ * these are not a device, and converting them to integers would overflow. */
+#define GPU_MAX_MEMORY_KIB (UINT64_C(1) << 40)
+#define GPU_MAX_SM_FIGURE 1000000
+
+/* Info attribute `name` of obj as a whole number in [0, max] into *out (0 when absent). A value that is
+ * not a plain decimal number in range is an error naming the device, the attribute and the limit. */
+static brg_status info_count(hwloc_obj_t obj, const char *name, uint64_t max, const char *unit, const char *source,
+                             uint64_t *out, brg_error *err) {
     const char *v = hwloc_obj_get_info_by_name(obj, name);
-    return v ? strtod(v, NULL) : 0.0;
+    *out = 0;
+    if (!v) return BRG_OK;
+    int digits = v[0] != '\0';
+    for (const char *p = v; *p && digits; p++) digits = *p >= '0' && *p <= '9';
+    errno = 0;
+    unsigned long long value = digits ? strtoull(v, NULL, 10) : 0;
+    if (!digits || errno == ERANGE || value > max)
+        return brg__error_set(err, BRG_ERR_PARSE, "%s: GPU %s: %s \"%.40s\" is not a whole number of %s in 0..%llu",
+                              source, obj->name ? obj->name : "?", name, v, unit, (unsigned long long)max);
+    *out = value;
+    return BRG_OK;
 }
 
 /* Folds one cudaN / nvmlN OS device into the candidate of its PCI device. */
-static void candidate_take_osdev(gpu_candidate *c, hwloc_obj_t osdev, int cuda, int nvml) {
+static brg_status candidate_take_osdev(gpu_candidate *c, hwloc_obj_t osdev, int cuda, int nvml, const char *source,
+                                       brg_error *err) {
     if (cuda >= 0) c->cuda_index = cuda;
     if (nvml >= 0) c->nvml_index = nvml;
     const char *model = hwloc_obj_get_info_by_name(osdev, "GPUModel");
     if (model && !c->found.model[0]) brg__copy_string(c->found.model, sizeof c->found.model, model);
-    double kib = info_double(osdev, "CUDAGlobalMemorySize");
-    if (kib > 0) c->found.memory_bytes = (uint64_t)kib * 1024u;
-    double sms = info_double(osdev, "CUDAMultiProcessors"), cores = info_double(osdev, "CUDACoresPerMP");
+    uint64_t kib, sms, cores;
+    BRG__CHECK(info_count(osdev, "CUDAGlobalMemorySize", GPU_MAX_MEMORY_KIB, "KiB", source, &kib, err));
+    BRG__CHECK(info_count(osdev, "CUDAMultiProcessors", GPU_MAX_SM_FIGURE, "SMs", source, &sms, err));
+    BRG__CHECK(info_count(osdev, "CUDACoresPerMP", GPU_MAX_SM_FIGURE, "cores", source, &cores, err));
+    if (kib > 0) c->found.memory_bytes = kib * 1024u;
     /* Without a clock in the XML, 1 GHz: an order of magnitude, marked as an estimate. */
-    if (sms > 0 && cores > 0) c->found.estimated_fp32 = 2.0 * sms * cores * 1e9;
+    if (sms > 0 && cores > 0) c->found.estimated_fp32 = 2.0 * (double)sms * (double)cores * 1e9;
+    return BRG_OK;
 }
 
 static int candidate_order(const void *pa, const void *pb) {
@@ -113,7 +135,8 @@ static int candidate_of(gpu_candidate *c, int n, hwloc_obj_t pci) {
     return -1;
 }
 
-brg_status brg__hwloc_find_gpus(hwloc_topology_t hw, brg__gpu_found **out, int *count, brg_error *err) {
+brg_status brg__hwloc_find_gpus(hwloc_topology_t hw, const char *source, brg__gpu_found **out, int *count,
+                                 brg_error *err) {
     int capacity = 0, n = 0;
     for (hwloc_obj_t o = hwloc_get_next_osdev(hw, NULL); o; o = hwloc_get_next_osdev(hw, o)) capacity++;
     gpu_candidate *c = calloc((size_t)(capacity ? capacity : 1), sizeof *c);
@@ -122,13 +145,22 @@ brg_status brg__hwloc_find_gpus(hwloc_topology_t hw, brg__gpu_found **out, int *
         int cuda = osdev_index(o->name ? o->name : "", "cuda"), nvml = osdev_index(o->name ? o->name : "", "nvml");
         if ((cuda < 0 && nvml < 0) || !o->parent || o->parent->type != HWLOC_OBJ_PCI_DEVICE) continue;
         int i = candidate_of(c, n, o->parent);
+        if (i < 0 && n == BRG__TOPO_MAX_DEVICES) {
+            free(c);
+            return brg__error_set(err, BRG_ERR_PARSE, "%s: more than %d GPUs, the most a topology holds", source,
+                                  BRG__TOPO_MAX_DEVICES);
+        }
         if (i < 0) {
             i = n++;
             c[i].found.pci = o->parent;
             c[i].cuda_index = c[i].nvml_index = -1;
             brg__pci_bus_id(o->parent, c[i].found.pci_bus_id, sizeof c[i].found.pci_bus_id);
         }
-        candidate_take_osdev(&c[i], o, cuda, nvml);
+        brg_status s = candidate_take_osdev(&c[i], o, cuda, nvml, source, err);
+        if (s != BRG_OK) {
+            free(c);
+            return s;
+        }
     }
     qsort(c, (size_t)n, sizeof *c, candidate_order);
     brg__gpu_found *gpus = n ? calloc((size_t)n, sizeof *gpus) : NULL;
@@ -420,6 +452,9 @@ static brg_status collect_nics(const brg__hwloc_request *req, brg_topology *t, h
         int k = 0;
         while (k < t->nic_count && (*pcis)[k] != o->parent) k++;
         if (k == t->nic_count) {
+            if (t->nic_count >= BRG_TOPOLOGY_MAX_NICS_PER_NODE)
+                return brg__error_set(err, BRG_ERR_PARSE, "%s: more than %d network interfaces in one node, the most "
+                                      "a node holds", req->source, BRG_TOPOLOGY_MAX_NICS_PER_NODE);
             brg__nic nic = {.node = 0};
             brg__pci_bus_id(o->parent, nic.pci_bus_id, sizeof nic.pci_bus_id);
             locality(req->hw, o->parent, &nic.numa_node, &(int){0});
@@ -507,7 +542,7 @@ brg_status brg__topology_from_xml(brg_topology **out, const char *path, const ch
     brg__hwloc_request req = {.hw = hw, .node_name = node_name, .source = source, .opts = opts,
                               .gpu_preset = gpu_preset};
     brg_status s = BRG_OK;
-    if (!(opts->flags & BRG_TOPOLOGY_IGNORE_GPUS)) s = brg__hwloc_find_gpus(hw, &req.gpus, &req.gpu_count, err);
+    if (!(opts->flags & BRG_TOPOLOGY_IGNORE_GPUS)) s = brg__hwloc_find_gpus(hw, path, &req.gpus, &req.gpu_count, err);
     if (s == BRG_OK) s = brg__topology_from_hwloc(out, &req, err);
     free(req.gpus);
     hwloc_topology_destroy(hw);

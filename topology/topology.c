@@ -107,7 +107,11 @@ void brg_topology_destroy(brg_topology *t) {
 
 /* NICs are kept grouped by node, in node order, so a node's NICs are one range. */
 brg_status brg__topology_push_nic(brg_topology *t, const brg__nic *nic, int *index, brg_error *err) {
+    if (t->nodes[nic->node].nic_count >= BRG_TOPOLOGY_MAX_NICS_PER_NODE)
+        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "topology: node %d would hold more than %d network "
+                              "interfaces, the most a node holds", nic->node, BRG_TOPOLOGY_MAX_NICS_PER_NODE);
     if (t->nic_count == t->nic_capacity) {
+        /* Bounded by BRG_TOPOLOGY_MAX_NODES * BRG_TOPOLOGY_MAX_NICS_PER_NODE, far from INT_MAX / 2. */
         int capacity = t->nic_capacity ? 2 * t->nic_capacity : 8;
         brg__nic *grown = realloc(t->nics, (size_t)capacity * sizeof *grown);
         if (!grown) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory for NICs");
@@ -170,18 +174,24 @@ double brg__device_network_bandwidth(const brg_topology *t, int device) {
 
 /* ---- joining nodes ------------------------------------------------------------------------------- */
 
-static brg_status join_count(brg_topology *const *parts, int count, int *devices, int *nodes,
+static brg_status join_count(brg_topology *const *parts, int count, int *devices, int *nodes, int *nics,
                              brg_error *err) {
-    long long device_total = 0, node_total = 0;
+    int64_t device_total = 0, node_total = 0, nic_total = 0;
     for (int p = 0; p < count; p++) {
-        device_total += parts[p]->device_count;
-        node_total += parts[p]->node_count;
+        if (!brg__count_add(device_total, parts[p]->device_count, BRG__TOPO_MAX_DEVICES, &device_total))
+            return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "topology: more than the %d devices a topology "
+                                  "may hold", BRG__TOPO_MAX_DEVICES);
+        if (!brg__count_add(node_total, parts[p]->node_count, BRG_TOPOLOGY_MAX_NODES, &node_total))
+            return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "topology: more than the %d nodes a topology "
+                                  "may hold", BRG_TOPOLOGY_MAX_NODES);
+        if (!brg__count_add(nic_total, parts[p]->nic_count, (int64_t)BRG_TOPOLOGY_MAX_NODES * BRG_TOPOLOGY_MAX_NICS_PER_NODE,
+                            &nic_total))
+            return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "topology: more than the %d network interfaces "
+                                  "a topology may hold", BRG_TOPOLOGY_MAX_NODES * BRG_TOPOLOGY_MAX_NICS_PER_NODE);
     }
-    if (device_total > BRG__TOPO_MAX_DEVICES)
-        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "topology: %lld devices is more than the "
-                              "%d a topology may hold", device_total, BRG__TOPO_MAX_DEVICES);
     *devices = (int)device_total;
     *nodes = (int)node_total;
+    *nics = (int)nic_total;
     return BRG_OK;
 }
 
@@ -202,7 +212,8 @@ static void join_copy_part(brg_topology *t, const brg_topology *part, int device
         node->first_device += device_offset;
         node->first_nic += nic_offset;
     }
-    memcpy(&t->nics[nic_offset], part->nics, (size_t)part->nic_count * sizeof *part->nics);
+    /* A node without NICs may have no array at all: memcpy from NULL is undefined even for 0 bytes. */
+    if (part->nic_count > 0) memcpy(&t->nics[nic_offset], part->nics, (size_t)part->nic_count * sizeof *part->nics);
     for (int k = 0; k < part->nic_count; k++) t->nics[nic_offset + k].node += node_offset;
 }
 
@@ -220,8 +231,7 @@ static void join_network_links(brg_topology *t, double latency) {
 brg_status brg__topology_join(brg_topology **out, brg_topology *const *parts, int count,
                               double network_latency, const char *where, brg_error *err) {
     int devices = 0, nodes = 0, nics = 0;
-    BRG__CHECK(join_count(parts, count, &devices, &nodes, err));
-    for (int p = 0; p < count; p++) nics += parts[p]->nic_count;
+    BRG__CHECK(join_count(parts, count, &devices, &nodes, &nics, err));
     brg_topology *t;
     BRG__CHECK(brg__topology_alloc(&t, devices, nodes, NULL, err));
     t->nics = malloc((size_t)(nics ? nics : 1) * sizeof *t->nics);

@@ -149,7 +149,10 @@ typedef struct brg__hwloc_request {
 
 /* GPUs of an hwloc topology (PCI devices with a cudaN or nvmlN OS device), ordered by CUDA index then
  * NVML index. *out is malloc'd (NULL when none). */
-brg_status brg__hwloc_find_gpus(hwloc_topology_t hw, brg__gpu_found **out, int *count, brg_error *err);
+/* GPUs (cudaN / nvmlN OS devices) of hw; `source` (a file name, "live") names the origin in errors:
+ * BRG_ERR_PARSE for figures no device has (memory past 1 PiB, a count that is not a number). */
+brg_status brg__hwloc_find_gpus(hwloc_topology_t hw, const char *source, brg__gpu_found **out, int *count,
+                                brg_error *err);
 
 /* A single-node topology from an hwloc topology and the GPUs found in it (or CPU devices). */
 brg_status brg__topology_from_hwloc(brg_topology **out, const brg__hwloc_request *req, brg_error *err);

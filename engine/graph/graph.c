@@ -18,6 +18,49 @@ int64_t brg__tensor_numel(const brg_tensor *t, int64_t batch) {
     return n;
 }
 
+int64_t brg__shape_numel_checked(int ndim, const int64_t *shape, int64_t batch) {
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        if (!brg__count_mul(n, shape[d] == BRG_BATCH ? batch : shape[d], BRG_MAX_TENSOR_ELEMENTS, &n)) return -1;
+    return n;
+}
+
+int64_t brg__graph_max_batch(const brg_graph *g, const char **binding) {
+    int64_t best = BRG_MAX_TENSOR_ELEMENTS;
+    if (binding) *binding = NULL;
+    for (int64_t i = 0; i < g->n_tensors; i++) {
+        const brg_tensor *t = g->tensors[i];
+        if (t->ndim == 0 || t->shape[0] != BRG_BATCH) continue;
+        int64_t per_sample = brg__tensor_numel(t, 1); /* <= BRG_MAX_TENSOR_ELEMENTS: checked when made */
+        if (BRG_MAX_TENSOR_ELEMENTS / per_sample < best) {
+            best = BRG_MAX_TENSOR_ELEMENTS / per_sample;
+            if (binding) *binding = t->name;
+        }
+    }
+    for (int64_t i = 0; i < g->n_ops; i++) {
+        const brg__op *op = &g->ops[i];
+        if (op->output->ndim == 0 || op->output->shape[0] != BRG_BATCH) continue;
+        brg__op_costs c;
+        brg__op_costs_get(op, 1, &c); /* kept buffers grow with the batch; scratch does not */
+        if (c.aux_floats > 0 && BRG_MAX_TENSOR_ELEMENTS / c.aux_floats < best) {
+            best = BRG_MAX_TENSOR_ELEMENTS / c.aux_floats;
+            if (binding) *binding = op->name;
+        }
+    }
+    return best;
+}
+
+brg_status brg__graph_check_batch(const brg_graph *g, int64_t batch, char *msg, size_t size) {
+    const char *binding;
+    int64_t most = brg__graph_max_batch(g, &binding);
+    if (batch >= 1 && batch <= most) return BRG_OK;
+    if (batch < 1) return brg__message_set(msg, size, BRG_ERR_INVALID_ARGUMENT, "micro-batch %lld is not positive",
+                                           (long long)batch);
+    return brg__message_set(msg, size, BRG_ERR_INVALID_ARGUMENT, "a micro-batch of %lld samples makes '%s' hold more "
+                            "than %lld elements (at most %lld samples fit)", (long long)batch,
+                            binding ? binding : "?", (long long)BRG_MAX_TENSOR_ELEMENTS, (long long)most);
+}
+
 /* "(B, 32, 192)": B stands for the symbolic micro-batch dimension. */
 static const char *shape_str(const brg_tensor *t, char *buf, size_t size) {
     size_t used = (size_t)snprintf(buf, size, "(");
@@ -100,6 +143,15 @@ static brg_tensor *new_tensor(brg_graph *g, const char *name, brg_tensor_kind ki
                               const int64_t *shape) {
     if (!grow((void **)&g->tensors, &g->cap_tensors, g->n_tensors + 1, sizeof *g->tensors)) {
         fail(g, BRG_ERR_OUT_OF_MEMORY, "out of memory adding tensor '%s'", name);
+        return NULL;
+    }
+    if (brg__shape_numel_checked(ndim, shape, 1) < 0) {
+        brg_tensor probe = {.ndim = ndim};
+        memcpy(probe.shape, shape, (size_t)ndim * sizeof *shape);
+        char buf[96];
+        fail(g, BRG_ERR_SHAPE, "tensor '%s' %s would hold more than %lld elements%s", name,
+             shape_str(&probe, buf, sizeof buf), (long long)BRG_MAX_TENSOR_ELEMENTS, ndim && shape[0] == BRG_BATCH ?
+             " per sample" : "");
         return NULL;
     }
     brg_tensor *t = calloc(1, sizeof *t);
@@ -622,6 +674,17 @@ brg_tensor *brg_causal_attention(brg_graph *g, brg_tensor *qkv, int64_t heads, c
     if (c3 % 3 != 0 || (c3 / 3) % heads != 0) {
         char why[128];
         snprintf(why, sizeof why, "the last dimension must be 3C with C divisible by heads (%" PRId64 ")", heads);
+        fail_shape(g, &s, why, qkv, NULL);
+        return NULL;
+    }
+    /* The softmax probabilities kept for backward are (B, heads, T, T). */
+    int64_t probs = qkv->shape[0] == BRG_BATCH ? 1 : qkv->shape[0];
+    if (!brg__count_mul(probs, heads, BRG_MAX_TENSOR_ELEMENTS, &probs) ||
+        !brg__count_mul(probs, qkv->shape[1], BRG_MAX_TENSOR_ELEMENTS, &probs) ||
+        !brg__count_mul(probs, qkv->shape[1], BRG_MAX_TENSOR_ELEMENTS, &probs)) {
+        char why[128];
+        snprintf(why, sizeof why, "%" PRId64 " heads x T x T attention probabilities pass %lld elements per sample",
+                 heads, (long long)BRG_MAX_TENSOR_ELEMENTS);
         fail_shape(g, &s, why, qkv, NULL);
         return NULL;
     }

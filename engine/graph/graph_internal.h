@@ -61,6 +61,15 @@ struct brg_graph {
 
 /* Elements of t with BRG_BATCH bound to `batch`. */
 int64_t brg__tensor_numel(const brg_tensor *t, int64_t batch);
+/* Elements of a shape at micro-batch `batch`, or -1 when past BRG_MAX_TENSOR_ELEMENTS (or a dimension is
+ * negative): for shapes and batch sizes not yet checked. */
+int64_t brg__shape_numel_checked(int ndim, const int64_t *shape, int64_t batch);
+/* The largest micro-batch for which every tensor of g, and every op's kept buffers, stay within
+ * BRG_MAX_TENSOR_ELEMENTS; *binding (when not NULL) names the tensor or op that sets it, NULL when none. */
+int64_t brg__graph_max_batch(const brg_graph *g, const char **binding);
+/* Checks that binding BRG_BATCH to `batch` keeps every tensor of g, and every op's kept and scratch
+ * buffers, within BRG_MAX_TENSOR_ELEMENTS; BRG_ERR_INVALID_ARGUMENT naming the first that is not, in msg. */
+brg_status brg__graph_check_batch(const brg_graph *g, int64_t batch, char *msg, size_t size);
 /* Bytes of one element. */
 int64_t brg__dtype_size(brg_dtype dtype);
 /* The op at index i (no checks). */

@@ -46,6 +46,10 @@ void brg__matmul_dims_get(const brg__op *op, int64_t batch, brg__matmul_dims *d)
     d->count = a_rows * a_cols > 0 ? brg__tensor_numel(a, batch) / (a_rows * a_cols) : 0;
 }
 
+/* A buffer size from a product computed in double: exact below 2^53, and saturated rather than undefined
+ * where a caller asks about a batch past what the graph allows (brg__graph_max_batch). */
+static int64_t float_count(double x) { return x < 0x1p62 ? (int64_t)x : INT64_C(1) << 62; }
+
 void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
     memset(c, 0, sizeof *c);
     const brg_tensor *x = op->inputs[0];
@@ -95,7 +99,7 @@ void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
         c->bytes_moved[BRG_PASS_FORWARD] = f * (2 * out + 2 * ch + 2 * rows);
         backward_of(c, x, 10 * out, f * (4 * out + 2 * rows + ch));
         backward_of(c, op->inputs[1], 4 * out, f * (2 * out + 2 * rows + 4 * ch));
-        c->aux_floats = 2 * (int64_t)rows; /* mean[rows], then rstd[rows] */
+        c->aux_floats = float_count(2 * rows); /* mean[rows], then rstd[rows] */
         c->cheap_to_recompute = 1;
         break;
     }
@@ -117,8 +121,8 @@ void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
         c->bytes_moved[BRG_PASS_FORWARD] = f * (b * t * 3 * ch + 2 * probs + out);
         c->flops[BRG_PASS_BACKWARD_INPUT] = 8 * b * t * t * ch + 4 * probs;
         c->bytes_moved[BRG_PASS_BACKWARD_INPUT] = f * (out + 2 * b * t * 3 * ch + 3 * probs);
-        c->aux_floats = (int64_t)probs;          /* softmax probabilities (B, NH, T, T) */
-        c->scratch_floats = (int64_t)(t * t);    /* d(probabilities) of one (b, head) */
+        c->aux_floats = float_count(probs);      /* softmax probabilities (B, NH, T, T) */
+        c->scratch_floats = float_count(t * t);  /* d(probabilities) of one (b, head) */
         c->cheap_to_recompute = 1; /* memory-heavy, FLOP-light relative to the GEMMs around it */
         break;
     }

@@ -156,7 +156,12 @@ static brg_status bin_validate(brg_data *d, brg_error *err) {
     if (count < 0)
         return brg__error_set(err, BRG_ERR_PARSE, "'%s': negative token count %d at byte offset 8", path,
                               (int)count);
-    int64_t expected = HEADER_BYTES + 2 * (int64_t)count;
+    int64_t token_bytes = 0, expected = 0;
+    /* count is an int32, so this holds; checked all the same, as every size read from a file is. */
+    if (!brg__count_mul(count, 2, INT64_MAX, &token_bytes) ||
+        !brg__count_add(token_bytes, HEADER_BYTES, INT64_MAX, &expected))
+        return brg__error_set(err, BRG_ERR_PARSE, "'%s': token count %d at byte offset 8 is too large", path,
+                              (int)count);
     if ((int64_t)d->map_bytes != expected)
         return brg__error_set(err, BRG_ERR_PARSE,
                               "'%s': the header (byte offset 8) says %d tokens, which take %lld bytes with the "
@@ -378,6 +383,11 @@ brg_status brg_data_batch(brg_data *d, int64_t first_sample, int64_t batch_size,
         return data_fail(d, BRG_ERR_INVALID_ARGUMENT,
                          "brg_data_batch: samples %lld + %lld run past the largest sample index",
                          (long long)first_sample, (long long)batch_size);
+    int64_t elements;
+    if (!brg__count_mul(batch_size, d->seq, INT64_MAX / (int64_t)sizeof(int32_t), &elements))
+        return data_fail(d, BRG_ERR_INVALID_ARGUMENT,
+                         "brg_data_batch: %lld samples of %lld tokens are more tokens than a buffer can hold",
+                         (long long)batch_size, (long long)d->seq);
     for (int64_t b = 0; b < batch_size; b++) {
         int32_t *tok = tokens ? tokens + b * d->seq : NULL;
         int32_t *tgt = targets ? targets + b * d->seq : NULL;

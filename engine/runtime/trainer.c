@@ -378,6 +378,9 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
         return brg__error_set(err, BRG_ERR_INVALID_USAGE,
                               "brg_trainer_create: the graph is not finalized (call brg_graph_finalize)");
     BRG__CHECK(check_options(opts, err));
+    char batch_msg[BRG_ERROR_MESSAGE_MAX];
+    if (brg__graph_check_batch(g, opts->micro_batch, batch_msg, sizeof batch_msg) != BRG_OK)
+        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "training option micro_batch: %s", batch_msg);
     brg_trainer *t = calloc(1, sizeof *t);
     if (!t) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     t->graph = g;

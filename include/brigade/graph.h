@@ -56,6 +56,10 @@ typedef struct brg_tensor brg_tensor;
 #define BRG_MAX_DIMS 4
 /* Longest name (layer, op, tensor, parameter), terminator included. */
 #define BRG_MAX_NAME 128
+/* Most elements one tensor may hold, per sample for shapes with BRG_BATCH and at the micro-batch the
+ * trainer binds (2^40: 4 TiB of fp32). Shapes past it are BRG_ERR_SHAPE: sizes derived from them (bytes,
+ * attention's B x heads x T x T) then stay far inside int64. */
+#define BRG_MAX_TENSOR_ELEMENTS (INT64_C(1) << 40)
 
 typedef enum brg_dtype {
     BRG_F32 = 0,

@@ -105,6 +105,12 @@ typedef enum brg_plan_flags {
     BRG_PLAN_HEURISTIC = 2,
 } brg_plan_flags;
 
+/* Limits on what plans and plan files hold (docs/plan.md): every product of these stays far inside int64.
+ * A global batch past BRG_PLAN_MAX_GLOBAL_BATCH samples, or a sample past BRG_PLAN_MAX_TOKENS_PER_SAMPLE
+ * tokens, is refused with BRG_ERR_INVALID_ARGUMENT (options) or BRG_ERR_PARSE (files). */
+#define BRG_PLAN_MAX_GLOBAL_BATCH (INT64_C(1) << 30)
+#define BRG_PLAN_MAX_TOKENS_PER_SAMPLE (INT64_C(1) << 24)
+
 typedef struct brg_plan_options {
     int64_t global_batch;   /* samples per optimizer step, >= 1; required */
     int pipeline_stages;    /* p; BRG_PLAN_AUTO: search the divisors of the device count */
@@ -299,7 +305,8 @@ brg_status brg_plan_load_string(const char *json, const char *origin, brg_plan *
 uint64_t brg_plan_model_fingerprint(const brg_graph *g);
 
 /* Checks that the plan was made for g (fingerprint, layer count) and, when t is not NULL, for t
- * (fingerprint, device count). Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL plan or g);
+ * (fingerprint, device count). Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL plan or g, or a micro-batch
+ * that would make one of g's tensors hold more than BRG_MAX_TENSOR_ELEMENTS elements);
  * BRG_ERR_MISMATCH (err says which fingerprint differs and what the plan was made for). */
 brg_status brg_plan_check(const brg_plan *plan, const brg_graph *g, const brg_topology *t, brg_error *err);
 

@@ -108,6 +108,11 @@ typedef enum brg_figure_source {
 
 /* Most devices a topology holds: the link matrix grows as the square (8192 devices: 1.6 GB). */
 #define BRG_TOPOLOGY_MAX_DEVICES 8192
+/* Most nodes a topology holds (every node has at least one device). */
+#define BRG_TOPOLOGY_MAX_NODES BRG_TOPOLOGY_MAX_DEVICES
+/* Most network interfaces one node holds (a DGX H100 has 10; hwloc files and cluster descriptions that
+ * give more are refused rather than sized from). */
+#define BRG_TOPOLOGY_MAX_NICS_PER_NODE 64
 
 /* Defaults used where the sources say nothing. */
 #define BRG_TOPOLOGY_PCIE_DEFAULT_BANDWIDTH 15.75e9 /* PCIe Gen3 x16, per direction */
@@ -272,7 +277,8 @@ brg_status brg_topology_set_link(brg_topology *t, int a, int b, const brg_link *
 
 /* Adds a NIC to node nic->node (name copied; NULL gives "nicN"); its index in *index when index is
  * not NULL. Returns BRG_OK, BRG_ERR_INVALID_ARGUMENT (NULL, node out of range, bandwidth < 0 or not
- * finite), BRG_ERR_INVALID_USAGE (final) or BRG_ERR_OUT_OF_MEMORY. */
+ * finite, the node holding BRG_TOPOLOGY_MAX_NICS_PER_NODE already), BRG_ERR_INVALID_USAGE (final) or
+ * BRG_ERR_OUT_OF_MEMORY. */
 brg_status brg_topology_add_nic(brg_topology *t, const brg_nic_info *nic, int *index);
 
 /* Checks and freezes a synthetic topology. Returns BRG_OK, BRG_ERR_INVALID_ARGUMENT (NULL) or

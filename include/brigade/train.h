@@ -131,7 +131,8 @@ typedef struct brg_step_stats {
 /* Creates a trainer for the finalized graph g. Allocates and initializes parameters, optimizer state,
  * gradients and activations for one micro-batch. err (may be NULL) says what failed.
  * Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL out/g/opts, an option out of range: the message names
- * it); BRG_ERR_INVALID_USAGE (graph not finalized, or in error); BRG_ERR_UNSUPPORTED (a graph input other
+ * it; a micro_batch that makes a tensor of g hold more than BRG_MAX_TENSOR_ELEMENTS elements: the message
+ * names the tensor and the largest micro-batch that fits); BRG_ERR_INVALID_USAGE (graph not finalized, or in error); BRG_ERR_UNSUPPORTED (a graph input other
  * than "tokens"/"targets", or one that is not I32 (BRG_BATCH, T)); BRG_ERR_OUT_OF_MEMORY; BRG_ERR_BACKEND. */
 brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_train_options *opts,
                               brg_error *err);
