@@ -237,6 +237,7 @@ static brg_status parse_profile(const preader *rd, json_t *root, brg_profile **o
     if (!json_is_string(model)) return bad(rd, &top, "device_model", "must be a string");
     if (!json_is_array(layers) || json_array_size(layers) == 0)
         return bad(rd, &top, "layers", "must be an array with one entry per layer");
+    if (json_array_size(layers) > (1 << 20)) return bad(rd, &top, "layers", "more than 1048576 layers");
     brg_profile *p = profile_new((int)json_array_size(layers));
     if (!p) return brg__error_set(rd->err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     char *end = NULL;

@@ -2,7 +2,7 @@
 # that are missing. Uses apt-get as root, or through sudo.
 brg_install_deps() {
     local pkgs="gcc g++ meson ninja-build pkg-config python3 libhwloc-dev hwloc libjemalloc-dev libcunit1-dev
-                libjansson-dev libopenblas-dev ${BRG_EXTRA_PACKAGES:-}"
+                libjansson-dev libopenblas-dev libxml2-dev ${BRG_EXTRA_PACKAGES:-}"
     local missing=""
     for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

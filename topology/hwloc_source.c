@@ -512,25 +512,7 @@ brg_status brg__topology_from_hwloc(brg_topology **out, const brg__hwloc_request
 
 /* ---- XML files --------------------------------------------------------------------------------------- */
 
-brg_status brg__hwloc_load_xml(hwloc_topology_t *out, const char *path, const char *where, brg_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return brg__error_set(err, BRG_ERR_IO, "%s%s: cannot open: %s", where, path, strerror(errno));
-    int first = fgetc(f);
-    fclose(f);
-    if (first == EOF)
-        return brg__error_set(err, BRG_ERR_PARSE, "%s%s: empty file, not an hwloc XML topology", where, path);
-    hwloc_topology_t hw;
-    if (hwloc_topology_init(&hw) != 0)
-        return brg__error_set(err, BRG_ERR_BACKEND, "%s%s: hwloc_topology_init failed", where, path);
-    hwloc_topology_set_io_types_filter(hw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
-    if (hwloc_topology_set_xml(hw, path) != 0 || hwloc_topology_load(hw) != 0) {
-        hwloc_topology_destroy(hw);
-        return brg__error_set(err, BRG_ERR_PARSE, "%s%s: not a valid hwloc XML topology (hwloc could not load "
-                              "it; 'HWLOC_XMLFILE=%s lstopo-no-graphics' shows why)", where, path, path);
-    }
-    *out = hw;
-    return BRG_OK;
-}
+/* brg__hwloc_load_xml, which checks a file before hwloc reads it, is in xml_guard.c. */
 
 brg_status brg__topology_from_xml(brg_topology **out, const char *path, const char *where,
                                   const brg_topology_options *opts, const brg_device_preset *gpu_preset,
