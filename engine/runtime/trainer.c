@@ -127,6 +127,7 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
     BRG__OPTION(o->grad_clip >= 0.0f && isfinite(o->grad_clip), "grad_clip must be >= 0, got %g",
                 (double)o->grad_clip);
     BRG__OPTION(o->blas_threads >= 0, "blas_threads must be >= 0, got %d", o->blas_threads);
+    BRG__OPTION(o->rendezvous == 0 || o->rendezvous == 1, "rendezvous must be 0 or 1, got %d", o->rendezvous);
     BRG__OPTION(o->stages >= 1 && o->stages <= 256, "stages must be 1 to 256, got %d", o->stages);
     BRG__OPTION(o->chunks >= 1 && o->chunks <= 64, "chunks must be 1 to 64, got %d", o->chunks);
     BRG__OPTION(o->backend == BRG_BACKEND_CPU || o->backend == BRG_BACKEND_CUDA, "backend must be cpu or cuda, got %d",
@@ -319,7 +320,7 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
     if (s == BRG_OK && o->backend == BRG_BACKEND_CUDA)
         s = brg__nccl_fabric_create(&t->nccl, t->ranks, devices, o->timeout_seconds, msg);
     else if (s == BRG_OK)
-        s = brg__inproc_fabric_create(&t->fabric, t->ranks, 1 << 16, o->timeout_seconds, msg);
+        s = brg__inproc_fabric_create(&t->fabric, t->ranks, o->rendezvous ? 0 : 1 << 16, o->timeout_seconds, msg);
     free(devices);
     size_t bt = (size_t)(o->micro_batch * t->seq);
     for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
@@ -668,12 +669,72 @@ static float *consumer_grad_of(const brg_trainer *t, const tied_param *tp, int c
     return st->consumer_grad[(tp->consumer_op[c] - st->op_begin) * BRG__MAX_INPUTS + tp->consumer_input[c]];
 }
 
-/* Every holder of a tied parameter sums all its consumers' gradients in op order. */
+/* Requests posted by one exchange, waited for together. */
+typedef struct pending {
+    brg__request *req;
+    int peer, is_send;
+} pending;
+
+/* Waits for every request of an exchange; after the first failure the rest are cancelled. `what` names
+ * the exchange in the message. */
+static brg_status wait_exchange(worker *w, pending *list, int n, const char *what) {
+    brg_status s = BRG_OK;
+    for (int i = 0; i < n; i++) {
+        if (s != BRG_OK) {
+            w->tp->vt->cancel(w->tp, list[i].req);
+            continue;
+        }
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        double t0 = now_seconds();
+        s = w->tp->vt->wait(w->tp, list[i].req, msg);
+        w->stats.wait_seconds += now_seconds() - t0;
+        if (s != BRG_OK)
+            worker_fail(w, s, "rank %d: %s %s rank %d: %s", w->rank, list[i].is_send ? "sending" : "receiving", what,
+                        list[i].peer, msg);
+    }
+    return s;
+}
+
+/* Every holder of a tied parameter sums all its consumers' gradients in op order. A send may complete
+ * only once its receive is posted (NCCL always, MPI past the eager limit), so each rank posts every
+ * receive of the exchange, then every send, and only then waits: no rank waits on a send while its peer
+ * waits on one too. On NCCL the held posts go out as one group. */
 static brg_status reduce_tied(worker *w) {
     brg_trainer *t = w->trainer;
     const brg_graph *g = t->graph;
-    brg_status s = BRG_OK;
-    /* Send: each local consumer's gradient to every other rank holding the parameter. */
+    if (t->n_tied == 0) return BRG_OK;
+    int capacity = 0;
+    for (int i = 0; i < t->n_tied; i++) capacity += t->tied[i].n_consumers * t->ranks;
+    pending *list = calloc((size_t)capacity, sizeof *list);
+    float ***parts = calloc((size_t)t->n_tied, sizeof *parts);
+    int n = 0;
+    brg_status s = list && parts ? BRG_OK : worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory reducing tied gradients");
+    /* Receives: the others' consumers' gradients, into buffers of their own. */
+    for (int i = 0; i < t->n_tied && s == BRG_OK; i++) {
+        const tied_param *tp = &t->tied[i];
+        if (!rank_holds(t, tp, w->rank)) continue;
+        size_t bytes = (size_t)brg__tensor_numel(g->params[tp->param], 1) * sizeof(float);
+        parts[i] = calloc((size_t)tp->n_consumers, sizeof **parts);
+        if (!parts[i]) s = worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory reducing tied gradients");
+        for (int c = 0; c < tp->n_consumers && s == BRG_OK; c++) {
+            int from = t->stages[tp->consumer_stage[c]].rank;
+            if (from == w->rank) {
+                parts[i][c] = consumer_grad_of(t, tp, c);
+                continue;
+            }
+            parts[i][c] = w->be->vt->alloc(w->be, bytes);
+            if (!parts[i][c]) {
+                s = worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory receiving tied gradients");
+                break;
+            }
+            list[n] = (pending){NULL, from, 0};
+            s = w->tp->vt->post_recv(w->tp, from, brg__transfer_tag(TAG_TIED, c, 0, tp->param), parts[i][c], bytes,
+                                     &list[n].req);
+            if (s == BRG_OK) n++;
+            else worker_fail(w, s, "rank %d: posting the receive of tied gradients from rank %d", w->rank, from);
+        }
+    }
+    /* Sends: each local consumer's gradient to every other rank holding the parameter. */
     for (int i = 0; i < t->n_tied && s == BRG_OK; i++) {
         const tied_param *tp = &t->tied[i];
         size_t bytes = (size_t)brg__tensor_numel(g->params[tp->param], 1) * sizeof(float);
@@ -681,52 +742,37 @@ static brg_status reduce_tied(worker *w) {
             if (t->stages[tp->consumer_stage[c]].rank != w->rank) continue;
             for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
                 if (r == w->rank || !rank_holds(t, tp, r)) continue;
-                brg__request *req = NULL;
-                char msg[BRG_ERROR_MESSAGE_MAX] = "";
-                s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_TIED, c, 0, tp->param), consumer_grad_of(t, tp, c), bytes, &req);
-                if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
-                if (s != BRG_OK) worker_fail(w, s, "rank %d: sending tied gradients to rank %d: %s", w->rank, r, msg);
+                list[n] = (pending){NULL, r, 1};
+                s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_TIED, c, 0, tp->param),
+                                         consumer_grad_of(t, tp, c), bytes, &list[n].req);
+                if (s == BRG_OK) n++;
+                else worker_fail(w, s, "rank %d: posting tied gradients to rank %d", w->rank, r);
             }
         }
     }
-    /* Receive the others' and sum, in op order, into each local holder's gradient. */
-    for (int i = 0; i < t->n_tied && s == BRG_OK; i++) {
+    if (list) {
+        brg_status waited = wait_exchange(w, list, n, "tied gradients");
+        if (s == BRG_OK) s = waited;
+    }
+    /* The sum, in op order, into each local holder's gradient. */
+    for (int i = 0; i < t->n_tied && parts; i++) {
         const tied_param *tp = &t->tied[i];
-        if (!rank_holds(t, tp, w->rank)) continue;
-        int64_t n = brg__tensor_numel(g->params[tp->param], 1);
-        size_t bytes = (size_t)n * sizeof(float);
-        float **parts = calloc((size_t)tp->n_consumers, sizeof *parts);
-        if (!parts) return worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory reducing tied gradients");
-        for (int c = 0; c < tp->n_consumers && s == BRG_OK; c++) {
-            int from = t->stages[tp->consumer_stage[c]].rank;
-            if (from == w->rank) {
-                parts[c] = consumer_grad_of(t, tp, c);
-                continue;
-            }
-            parts[c] = w->be->vt->alloc(w->be, bytes);
-            if (!parts[c]) {
-                s = worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory receiving tied gradients");
-                break;
-            }
-            brg__request *req = NULL;
-            char msg[BRG_ERROR_MESSAGE_MAX] = "";
-            s = w->tp->vt->post_recv(w->tp, from, brg__transfer_tag(TAG_TIED, c, 0, tp->param), parts[c], bytes, &req);
-            double t0 = now_seconds();
-            if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
-            w->stats.wait_seconds += now_seconds() - t0;
-            if (s != BRG_OK) worker_fail(w, s, "rank %d: receiving tied gradients from rank %d: %s", w->rank, from, msg);
-        }
+        if (!parts[i]) continue;
+        int64_t count = brg__tensor_numel(g->params[tp->param], 1);
+        size_t bytes = (size_t)count * sizeof(float);
         for (int k = 0; k < t->n_stages && s == BRG_OK; k++) {
             vstage *v = &t->stages[k];
             if (v->rank != w->rank || !v->st->param[tp->param]) continue;
             float *total = v->st->param_grad[tp->param];
-            w->be->vt->copy(w->be, total, parts[0], bytes);
-            for (int c = 1; c < tp->n_consumers; c++) w->be->vt->accumulate(w->be, total, parts[c], n);
+            w->be->vt->copy(w->be, total, parts[i][0], bytes);
+            for (int c = 1; c < tp->n_consumers; c++) w->be->vt->accumulate(w->be, total, parts[i][c], count);
         }
         for (int c = 0; c < tp->n_consumers; c++)
-            if (t->stages[tp->consumer_stage[c]].rank != w->rank) w->be->vt->free(w->be, parts[c]);
-        free(parts);
+            if (t->stages[tp->consumer_stage[c]].rank != w->rank) w->be->vt->free(w->be, parts[i][c]);
+        free(parts[i]);
     }
+    free(parts);
+    free(list);
     return s;
 }
 
@@ -752,25 +798,31 @@ static brg_status global_norm(worker *w, double *norm) {
     }
     unsigned char *slots = device;
     w->be->vt->upload(w->be, slots + (size_t)w->rank * bytes, host, bytes);
-    brg_status s = BRG_OK;
+    /* Every receive posted before any send is waited on (see reduce_tied). */
+    pending *list = calloc((size_t)(2 * t->ranks), sizeof *list);
+    int n = 0;
+    brg_status s = list ? BRG_OK : worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory exchanging gradient norms");
     for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
         if (r == w->rank) continue;
-        brg__request *req = NULL;
-        char msg[BRG_ERROR_MESSAGE_MAX] = "";
-        s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)w->rank * bytes, bytes, &req);
-        if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
-        if (s != BRG_OK) worker_fail(w, s, "rank %d: sending norm partials: %s", w->rank, msg);
+        list[n] = (pending){NULL, r, 0};
+        s = w->tp->vt->post_recv(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)r * bytes, bytes,
+                                 &list[n].req);
+        if (s == BRG_OK) n++;
+        else worker_fail(w, s, "rank %d: posting the receive of norm partials from rank %d", w->rank, r);
     }
     for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
         if (r == w->rank) continue;
-        brg__request *req = NULL;
-        char msg[BRG_ERROR_MESSAGE_MAX] = "";
-        s = w->tp->vt->post_recv(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)r * bytes, bytes, &req);
-        double t0 = now_seconds();
-        if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
-        w->stats.wait_seconds += now_seconds() - t0;
-        if (s != BRG_OK) worker_fail(w, s, "rank %d: receiving norm partials from rank %d: %s", w->rank, r, msg);
+        list[n] = (pending){NULL, r, 1};
+        s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)w->rank * bytes, bytes,
+                                 &list[n].req);
+        if (s == BRG_OK) n++;
+        else worker_fail(w, s, "rank %d: posting norm partials to rank %d", w->rank, r);
     }
+    if (list) {
+        brg_status waited = wait_exchange(w, list, n, "norm partials");
+        if (s == BRG_OK) s = waited;
+    }
+    free(list);
     if (s == BRG_OK) w->be->vt->download(w->be, all, device, (size_t)t->ranks * bytes);
     double squares = 0.0;
     for (int64_t p = 0; p < np && s == BRG_OK; p++) {

@@ -1,7 +1,12 @@
 /* The in-process transport: ranks are threads of one process. A send copies its bytes into a message
  * queued for the receiving pair (eager, so the sender goes on computing); a receive takes the message
  * with its sequence number on that pair. Queues are bounded; waiting uses a condition variable, never
- * spinning; an abort wakes everyone. */
+ * spinning; an abort wakes everyone.
+ *
+ * Rendezvous mode (capacity 0): a send still copies at its post, but waiting on it returns only once
+ * the receiver has posted the matching receive, as a send completes on NCCL (always) and on MPI (past
+ * the eager limit). Code that waits on a send before posting the receive its peer waits on deadlocks
+ * there; here it times out, on the CPU, in a test. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -106,14 +111,14 @@ static brg_status inproc_post_send(brg__transport *t, int peer, uint64_t tag, co
     pthread_mutex_lock(&f->lock);
     pair_queue *q = queue(f, t->rank, peer);
     brg_status st = BRG_OK;
-    while (q->count >= f->capacity && f->aborted == BRG_OK)
+    while (f->capacity > 0 && q->count >= f->capacity && f->aborted == BRG_OK)
         if (wait_changed(f, &deadline) == ETIMEDOUT) {
             st = BRG_ERR_TIMEOUT;
             break;
         }
     if (f->aborted != BRG_OK) st = BRG_ERR_CANCELLED;
     if (st == BRG_OK) {
-        m->seq = q->sent++;
+        m->seq = r->seq = q->sent++;
         if (q->tail)
             q->tail->next = m;
         else
@@ -141,6 +146,7 @@ static brg_status inproc_post_recv(brg__transport *t, int peer, uint64_t tag, vo
     if (!r) return BRG_ERR_OUT_OF_MEMORY;
     pthread_mutex_lock(&f->lock);
     r->seq = queue(f, peer, t->rank)->posted++;
+    if (f->capacity == 0) pthread_cond_broadcast(&f->changed); /* a sender waits for this post */
     pthread_mutex_unlock(&f->lock);
     *req = r;
     return BRG_OK;
@@ -162,13 +168,38 @@ static message *take(pair_queue *q, uint64_t seq) {
     return NULL;
 }
 
+/* Rendezvous: until the receiver has posted the receive this send's message is for. */
+static brg_status wait_send_matched(brg__transport *t, brg__request *r, char *msg) {
+    brg__inproc_fabric *f = fabric_of(t);
+    struct timespec deadline;
+    deadline_after(&deadline, f->timeout);
+    pthread_mutex_lock(&f->lock);
+    pair_queue *q = queue(f, t->rank, r->peer);
+    brg_status st = BRG_OK;
+    while (f->aborted == BRG_OK && q->posted <= r->seq)
+        if (wait_changed(f, &deadline) == ETIMEDOUT) {
+            st = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TIMEOUT,
+                                  "rank %d waited %.0f s for rank %d to post the receive of message %llu (a send "
+                                  "completes only once its receive is posted); giving up",
+                                  t->rank, f->timeout, r->peer, (unsigned long long)r->seq);
+            break;
+        }
+    if (st == BRG_OK && q->posted <= r->seq)
+        st = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_CANCELLED,
+                              "rank %d stopped waiting for rank %d: another worker failed", t->rank, r->peer);
+    pthread_mutex_unlock(&f->lock);
+    free(r);
+    return st;
+}
+
 static brg_status inproc_wait(brg__transport *t, brg__request *r, char *msg) {
     if (!r) return BRG_ERR_INVALID_ARGUMENT;
-    if (!r->is_recv) { /* eager: the bytes were copied when posted */
+    brg__inproc_fabric *f = fabric_of(t);
+    if (!r->is_recv && f->capacity > 0) { /* eager: the bytes were copied when posted */
         free(r);
         return BRG_OK;
     }
-    brg__inproc_fabric *f = fabric_of(t);
+    if (!r->is_recv) return wait_send_matched(t, r, msg);
     struct timespec deadline;
     deadline_after(&deadline, f->timeout);
     pthread_mutex_lock(&f->lock);
@@ -230,9 +261,10 @@ static const brg__transport_vtable inproc_vtable = {
 
 brg_status brg__inproc_fabric_create(brg__inproc_fabric **out, int ranks, int capacity, double timeout_seconds,
                                      char *msg) {
-    if (!out || ranks < 1 || capacity < 1)
+    if (!out || ranks < 1 || capacity < 0)
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
-                                "in-process transport: %d ranks and capacity %d (both must be >= 1)", ranks, capacity);
+                                "in-process transport: %d ranks and capacity %d (ranks >= 1, capacity >= 0)", ranks,
+                                capacity);
     brg__inproc_fabric *f = calloc(1, sizeof *f);
     if (!f) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     f->queues = calloc((size_t)ranks * (size_t)ranks, sizeof *f->queues);

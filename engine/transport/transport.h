@@ -50,7 +50,9 @@ static inline uint64_t brg__transfer_tag(int kind, int boundary, int micro_batch
 typedef struct brg__inproc_fabric brg__inproc_fabric;
 
 /* A fabric for `ranks` endpoints; at most `capacity` undelivered messages per ordered pair (a send beyond
- * that waits, without spinning); waits give up after timeout_seconds (<= 0: never). */
+ * that waits, without spinning); capacity 0 is rendezvous mode: sends are buffered without bound, but a
+ * wait on a send returns only once the peer has posted its receive. Waits give up after timeout_seconds
+ * (<= 0: never). */
 brg_status brg__inproc_fabric_create(brg__inproc_fabric **out, int ranks, int capacity, double timeout_seconds,
                                      char *msg);
 /* Rank's endpoint (owned by the fabric). */

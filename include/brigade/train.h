@@ -100,11 +100,16 @@ typedef struct brg_train_options {
      * every stage. Borrowed during brg_trainer_create. */
     const brg_recompute *stage_recompute;
     int stage_recompute_count;
+    /* CPU: transfers between ranks complete only once their receive is posted (rendezvous), as they do on
+     * NCCL always and on MPI past the eager limit, instead of being buffered. An exchange that waits on a
+     * send before posting the receive its peer waits on, which would hang there, then fails here with a
+     * timeout; results are the same either way. 0 (buffered) by default; CUDA ranks ignore it. */
+    int rendezvous;
 } brg_train_options;
 
 #define BRG_TRAIN_OPTIONS_INIT                                                                             \
     {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0, 1, 1, BRG_SCHEDULE_1F1B, BRG_RECOMPUTE_NONE, NULL, 0, \
-     600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0}
+     600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0, 0}
 
 /* Per rank figures of the last step. */
 typedef struct brg_rank_stats {
