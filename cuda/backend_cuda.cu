@@ -53,6 +53,10 @@ typedef struct cuda_backend {
     cudaEvent_t record_event;
     int record_pending;
     uint64_t epoch; /* counts calls that queued work on the compute stream */
+    /* An invalid id found by a kernel: the error of the one call that reports it, not kept (the data was
+     * wrong, not the backend), and the device record cleared for the next batch. */
+    brg_status id_error;
+    char id_msg[BRG_ERROR_MESSAGE_MAX];
     brg_status error;
     char error_msg[BRG_ERROR_MESSAGE_MAX];
 } cuda_backend;
@@ -117,14 +121,30 @@ static void check_record(cuda_backend *b) {
         keep_cuda_error(b, e, "the copy of the id check");
         return;
     }
-    const brg__cuda_error_record *r = b->record_host;
+    brg__cuda_error_record *r = b->record_host;
     if (r->flag != 1) return;
     const brg__op *op = (const brg__op *)(uintptr_t)r->op;
     int embedding = op && op->kind == BRG_OP_EMBEDDING;
-    char msg[BRG_ERROR_MESSAGE_MAX];
-    snprintf(msg, sizeof msg, "op '%s' (%s): %s %lld at position %lld is outside [0, %lld)", op ? op->name : "?",
-             op ? brg_op_kind_name(op->kind) : "?", embedding ? "token" : "target", r->value, r->position, r->limit);
-    keep_error(b, BRG_ERR_INVALID_ARGUMENT, msg);
+    if (b->id_error == BRG_OK) {
+        b->id_error = BRG_ERR_INVALID_ARGUMENT;
+        snprintf(b->id_msg, sizeof b->id_msg, "op '%s' (%s): %s %lld at position %lld is outside [0, %lld)",
+                 op ? op->name : "?", op ? brg_op_kind_name(op->kind) : "?", embedding ? "token" : "target", r->value,
+                 r->position, r->limit);
+    }
+    /* Reported once: the record starts afresh, in stream order, for the kernels queued after this. */
+    memset(r, 0, sizeof *r);
+    keep_cuda_error(b, cudaMemsetAsync(b->ctx.errors, 0, sizeof *b->ctx.errors, b->ctx.stream),
+                    "clearing the id check's record");
+}
+
+/* The kept error, else an invalid id not yet reported (once), into msg. */
+static brg_status take_error(cuda_backend *b, char *msg) {
+    check_record(b);
+    if (b->error != BRG_OK) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, b->error, "%s", b->error_msg);
+    brg_status s = b->id_error;
+    if (s != BRG_OK) brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, s, "%s", b->id_msg);
+    b->id_error = BRG_OK;
+    return s;
 }
 
 brg_status brg__cuda_checked(brg__cuda_ctx *c, char *msg) {
@@ -291,11 +311,7 @@ static brg_status finish_call(cuda_backend *b, const brg__op_call *call, brg_sta
     return s;
 }
 
-static brg_status returned_error(cuda_backend *b, const brg__op_call *call) {
-    check_record(b);
-    if (b->error == BRG_OK) return BRG_OK;
-    return brg__message_set(call->msg, BRG_ERROR_MESSAGE_MAX, b->error, "%s", b->error_msg);
-}
+static brg_status returned_error(cuda_backend *b, const brg__op_call *call) { return take_error(b, call->msg); }
 
 static brg_status run_op(cuda_backend *b, const brg__op_call *call, int forward) {
     op_fn fn = forward ? forward_of(call->op->kind) : backward_of(call->op->kind);
@@ -567,6 +583,13 @@ static void cuda_destroy(brg__backend *be) {
     release(b);
 }
 
+static brg_status cuda_status(brg__backend *be, char *msg) {
+    cuda_backend *b = cb(be);
+    enter(b);
+    flush_pending(b);
+    return take_error(b, msg);
+}
+
 static const brg__backend_vtable cuda_vtable = {
     /* name */ "cuda",
     /* element_bytes */ cuda_element_bytes,
@@ -586,6 +609,7 @@ static const brg__backend_vtable cuda_vtable = {
     /* peak */ cuda_peak,
     /* reset_peak */ cuda_reset_peak,
     /* destroy */ cuda_destroy,
+    /* status */ cuda_status,
 };
 
 /* ---- creation and the entries cuda.h gives C callers ---- */
@@ -599,7 +623,9 @@ static brg_status create(cuda_backend *b, int bf16, char *msg) {
     BRG__CUDA_CHECK(cudaStreamCreateWithFlags(&b->transfer, cudaStreamNonBlocking), msg);
     BRG__CUDA_CHECK(cudaEventCreateWithFlags(&b->record_event, cudaEventDisableTiming), msg);
     BRG__CUDA_CHECK(cudaMalloc((void **)&c->errors, sizeof *c->errors), msg);
-    BRG__CUDA_CHECK(cudaMemset(c->errors, 0, sizeof *c->errors), msg);
+    /* On the compute stream, which is non-blocking: a cudaMemset on the legacy stream is not ordered with
+     * it, so the first id-checking kernel could run before the record is cleared. */
+    BRG__CUDA_CHECK(cudaMemsetAsync(c->errors, 0, sizeof *c->errors, c->stream), msg);
     BRG__CUDA_CHECK(cudaMallocHost((void **)&b->record_host, sizeof *b->record_host), msg);
     memset(b->record_host, 0, sizeof *b->record_host);
     brg__cuda_arena_source source = {reserve_segment, release_segment, b};

@@ -60,7 +60,8 @@ static brg_status check_args(const brg__cuda_gemm_args *g, char *msg) {
 static brg_status gemm_classic(brg__cuda_ctx *c, const brg__cuda_gemm_args *g, char *msg) {
     column_major cm = to_column_major(g);
     int64_t batch = g->batch ? g->batch : 1;
-    BRG__CUBLAS_CHECK(cublasSetStream(c->blas, c->stream), msg);
+    /* The handle's stream was set once, at creation, before its workspace: cublasSetStream here would
+     * reset the workspace to cuBLAS's default pool. */
     BRG__CUBLAS_CHECK(cublasGemmStridedBatchedEx(
                           c->blas, cm.op_first, cm.op_second, (int)cm.rows, (int)cm.cols, (int)cm.depth, &g->alpha,
                           g->b, data_type(g->ab_type), (int)g->ldb, (long long)g->stride_b, g->a, data_type(g->ab_type),

@@ -1,8 +1,11 @@
 // The NCCL transport (engine/transport/transport.h): ranks are threads of one process, each driving the GPU
 // of its CUDA backend.
 //
-// Routes. A pair of ranks on distinct GPUs talks through NCCL: one communicator for the whole group
-// (ncclCommInitAll) when every rank has a GPU of its own, else one two-rank communicator per such pair.
+// Routes. A pair of ranks on distinct GPUs talks through NCCL: one communicator for the whole group when
+// every rank has a GPU of its own, else one two-rank communicator per such pair. Communicators are
+// non-blocking (ncclCommInitRankConfig with blocking = 0, made in one group from the creating thread) and
+// polled with the fabric's timeout, at creation and after every group, so that a GPU or peer that never
+// joins ends in an error instead of a host thread blocked inside NCCL.
 // Ranks sharing a GPU (a pipeline of several stages on one GPU) cannot be NCCL ranks together, so they
 // pass tensors by cudaMemcpyAsync. A rank sending to itself uses NCCL (a one-rank communicator when the
 // group has none), which accepts a send and a receive to self inside one group.
@@ -115,6 +118,75 @@ static double now_seconds(void) {
 static void sleep_briefly(void) {
     struct timespec ts = {0, 20000}; /* 20 us */
     nanosleep(&ts, NULL);
+}
+
+/* ---- non-blocking communicators ---- */
+
+/* Polls comms until none is in progress: BRG_OK when all are ready, BRG_ERR_TRANSPORT naming the first
+ * that failed, BRG_ERR_TIMEOUT past the deadline (0: none). Non-blocking communicators return from
+ * ncclCommInitRankConfig and ncclGroupEnd before their work is done (connection set-up included): a peer
+ * that never comes then shows as a timeout here, not as a host thread blocked inside NCCL. */
+static brg_status poll_comms(const ncclComm_t *comms, int n, double deadline, const char *what, char *msg) {
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < n; i++) {
+            if (!comms[i]) continue;
+            ncclResult_t state = ncclInProgress;
+            ncclResult_t nr = ncclCommGetAsyncError(comms[i], &state);
+            if (nr != ncclSuccess) state = nr;
+            if (state == ncclInProgress) busy = 1;
+            else if (state != ncclSuccess)
+                return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "%s: communicator %d of %d: %s",
+                                        what, i, n, ncclGetErrorString(state));
+        }
+        if (!busy) return BRG_OK;
+        if (deadline > 0 && now_seconds() >= deadline)
+            return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TIMEOUT,
+                                    "%s: still in progress when the timeout ran out (a GPU or peer that never joined?)",
+                                    what);
+        sleep_briefly();
+    }
+}
+
+/* n non-blocking communicators of one clique, rank i on GPU devices[i], made from this thread in one
+ * group and polled with the timeout; on failure every one made is aborted and comms[] is zeroed. */
+static brg_status init_comms(ncclComm_t *comms, int n, const int *devices, double timeout, const char *what,
+                             char *msg) {
+    ncclUniqueId id;
+    ncclResult_t nr = ncclGetUniqueId(&id);
+    if (nr != ncclSuccess)
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "%s: ncclGetUniqueId: %s", what,
+                                ncclGetErrorString(nr));
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    brg_status s = BRG_OK;
+    double deadline = timeout > 0 ? now_seconds() + timeout : 0.0;
+    memset(comms, 0, (size_t)n * sizeof *comms);
+    nr = ncclGroupStart();
+    for (int i = 0; i < n && nr == ncclSuccess; i++) {
+        if (cudaSetDevice(devices[i]) != cudaSuccess) {
+            s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "%s: cudaSetDevice(%d) failed", what,
+                                 devices[i]);
+            break;
+        }
+        nr = ncclCommInitRankConfig(&comms[i], n, id, i, &config);
+        if (nr == ncclInProgress) nr = ncclSuccess;
+    }
+    ncclResult_t end = ncclGroupEnd();
+    if (s == BRG_OK && nr != ncclSuccess)
+        s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "%s: ncclCommInitRankConfig: %s", what,
+                             ncclGetErrorString(nr));
+    if (s == BRG_OK && end != ncclSuccess && end != ncclInProgress)
+        s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "%s: ncclGroupEnd: %s", what,
+                             ncclGetErrorString(end));
+    if (s == BRG_OK) s = poll_comms(comms, n, deadline, what, msg);
+    if (s != BRG_OK)
+        for (int i = 0; i < n; i++)
+            if (comms[i]) {
+                ncclCommAbort(comms[i]);
+                comms[i] = NULL;
+            }
+    return s;
 }
 
 /* ---- fabric state ---- */
@@ -317,6 +389,11 @@ static brg_status issue_held(endpoint *e, char *msg) {
         if (end != ncclSuccess && end != ncclInProgress && s == BRG_OK)
             s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "ncclGroupEnd: %s",
                                  ncclGetErrorString(end));
+        /* A non-blocking communicator may still be enqueueing the group (connecting to a peer for the
+         * first time): the completion event goes on the stream only after the kernels. */
+        if (s == BRG_OK && end == ncclInProgress)
+            s = poll_comms(&e->held[i]->comm, 1, f->timeout > 0 ? now_seconds() + f->timeout : 0.0,
+                           "enqueueing NCCL sends and receives", msg);
         if (s != BRG_OK) goto fail;
         completion *c = completion_record(e->transfer, j - i, msg, &s);
         if (!c) goto fail;
@@ -349,7 +426,8 @@ static brg_status self_comm(endpoint *e, ncclComm_t *comm) {
     if (!rt->comm) {
         ncclComm_t c = NULL;
         int device = e->device;
-        BRG__NCCL_CHECK(ncclCommInitAll(&c, 1, &device), NULL);
+        char msg[BRG_ERROR_MESSAGE_MAX];
+        BRG__CHECK(init_comms(&c, 1, &device, e->fabric->timeout, "the communicator for sends to self", msg));
         if (!own_comm(e, c)) {
             ncclCommDestroy(c);
             return BRG_ERR_OUT_OF_MEMORY;
@@ -584,11 +662,12 @@ static brg_status make_comms(brg__nccl_fabric *f, const int *physical, char *msg
     if (distinct && ranks >= 2) {
         ncclComm_t *comms = (ncclComm_t *)calloc((size_t)ranks, sizeof *comms);
         if (!comms) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
-        ncclResult_t nr = ncclCommInitAll(comms, ranks, physical);
-        if (nr != ncclSuccess) {
+        char what[96];
+        snprintf(what, sizeof what, "NCCL communicators for %d GPUs", ranks);
+        brg_status s = init_comms(comms, ranks, physical, f->timeout, what, msg);
+        if (s != BRG_OK) {
             free(comms);
-            return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT,
-                                    "ncclCommInitAll for %d GPUs failed: %s", ranks, ncclGetErrorString(nr));
+            return s;
         }
         int ok = 1;
         for (int r = 0; r < ranks; r++) {
@@ -613,11 +692,10 @@ static brg_status make_comms(brg__nccl_fabric *f, const int *physical, char *msg
             }
             ncclComm_t pair[2] = {NULL, NULL};
             int devices[2] = {physical[a], physical[b]};
-            ncclResult_t nr = ncclCommInitAll(pair, 2, devices);
-            if (nr != ncclSuccess)
-                return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT,
-                                        "ncclCommInitAll for GPUs %d and %d (ranks %d and %d) failed: %s", devices[0],
-                                        devices[1], a, b, ncclGetErrorString(nr));
+            char what[96];
+            snprintf(what, sizeof what, "the NCCL communicator of GPUs %d and %d (ranks %d and %d)", devices[0],
+                     devices[1], a, b);
+            BRG__CHECK(init_comms(pair, 2, devices, f->timeout, what, msg));
             if (!own_comm(&f->endpoints[a], pair[0]) || !own_comm(&f->endpoints[b], pair[1]))
                 return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
             ab->kind = ba->kind = ROUTE_NCCL;
@@ -721,11 +799,19 @@ extern "C" void brg__nccl_fabric_destroy(brg__nccl_fabric *f) {
         }
         cudaSetDevice(e->device);
         /* After a failure a communicator may still hold a blocked operation: abort rather than destroy. */
+        /* Non-blocking: finalize, polled for a bounded time, then destroy; abort instead after a
+         * failure or when finalizing does not finish. */
         for (int i = 0; i < e->n_owned; i++) {
-            if (f->aborted != BRG_OK)
-                ncclCommAbort(e->owned[i]);
-            else
-                ncclCommDestroy(e->owned[i]);
+            int clean = f->aborted == BRG_OK;
+            if (clean) {
+                ncclResult_t nr = ncclCommFinalize(e->owned[i]);
+                char ignored[BRG_ERROR_MESSAGE_MAX];
+                clean = (nr == ncclSuccess || nr == ncclInProgress) &&
+                        poll_comms(&e->owned[i], 1, now_seconds() + (f->timeout > 0 ? f->timeout : 60.0),
+                                   "finalizing", ignored) == BRG_OK;
+            }
+            if (clean) ncclCommDestroy(e->owned[i]);
+            else ncclCommAbort(e->owned[i]);
         }
         free(e->owned);
         free(e->held);

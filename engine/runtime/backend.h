@@ -40,6 +40,10 @@ typedef struct brg__backend_vtable {
     int64_t (*peak)(const brg__backend *b);
     void (*reset_peak)(brg__backend *b);
     void (*destroy)(brg__backend *b);
+    /* A failure of a void entry above (kept by the backend), or one its kernels recorded, with its message
+     * into msg; BRG_OK when none. NULL for a backend whose void entries cannot fail. The runtime asks after
+     * the optimizer, so a fault there fails the step instead of passing for a success. */
+    brg_status (*status)(brg__backend *b, char *msg);
 } brg__backend_vtable;
 
 struct brg__backend {

@@ -88,6 +88,7 @@ struct brg_trainer {
     int64_t steps_done;
     int64_t next_sample;
     int inject_stage, inject_micro_batch;
+    int inject_optimizer_rank; /* -1: none */
     int trace_ready;
     int threads_per_rank; /* CPU kernel threads of each rank */
     brg_status status;
@@ -389,6 +390,7 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     t->opts.split = NULL; /* borrowed: not kept */
     t->opts.stage_recompute = NULL;
     t->inject_stage = -1;
+    t->inject_optimizer_rank = -1;
     brg_status s = find_inputs(t, err);
     if (s == BRG_OK) {
         t->opts.split = opts->split;
@@ -850,6 +852,12 @@ static brg_status run_optimizer(worker *w, double *norm_out) {
         if (t->stages[k].rank == w->rank)
             brg__stage_optimizer_step(t->stages[k].st, scale, o->lr, o->beta1, o->beta2, o->eps, o->weight_decay,
                                       (int)t->steps_done + 1);
+    /* The optimizer's entries return nothing: a fault in them is the backend's kept error. */
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status kept = w->be->vt->status ? w->be->vt->status(w->be, msg) : BRG_OK;
+    if (kept == BRG_OK && w->rank == t->inject_optimizer_rank)
+        kept = brg__message_set(msg, sizeof msg, BRG_ERR_BACKEND, "injected fault in an optimizer kernel");
+    if (kept != BRG_OK) return worker_fail(w, kept, "rank %d: after the optimizer step: %s", w->rank, msg);
     double t1 = now_seconds();
     w->stats.compute_seconds += t1 - t0;
     record(w, BRG_INSTRUCTION_OPTIMIZER_STEP, BRG_TRACE_COMPUTE, -1, -1, t0, t1);
@@ -1134,6 +1142,10 @@ int64_t brg_trainer_memory_bytes(const brg_trainer *t) {
     int64_t total = 0;
     for (int r = 0; t && r < t->ranks; r++) total += t->workers[r].be->vt->allocated(t->workers[r].be);
     return total;
+}
+
+void brg__trainer_inject_optimizer_fault(brg_trainer *t, int rank) {
+    if (t) t->inject_optimizer_rank = rank;
 }
 
 void brg__trainer_inject_failure(brg_trainer *t, int stage, int micro_batch) {

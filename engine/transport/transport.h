@@ -65,8 +65,8 @@ typedef struct brg__nccl_fabric brg__nccl_fabric;
 struct brg__backend;
 
 /* Transfers for `ranks` threads, rank r on GPU devices[r] % (GPUs visible). Ranks on distinct GPUs talk
- * through NCCL (one communicator for the group, from ncclCommInitAll, when every rank has a GPU of its
- * own; else one per pair of GPUs); ranks sharing a GPU pass tensors by device-to-device copies. Waits
+ * through NCCL (one non-blocking communicator for the group, made with the timeout, when every rank has
+ * a GPU of its own; else one per pair of GPUs); ranks sharing a GPU pass tensors by device-to-device copies. Waits
  * give up after timeout_seconds (<= 0: never), polling ncclCommGetAsyncError. Buffers are device memory
  * of the rank's CUDA backend. Returns BRG_OK; BRG_ERR_NO_DEVICE (no CUDA device: checked first);
  * BRG_ERR_INVALID_ARGUMENT; BRG_ERR_TRANSPORT (NCCL could not make the communicators);

@@ -250,6 +250,30 @@ static void test_failure_stops_everyone(void) {
     brg_graph_destroy(g);
 }
 
+/* A fault in the optimizer's kernels (entries that return nothing) fails the step, naming the rank. */
+static void test_optimizer_fault_fails_step(void) {
+    brg_model_config cfg;
+    brg_graph *g = build("gpt:layers=4,hidden=16,heads=2,vocab=16,seq=8", &cfg);
+    brg_error err = {0};
+    brg_data *d = NULL;
+    BRG_ASSERT_OK(brg_data_synthetic_create(&d, cfg.vocab, cfg.seq, 1, &err), err.message);
+    for (int pp = 1; pp <= 2; pp++) {
+        brg_train_options o = base_options();
+        o.stages = pp;
+        brg_trainer *t = NULL;
+        BRG_ASSERT_OK(brg_trainer_create(&t, g, &o, &err), err.message);
+        BRG_ASSERT_OK(brg_trainer_step(t, d, NULL), brg_trainer_last_error(t));
+        brg__trainer_inject_optimizer_fault(t, pp - 1);
+        BRG_ASSERT_STATUS(brg_trainer_step(t, d, NULL), BRG_ERR_BACKEND);
+        char want[64];
+        snprintf(want, sizeof want, "rank %d: after the optimizer step: injected fault", pp - 1);
+        BRG_ASSERT_CONTAINS(brg_trainer_last_error(t), want);
+        brg_trainer_destroy(t);
+    }
+    brg_data_destroy(d);
+    brg_graph_destroy(g);
+}
+
 static void expect_refused(const brg_graph *g, const brg_train_options *o, brg_status status, const char *needle) {
     brg_trainer *t = (brg_trainer *)1;
     brg_error err = {0};
@@ -349,6 +373,7 @@ int main(int argc, char **argv) {
         {"memory_follows_schedule", test_memory_follows_schedule},
         {"full_recompute_memory", test_full_recompute_memory},
         {"failure_stops_everyone", test_failure_stops_everyone},
+        {"optimizer_fault_fails_step", test_optimizer_fault_fails_step},
         {"bad_requests", test_bad_requests},
         {"trace", test_trace},
         {NULL, NULL},
