@@ -46,6 +46,15 @@ brg_status brg__cpu_layernorm_forward(const brg__op_call *call);
 brg_status brg__cpu_layernorm_backward(const brg__op_call *call);
 brg_status brg__cpu_attention_forward(const brg__op_call *call);
 brg_status brg__cpu_attention_backward(const brg__op_call *call);
+/* Causal attention tile by tile without the T x T matrix (attention_tiled.c): the algorithm of the fused
+ * GPU kernel, as a CPU reference. qkv (B, T, 3C), out (B, T, C), lse (B, NH, T) the log-sum-exp of each
+ * row's scaled scores; backward adds into dqkv (B, T, 3C). BRG_ERR_INVALID_ARGUMENT for NULL or bad
+ * dimensions (C not a multiple of NH, a block < 1), BRG_ERR_OUT_OF_MEMORY. */
+brg_status brg__attention_tiled_forward(const float *qkv, float *out, float *lse, int64_t B, int64_t T, int64_t C,
+                                        int64_t NH, int64_t block_q, int64_t block_k);
+brg_status brg__attention_tiled_backward(const float *qkv, const float *out, const float *dout, const float *lse,
+                                         float *dqkv, int64_t B, int64_t T, int64_t C, int64_t NH, int64_t block_q,
+                                         int64_t block_k);
 brg_status brg__cpu_cross_entropy_forward(const brg__op_call *call);
 brg_status brg__cpu_cross_entropy_backward(const brg__op_call *call);
 

@@ -14,6 +14,8 @@ void test_layernorm(void);
 void test_gelu(void);
 void test_relu(void);
 void test_attention(void);
+void test_attention_tiled_matches(void);
+void test_attention_tiled_memory(void);
 void test_cross_entropy(void);
 void test_bad_token(void);
 void test_bad_target(void);

@@ -16,6 +16,8 @@ static const brg_test_case cases[] = {
     {"gelu", test_gelu},
     {"relu", test_relu},
     {"attention", test_attention},
+    {"attention_tiled_matches", test_attention_tiled_matches},
+    {"attention_tiled_memory", test_attention_tiled_memory},
     {"cross_entropy", test_cross_entropy},
     {"bad_token", test_bad_token},
     {"bad_target", test_bad_target},
