@@ -183,7 +183,9 @@ brg_status brg__topology_options_check(const brg_topology_options *opts, brg_top
 /* hwloc XML files (xml_guard.c): brg__hwloc_load_xml reads the file, checks it (libxml2, where built with
  * it), probes hwloc's load of it in a child process and then loads it; a bad file is BRG_ERR_PARSE naming
  * the file (and line) and what is wrong, never a crash. `where` prefixes messages ("" or a cluster
- * file's "file:line:column: "). brg__hwloc_bitmap_ok: 1 when s is in hwloc's bitmap syntax. */
+ * file's "file:line:column: "). brg__hwloc_bitmap_ok: 1 when s is in hwloc's bitmap syntax (not empty; at
+ * most BRG__HWLOC_BITMAP_MAX_WORDS 32-bit words, 2,097,152 PUs). */
+#define BRG__HWLOC_BITMAP_MAX_WORDS 65536
 int brg__hwloc_bitmap_ok(const char *s);
 /* Loads buffer (size bytes with its NUL) with hwloc in a child process: BRG_OK when hwloc loads it,
  * BRG_ERR_PARSE naming the signal when hwloc crashes on it, or what hwloc said when it refuses it. */
