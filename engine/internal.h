@@ -57,11 +57,6 @@ static inline bool brg__count_add(int64_t a, int64_t b, int64_t limit, int64_t *
     return true;
 }
 
-/* count * size as a byte count for an allocation; false when it does not fit in size_t. */
-static inline bool brg__size_mul(size_t count, size_t size, size_t *out) {
-    return !__builtin_mul_overflow(count, size, out);
-}
-
 /* 64-bit FNV-1a, used for fingerprints (parameters, plans) and for seeding by name. */
 #define BRG__FNV_OFFSET 0xcbf29ce484222325ULL
 uint64_t brg__fnv1a(uint64_t hash, const void *data, size_t size);

@@ -136,35 +136,49 @@ brg_status brg__json_fail(brg_error *err, brg_status status, const char *origin,
     return brg__error_set(err, status, "%s%s%s", where, bare ? "" : ": ", message);
 }
 
-brg_status brg__read_text_file(const char *path, int64_t max_bytes, char **out, brg_error *err) {
+brg_status brg__read_file(const char *path, const char *where, int64_t max_bytes, char **out, size_t *size,
+                          brg_error *err) {
     *out = NULL;
+    if (size) *size = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return brg__error_set(err, BRG_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return brg__error_set(err, BRG_ERR_IO, "'%s' is not a regular file", path);
+    if (!f) return brg__error_set(err, BRG_ERR_IO, "%s%s: cannot open: %s", where, path, strerror(errno));
+    /* Grown as it is read (pipes have no size), never past max_bytes + 2: one byte past the limit tells a
+     * file that is too large, one more holds the NUL. */
+    size_t limit = (size_t)max_bytes + 2, capacity = limit < (1 << 16) ? limit : (1 << 16), used = 0;
+    char *text = malloc(capacity);
+    brg_status s = text ? BRG_OK : brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "%s%s: out of memory", where, path);
+    while (s == BRG_OK) {
+        used += fread(text + used, 1, capacity - 1 - used, f);
+        if ((int64_t)used > max_bytes) {
+            s = brg__error_set(err, BRG_ERR_PARSE, "%s%s: larger than %lld MiB, the most brigade reads of such a file",
+                               where, path, (long long)(max_bytes >> 20));
+            break;
+        }
+        if (used < capacity - 1) break; /* the end, or an error */
+        size_t grown_capacity = capacity * 2 < limit ? capacity * 2 : limit;
+        char *grown = realloc(text, grown_capacity);
+        if (!grown) {
+            s = brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "%s%s: out of memory", where, path);
+            break;
+        }
+        text = grown;
+        capacity = grown_capacity;
     }
-    if ((int64_t)st.st_size > max_bytes) {
-        fclose(f);
-        return brg__error_set(err, BRG_ERR_PARSE, "'%s' is %lld bytes, more than the %lld allowed", path,
-                              (long long)st.st_size, (long long)max_bytes);
-    }
-    char *text = malloc((size_t)st.st_size + 1);
-    if (!text) {
-        fclose(f);
-        return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory reading '%s'", path);
-    }
-    size_t n = fread(text, 1, (size_t)st.st_size, f);
-    int failed = ferror(f);
+    if (s == BRG_OK && ferror(f))
+        s = brg__error_set(err, BRG_ERR_IO, "%s%s: cannot read: %s", where, path, strerror(errno));
     fclose(f);
-    if (failed) {
+    if (s != BRG_OK) {
         free(text);
-        return brg__error_set(err, BRG_ERR_IO, "cannot read '%s'", path);
+        return s;
     }
-    text[n] = '\0';
+    text[used] = '\0';
     *out = text;
+    if (size) *size = used;
     return BRG_OK;
+}
+
+brg_status brg__read_text_file(const char *path, int64_t max_bytes, char **out, brg_error *err) {
+    return brg__read_file(path, "", max_bytes, out, NULL, err);
 }
 
 brg_status brg__write_text_file(const char *path, const char *text, brg_error *err) {

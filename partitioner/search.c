@@ -614,6 +614,8 @@ static brg_status enumerate_configs(search *x, config_entry **out, int *count) {
     else if (o->pipeline_stages && o->data_parallel && o->pipeline_stages * o->data_parallel != N)
         snprintf(reason, sizeof reason, "%d stages x %d replicas = %d devices, but the topology has %d",
                  o->pipeline_stages, o->data_parallel, o->pipeline_stages * o->data_parallel, N);
+    const char *binding; /* the tensor or op that bounds the micro-batch */
+    int64_t max_batch = brg__graph_max_batch(m->graph, &binding);
     for (int i = 0; i < nr && !reason[0]; i++) {
         int R = (int)ranks_list[i], D = N / R;
         if (o->pipeline_stages && R != o->pipeline_stages) continue;
@@ -638,8 +640,6 @@ static brg_status enumerate_configs(search *x, config_entry **out, int *count) {
                      (long long)o->micro_batch, (long long)per_replica, D);
             continue;
         }
-        const char *binding;
-        int64_t max_batch = brg__graph_max_batch(m->graph, &binding);
         for (int j = 0; j < nb; j++) {
             int64_t b = bs[j], mb = per_replica / b;
             if (o->micro_batch && b != o->micro_batch) continue;

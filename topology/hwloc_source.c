@@ -93,16 +93,9 @@ static brg_status info_count(hwloc_obj_t obj, const char *name, uint64_t max, co
                              uint64_t *out, brg_error *err) {
     const char *v = hwloc_obj_get_info_by_name(obj, name);
     *out = 0;
-    if (!v) return BRG_OK;
-    int digits = v[0] != '\0';
-    for (const char *p = v; *p && digits; p++) digits = *p >= '0' && *p <= '9';
-    errno = 0;
-    unsigned long long value = digits ? strtoull(v, NULL, 10) : 0;
-    if (!digits || errno == ERANGE || value > max)
-        return brg__error_set(err, BRG_ERR_PARSE, "%s: GPU %s: %s \"%.40s\" is not a whole number of %s in 0..%llu",
-                              source, obj->name ? obj->name : "?", name, v, unit, (unsigned long long)max);
-    *out = value;
-    return BRG_OK;
+    if (!v || brg__decimal_count(v, max, out)) return BRG_OK;
+    return brg__error_set(err, BRG_ERR_PARSE, "%s: GPU %s: %s \"%.40s\" is not a whole number of %s in 0..%llu",
+                          source, obj->name ? obj->name : "?", name, v, unit, (unsigned long long)max);
 }
 
 /* Folds one cudaN / nvmlN OS device into the candidate of its PCI device. */

@@ -187,6 +187,9 @@ brg_status brg__topology_options_check(const brg_topology_options *opts, brg_top
  * most BRG__HWLOC_BITMAP_MAX_WORDS 32-bit words, 2,097,152 PUs). */
 #define BRG__HWLOC_BITMAP_MAX_WORDS 65536
 int brg__hwloc_bitmap_ok(const char *s);
+/* 1 when s is a plain decimal number (digits only, at most 20) no larger than max, its value then in
+ * *value (when not NULL); 0 otherwise. For the numbers hwloc files carry as text. */
+int brg__decimal_count(const char *s, uint64_t max, uint64_t *value);
 /* Loads buffer (size bytes with its NUL) with hwloc in a child process: BRG_OK when hwloc loads it,
  * BRG_ERR_PARSE naming the signal when hwloc crashes on it, or what hwloc said when it refuses it. */
 brg_status brg__hwloc_probe(const char *buffer, int size, const char *where, const char *path, brg_error *err);

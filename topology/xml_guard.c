@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "brigade_config.h"
+#include "json.h"
 #include "topology_internal.h"
 
 #if BRG_HAVE_LIBXML2
@@ -44,42 +45,25 @@
 /* ---- reading the file --------------------------------------------------------------------------- */
 
 static brg_status read_file(const char *path, const char *where, char **out, size_t *size, brg_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return brg__error_set(err, BRG_ERR_IO, "%s%s: cannot open: %s", where, path, strerror(errno));
-    size_t capacity = 1 << 16, used = 0;
-    char *text = malloc(capacity);
-    brg_status s = BRG_OK;
-    while (text) {
-        if (used + 1 == capacity) {
-            if ((int64_t)capacity >= XML_MAX_BYTES) {
-                s = brg__error_set(err, BRG_ERR_PARSE, "%s%s: larger than %lld MiB, more than any hwloc topology",
-                                   where, path, (long long)(XML_MAX_BYTES >> 20));
-                break;
-            }
-            char *grown = realloc(text, capacity * 2);
-            if (!grown) break;
-            text = grown;
-            capacity *= 2;
-        }
-        size_t n = fread(text + used, 1, capacity - 1 - used, f);
-        used += n;
-        if (n == 0) break;
-    }
-    if (!text) s = brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "%s%s: out of memory", where, path);
-    else if (s == BRG_OK && ferror(f)) s = brg__error_set(err, BRG_ERR_IO, "%s%s: cannot read: %s", where, path, strerror(errno));
-    else if (s == BRG_OK && used == 0) s = brg__error_set(err, BRG_ERR_PARSE, "%s%s: empty file, not an hwloc XML topology", where, path);
-    fclose(f);
-    if (s != BRG_OK) {
-        free(text);
-        return s;
-    }
-    text[used] = '\0';
-    *out = text;
-    *size = used;
-    return BRG_OK;
+    BRG__CHECK(brg__read_file(path, where, XML_MAX_BYTES, out, size, err));
+    if (*size > 0) return BRG_OK;
+    free(*out);
+    *out = NULL;
+    return brg__error_set(err, BRG_ERR_PARSE, "%s%s: empty file, not an hwloc XML topology", where, path);
 }
 
 /* ---- checks of what hwloc dereferences ------------------------------------------------------------ */
+
+int brg__decimal_count(const char *s, uint64_t max, uint64_t *value) {
+    if (!*s || strlen(s) > 20) return 0;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    errno = 0;
+    unsigned long long v = strtoull(s, NULL, 10);
+    if (errno == ERANGE || v > max) return 0;
+    if (value) *value = v;
+    return 1;
+}
 
 /* hwloc's bitmap syntax (hwloc_bitmap_sscanf): comma-separated words of up to 8 hex digits, each with an
  * optional 0x, optionally after a "0xf...f," prefix that makes the set infinite; or "0xf...f" alone. hwloc
@@ -107,15 +91,6 @@ int brg__hwloc_bitmap_ok(const char *s) {
 
 #if BRG_HAVE_LIBXML2
 
-/* A plain decimal number of at most 20 digits, at most max. */
-static int count_ok(const char *s, unsigned long long max) {
-    if (!*s || strlen(s) > 20) return 0;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9') return 0;
-    errno = 0;
-    unsigned long long v = strtoull(s, NULL, 10);
-    return errno != ERANGE && v <= max;
-}
 
 static const char *const bitmap_attributes[] = {"cpuset", "complete_cpuset", "online_cpuset", "allowed_cpuset",
                                                 "nodeset", "complete_nodeset", "allowed_nodeset",
@@ -178,12 +153,12 @@ static brg_status check_attribute(const guard_ctx *c, const xmlNode *node, const
         return guard_fail(c, node, "%s attribute %s \"%.60s\" is not an hwloc bitmap (comma-separated 0x hex "
                           "words of up to 8 digits, the first not empty)", element, name, value);
     }
-    if (in_list(name, count_attributes) && !count_ok(value, UINT64_MAX))
+    if (in_list(name, count_attributes) && !brg__decimal_count(value, UINT64_MAX, NULL))
         return guard_fail(c, node, "%s attribute %s \"%.60s\" is not a whole number", element, name, value);
-    if (strcmp(name, "nbobjs") == 0 && !count_ok(value, XML_MAX_DISTANCE_OBJECTS))
+    if (strcmp(name, "nbobjs") == 0 && !brg__decimal_count(value, XML_MAX_DISTANCE_OBJECTS, NULL))
         return guard_fail(c, node, "%s attribute nbobjs %s is more than the %d objects a distance matrix may "
                           "relate", element, value, XML_MAX_DISTANCE_OBJECTS);
-    if (strcmp(name, "length") == 0 && !count_ok(value, (unsigned long long)XML_MAX_BYTES))
+    if (strcmp(name, "length") == 0 && !brg__decimal_count(value, (uint64_t)XML_MAX_BYTES, NULL))
         return guard_fail(c, node, "%s attribute length %s is longer than the file may be", element, value);
     return BRG_OK;
 }

@@ -67,8 +67,9 @@ int64_t brg__shape_numel_checked(int ndim, const int64_t *shape, int64_t batch);
 /* The largest micro-batch for which every tensor of g, and every op's kept buffers, stay within
  * BRG_MAX_TENSOR_ELEMENTS; *binding (when not NULL) names the tensor or op that sets it, NULL when none. */
 int64_t brg__graph_max_batch(const brg_graph *g, const char **binding);
-/* Checks that binding BRG_BATCH to `batch` keeps every tensor of g, and every op's kept and scratch
- * buffers, within BRG_MAX_TENSOR_ELEMENTS; BRG_ERR_INVALID_ARGUMENT naming the first that is not, in msg. */
+/* Checks that binding BRG_BATCH to `batch` (>= 1) keeps every tensor of g, and every op's kept buffers,
+ * within BRG_MAX_TENSOR_ELEMENTS (scratch does not grow with the batch); BRG_ERR_INVALID_ARGUMENT naming
+ * the tensor or op that binds, and the largest batch that fits, in msg. */
 brg_status brg__graph_check_batch(const brg_graph *g, int64_t batch, char *msg, size_t size);
 /* Bytes of one element. */
 int64_t brg__dtype_size(brg_dtype dtype);
