@@ -1,5 +1,5 @@
 // The NCCL transport (engine/transport/transport.h): ranks are threads of one process, each driving the GPU
-// of its CUDA backend.
+// of its CUDA backend (brg__nccl_fabric_create), or one rank per process (brg__nccl_fabric_create_rank).
 //
 // Routes. A pair of ranks on distinct GPUs talks through NCCL: one communicator for the whole group when
 // every rank has a GPU of its own, else one two-rank communicator per such pair. Communicators are
@@ -22,6 +22,14 @@
 //
 // Every post is also matched on the host, in order, with the other side's post of the same pair, so a
 // tag or size that differs is reported (with both) instead of corrupting a buffer or hanging NCCL.
+//
+// One rank per process (multi_process). The fabric has the group's rank count but only this process's
+// endpoint is set up (brg__nccl_endpoint gives NULL for the others). Rank 0 makes the NCCL unique id, the
+// caller's broadcast (MPI) hands it to every rank, and each joins the group's one non-blocking communicator,
+// polled with the timeout as above; every route, self included, goes through it. The host-side match is
+// impossible across processes: posts are held and issued in posting order as above, with the receiver's
+// sizes (the CPU transports check tags and sizes). An abort aborts the communicator and marks the fabric
+// aborted; the peers learn of it through the CPU transport or their own timeout.
 //
 // Failures. A wait polls its event, the communicator's ncclCommGetAsyncError, the fabric's abort flag and
 // its deadline. On an error, a timeout or an abort, the rank aborts its communicators (ncclCommAbort) so
@@ -97,14 +105,15 @@ typedef struct endpoint {
 
 struct brg__nccl_fabric {
     int ranks;
+    int multi_process; /* one rank per process: only this process's endpoint is set up, no host-side match */
     double timeout;
     int sync_ready; /* lock and changed were initialized */
     pthread_mutex_t lock;
     pthread_cond_t changed;
     brg_status aborted;
     char abort_message[BRG_ERROR_MESSAGE_MAX];
-    pair_queue *queues; /* [src * ranks + dst] */
-    endpoint *endpoints;
+    pair_queue *queues;  /* [src * ranks + dst]; NULL when multi_process */
+    endpoint *endpoints; /* [rank]; an endpoint never set up has no fabric */
 };
 
 static endpoint *endpoint_of(brg__transport *t) { return (endpoint *)t; }
@@ -148,28 +157,24 @@ static brg_status poll_comms(const ncclComm_t *comms, int n, double deadline, co
     }
 }
 
-/* n non-blocking communicators of one clique, rank i on GPU devices[i], made from this thread in one
- * group and polled with the timeout; on failure every one made is aborted and comms[] is zeroed. */
-static brg_status init_comms(ncclComm_t *comms, int n, const int *devices, double timeout, const char *what,
-                             char *msg) {
-    ncclUniqueId id;
-    ncclResult_t nr = ncclGetUniqueId(&id);
-    if (nr != ncclSuccess)
-        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "%s: ncclGetUniqueId: %s", what,
-                                ncclGetErrorString(nr));
+/* Non-blocking communicators for ranks first .. first + n - 1 of a clique of `size` ranks that share id,
+ * rank first + i on GPU devices[i], made from this thread in one group and polled with the timeout; on
+ * failure every one made is aborted and comms[] is zeroed. */
+static brg_status join_clique(ncclComm_t *comms, int n, const ncclUniqueId *id, int size, int first,
+                              const int *devices, double timeout, const char *what, char *msg) {
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     brg_status s = BRG_OK;
     double deadline = timeout > 0 ? now_seconds() + timeout : 0.0;
     memset(comms, 0, (size_t)n * sizeof *comms);
-    nr = ncclGroupStart();
+    ncclResult_t nr = ncclGroupStart();
     for (int i = 0; i < n && nr == ncclSuccess; i++) {
         if (cudaSetDevice(devices[i]) != cudaSuccess) {
             s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "%s: cudaSetDevice(%d) failed", what,
                                  devices[i]);
             break;
         }
-        nr = ncclCommInitRankConfig(&comms[i], n, id, i, &config);
+        nr = ncclCommInitRankConfig(&comms[i], size, *id, first + i, &config);
         if (nr == ncclInProgress) nr = ncclSuccess;
     }
     ncclResult_t end = ncclGroupEnd();
@@ -187,6 +192,46 @@ static brg_status init_comms(ncclComm_t *comms, int n, const int *devices, doubl
                 comms[i] = NULL;
             }
     return s;
+}
+
+/* n non-blocking communicators of one clique of this process, rank i on GPU devices[i] (join_clique). */
+static brg_status init_comms(ncclComm_t *comms, int n, const int *devices, double timeout, const char *what,
+                             char *msg) {
+    ncclUniqueId id;
+    ncclResult_t nr = ncclGetUniqueId(&id);
+    if (nr != ncclSuccess)
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "%s: ncclGetUniqueId: %s", what,
+                                ncclGetErrorString(nr));
+    return join_clique(comms, n, &id, n, 0, devices, timeout, what, msg);
+}
+
+/* The unique id of a clique of processes: rank 0 makes it, bcast hands it to every rank. Rank 0 broadcasts
+ * even when ncclGetUniqueId failed (an all-zero id, which NCCL never makes), so that the others fail at
+ * once rather than waiting out the timeout in the broadcast. */
+static brg_status share_unique_id(ncclUniqueId *id, int rank, brg__bcast_fn bcast, void *bcast_ctx,
+                                  const char *what, char *msg) {
+    ncclUniqueId none;
+    memset(&none, 0, sizeof none);
+    *id = none;
+    brg_status made = BRG_OK;
+    if (rank == 0) {
+        ncclResult_t nr = ncclGetUniqueId(id);
+        if (nr != ncclSuccess) {
+            made = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT, "%s: ncclGetUniqueId: %s", what,
+                                    ncclGetErrorString(nr));
+            *id = none;
+        }
+    }
+    char text[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status s = bcast(bcast_ctx, id, sizeof *id, 0, text);
+    if (made != BRG_OK) return made;
+    if (s != BRG_OK)
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, s, "%s: broadcasting the NCCL unique id from rank 0: %s",
+                                what, text);
+    if (memcmp(id, &none, sizeof none) == 0)
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TRANSPORT,
+                                "%s: rank 0 could not make the NCCL unique id", what);
+    return BRG_OK;
 }
 
 /* ---- fabric state ---- */
@@ -491,7 +536,7 @@ static brg_status post(brg__transport *t, int is_send, int peer, uint64_t tag, v
     r->next_live = e->live;
     if (e->live) e->live->prev_live = r;
     e->live = r;
-    match_locked(f, e, r);
+    if (!f->multi_process) match_locked(f, e, r); /* the other side is in another process: nothing to match */
     pthread_mutex_unlock(&f->lock);
     *out = r;
     /* A send to self must meet its receive inside one group: never issue between the two halves. */
@@ -632,6 +677,9 @@ static void nccl_cancel(brg__transport *t, brg__request *r) {
     pthread_mutex_unlock(&f->lock);
 }
 
+/* Marks the fabric aborted (waking the other ranks of this process) and aborts this rank's communicators.
+ * One rank per process: the same, with no other endpoint to wake; peers learn of it through the CPU
+ * transport's stop_all or their own timeout. */
 static void nccl_abort(brg__transport *t, brg_status status) {
     endpoint *e = endpoint_of(t);
     char text[BRG_ERROR_MESSAGE_MAX];
@@ -708,6 +756,44 @@ static brg_status make_comms(brg__nccl_fabric *f, const int *physical, char *msg
     return BRG_OK;
 }
 
+/* A fabric for `ranks` ranks, none of whose endpoints is set up yet; NULL when out of memory. */
+static brg__nccl_fabric *fabric_new(int ranks, double timeout_seconds, int multi_process) {
+    brg__nccl_fabric *f = (brg__nccl_fabric *)calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->ranks = ranks;
+    f->multi_process = multi_process;
+    f->timeout = timeout_seconds;
+    if (!multi_process) f->queues = (pair_queue *)calloc((size_t)ranks * (size_t)ranks, sizeof *f->queues);
+    f->endpoints = (endpoint *)calloc((size_t)ranks, sizeof *f->endpoints);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int ok = (multi_process || f->queues) && f->endpoints && pthread_mutex_init(&f->lock, NULL) == 0;
+    if (ok && pthread_cond_init(&f->changed, &attr) != 0) {
+        pthread_mutex_destroy(&f->lock);
+        ok = 0;
+    }
+    f->sync_ready = ok;
+    pthread_condattr_destroy(&attr);
+    if (!ok) {
+        brg__nccl_fabric_destroy(f);
+        return NULL;
+    }
+    return f;
+}
+
+/* Sets up rank's endpoint, on GPU `device` (already reduced to the visible ones); 0 when out of memory. */
+static int endpoint_setup(brg__nccl_fabric *f, int rank, int device) {
+    endpoint *e = &f->endpoints[rank];
+    e->base.vt = &nccl_vtable;
+    e->base.rank = rank;
+    e->base.ranks = f->ranks;
+    e->fabric = f;
+    e->device = device;
+    e->routes = (route *)calloc((size_t)f->ranks, sizeof *e->routes);
+    return e->routes != NULL;
+}
+
 extern "C" brg_status brg__nccl_fabric_create(brg__nccl_fabric **out, int ranks, const int *devices,
                                               double timeout_seconds, char *msg) {
     int visible = brg__cuda_device_count();
@@ -721,36 +807,12 @@ extern "C" brg_status brg__nccl_fabric_create(brg__nccl_fabric **out, int ranks,
         if (devices[r] < 0)
             return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
                                     "NCCL transport: rank %d has device %d", r, devices[r]);
-    brg__nccl_fabric *f = (brg__nccl_fabric *)calloc(1, sizeof *f);
     int *physical = (int *)calloc((size_t)ranks, sizeof *physical);
-    if (!f || !physical) {
-        free(f);
-        free(physical);
-        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
-    }
-    f->ranks = ranks;
-    f->timeout = timeout_seconds;
-    f->queues = (pair_queue *)calloc((size_t)ranks * (size_t)ranks, sizeof *f->queues);
-    f->endpoints = (endpoint *)calloc((size_t)ranks, sizeof *f->endpoints);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    int ok = f->queues && f->endpoints && pthread_mutex_init(&f->lock, NULL) == 0;
-    if (ok && pthread_cond_init(&f->changed, &attr) != 0) {
-        pthread_mutex_destroy(&f->lock);
-        ok = 0;
-    }
-    f->sync_ready = ok;
-    pthread_condattr_destroy(&attr);
+    brg__nccl_fabric *f = physical ? fabric_new(ranks, timeout_seconds, 0) : NULL;
+    int ok = f != NULL;
     for (int r = 0; ok && r < ranks; r++) {
-        endpoint *e = &f->endpoints[r];
-        e->base.vt = &nccl_vtable;
-        e->base.rank = r;
-        e->base.ranks = ranks;
-        e->fabric = f;
-        e->device = physical[r] = devices[r] % visible;
-        e->routes = (route *)calloc((size_t)ranks, sizeof *e->routes);
-        ok = e->routes != NULL;
+        physical[r] = devices[r] % visible;
+        ok = endpoint_setup(f, r, physical[r]);
     }
     if (!ok) {
         brg__nccl_fabric_destroy(f);
@@ -767,11 +829,56 @@ extern "C" brg_status brg__nccl_fabric_create(brg__nccl_fabric **out, int ranks,
     return BRG_OK;
 }
 
+extern "C" brg_status brg__nccl_fabric_create_rank(brg__nccl_fabric **out, int rank, int ranks, int device,
+                                                   brg__bcast_fn bcast, void *bcast_ctx, double timeout_seconds,
+                                                   char *msg) {
+    int visible = brg__cuda_device_count();
+    if (visible == 0)
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_NO_DEVICE, "no CUDA device: %s",
+                                brg__cuda_no_device_reason());
+    if (!out || ranks < 1 || rank < 0 || rank >= ranks || device < 0 || !bcast)
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
+                                "NCCL transport: rank %d of %d on device %d with a broadcast is needed (rank in "
+                                "0..ranks-1, device >= 0)",
+                                rank, ranks, device);
+    brg__nccl_fabric *f = fabric_new(ranks, timeout_seconds, 1);
+    if (!f || !endpoint_setup(f, rank, device % visible)) {
+        brg__nccl_fabric_destroy(f);
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    endpoint *e = &f->endpoints[rank];
+    char what[96];
+    snprintf(what, sizeof what, "the NCCL communicator of rank %d of %d (GPU %d)", rank, ranks, e->device);
+    ncclUniqueId id;
+    ncclComm_t comm = NULL;
+    brg_status s = share_unique_id(&id, rank, bcast, bcast_ctx, what, msg);
+    if (s == BRG_OK) s = join_clique(&comm, 1, &id, ranks, rank, &e->device, timeout_seconds, what, msg);
+    if (s == BRG_OK && !own_comm(e, comm)) {
+        ncclCommAbort(comm);
+        s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    if (s != BRG_OK) {
+        brg__nccl_fabric_destroy(f);
+        return s;
+    }
+    for (int p = 0; p < ranks; p++) { /* every peer, and self, through the group's communicator */
+        e->routes[p].kind = ROUTE_NCCL;
+        e->routes[p].comm = comm;
+        e->routes[p].nccl_peer = p;
+    }
+    *out = f;
+    return BRG_OK;
+}
+
 extern "C" brg_status brg__nccl_fabric_attach(brg__nccl_fabric *f, int rank, brg__backend *be, char *msg) {
     if (!f || rank < 0 || rank >= f->ranks || !brg__cuda_backend_is(be))
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
                                 "NCCL transport: rank %d needs a CUDA backend", rank);
     endpoint *e = &f->endpoints[rank];
+    if (!e->fabric)
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
+                                "NCCL transport: rank %d is in another process (this fabric has one rank per process)",
+                                rank);
     int device = -1;
     void *compute = NULL, *transfer = NULL;
     brg__cuda_backend_streams(be, &device, &compute, &transfer);
@@ -785,13 +892,14 @@ extern "C" brg_status brg__nccl_fabric_attach(brg__nccl_fabric *f, int rank, brg
 }
 
 extern "C" brg__transport *brg__nccl_endpoint(brg__nccl_fabric *f, int rank) {
-    return f && rank >= 0 && rank < f->ranks ? &f->endpoints[rank].base : NULL;
+    return f && rank >= 0 && rank < f->ranks && f->endpoints[rank].fabric ? &f->endpoints[rank].base : NULL;
 }
 
 extern "C" void brg__nccl_fabric_destroy(brg__nccl_fabric *f) {
     if (!f) return;
     for (int r = 0; f->endpoints && r < f->ranks; r++) {
         endpoint *e = &f->endpoints[r];
+        if (!e->fabric) continue; /* never set up: another process's rank, or creation failed first */
         if (f->sync_ready) {
             pthread_mutex_lock(&f->lock);
             while (e->live) request_free_locked(f, e, e->live);

@@ -10,5 +10,6 @@
 #include "brigade/data.h"
 #include "brigade/train.h"
 #include "brigade/plan.h"
+#include "brigade/launch.h"
 
 #endif

@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,20 @@
 #include "cli.h"
 
 static const char *const command = "train";
+
+/* "brigade train: rank R: ..." on stderr, the rank named when the job has several. */
+__attribute__((format(printf, 2, 3)))
+static void rank_error(const brg_launch *l, const char *fmt, ...) {
+    char text[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (l->world > 1)
+        fprintf(stderr, "brigade train: rank %d of %d: %s\n", l->rank, l->world, text);
+    else
+        fprintf(stderr, "brigade train: %s\n", text);
+}
 
 static const char *recompute_name(brg_recompute r) {
     return r == BRG_RECOMPUTE_FULL ? "full" : r == BRG_RECOMPUTE_SELECTIVE ? "selective" : "none";
@@ -30,6 +45,7 @@ typedef struct train_args {
     int64_t steps;
     int64_t log_every;
     brg_train_options opts;
+    brg_launch launch; /* alone, or one rank of an mpirun / srun job */
 } train_args;
 
 /* Pipeline flags a plan also sets: given explicitly, they must agree with it. */
@@ -67,20 +83,28 @@ static void usage(FILE *f) {
             "  --threads N           OpenBLAS threads per stage (default: the cores divided among the stages)\n"
             "\n"
             "pipeline:\n"
-            "  --pp N                pipeline stages, one thread each (default 1)\n"
+            "  --pp N                pipeline stages, one thread each (default 1); under mpirun or srun, one\n"
+            "                        process each: N must be the job's size (default: the job's size)\n"
             "  --schedule KIND       gpipe, 1f1b, interleaved or zb-h1 (default 1f1b)\n"
             "  --chunks V            virtual stages per pipeline stage, for interleaved (default 1; 2 with interleaved)\n"
             "  --recompute POLICY    none, full or selective: what a stage keeps of a micro-batch until its\n"
             "                        backward (default none)\n"
             "  --split L1,L2,...     first layer of every stage after the first (pp x chunks - 1 layer indices);\n"
             "                        default: stages with as even forward + backward FLOPs as the layers allow\n"
-            "  --device KIND         cpu (fp32, OpenBLAS) or cuda (cuBLAS, NCCL; stage r on GPU r) (default cpu)\n"
+            "  --device KIND         cpu (fp32, OpenBLAS) or cuda (cuBLAS, NCCL; stage r on GPU r, or under\n"
+            "                        mpirun / srun on the GPU of its local rank) (default cpu)\n"
             "  --dtype TYPE          fp32, or bf16 on cuda: activations and GEMMs; weights stay fp32 (default fp32)\n"
             "  --trace FILE          write the last step's timeline as Chrome trace JSON (opens in Perfetto)\n"
             "  --timeout S           a stage waiting longer than S seconds on another fails the run (default 600)\n"
             "  --plan FILE           run a plan from brigade plan: it sets --pp, --chunks, --schedule, --split,\n"
             "                        --micro-batch, --micro-batches and each stage's recomputation; the plan must\n"
             "                        have been made for this model and this machine, with one replica (--dp 1)\n"
+            "\n"
+            "launch (one process per stage):\n"
+            "  mpirun -np N brigade train --model SPEC --pp N [flags]   (Open MPI; srun -n N under Slurm)\n"
+            "                        every process runs stage <its rank>; transfers go over MPI (CPU) or NCCL\n"
+            "                        (GPU); only rank 0 prints step lines and writes --stats and --trace (one\n"
+            "                        file, every rank's track); every rank must be given the same flags\n"
             "\n"
             "output:\n"
             "  --log-every N         print every Nth step (first and last always; default 1)\n"
@@ -452,9 +476,12 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
     brg_trainer *tr = NULL;
     brg_error err = {0};
     if (brg_trainer_create(&tr, g, &a->opts, &err) != BRG_OK) {
-        fprintf(stderr, "brigade train: %s\n", err.message);
+        rank_error(&a->launch, "%s", err.message);
         return BRG_EXIT_USAGE;
     }
+    if (a->launch.world > 1)
+        printf("job: %d processes launched by %s, one per stage; transfers over %s\n", a->launch.world,
+               a->launch.launcher, a->opts.backend == BRG_BACKEND_CUDA ? "NCCL" : "MPI");
     int64_t params = brg_graph_param_count(g);
     char mem[32], peaks[512];
     format_bytes(brg_trainer_memory_bytes(tr), mem, sizeof mem);
@@ -468,7 +495,7 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
     for (int64_t step = 1; step <= a->steps; step++) {
         brg_step_stats st;
         if (brg_trainer_step(tr, data, &st) != BRG_OK) {
-            fprintf(stderr, "brigade train: %s\n", brg_trainer_last_error(tr));
+            rank_error(&a->launch, "%s", brg_trainer_last_error(tr));
             rc = BRG_EXIT_FAILURE;
             break;
         }
@@ -511,7 +538,7 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
                r.seconds_after_first > 0 ? (double)r.tokens_after_first / r.seconds_after_first : 0.0, mem);
         if (a->trace) {
             if (brg_trainer_write_trace(tr, a->trace, &err) != BRG_OK) {
-                fprintf(stderr, "brigade train: --trace: %s\n", err.message);
+                rank_error(&a->launch, "--trace: %s", err.message);
                 rc = BRG_EXIT_FAILURE;
             } else {
                 printf("timeline of the last step: %s (open it in https://ui.perfetto.dev or chrome://tracing)\n",
@@ -519,7 +546,7 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
             }
         }
         printf("params fingerprint: %016" PRIx64 "\n", fingerprint);
-        if (a->stats && rc == BRG_EXIT_OK) rc = write_stats(a, cfg, &r, params, fingerprint);
+        if (a->stats && rc == BRG_EXIT_OK && a->launch.rank == 0) rc = write_stats(a, cfg, &r, params, fingerprint);
     }
     json_decref(r.steps);
     json_decref(r.ranks);
@@ -527,21 +554,75 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
     return rc;
 }
 
+static int train_model(train_args *a, int argc, char **argv);
+
+/* A hash of the command line, which every rank of a job must share. */
+static uint64_t command_line_key(int argc, char **argv) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int i = 1; i < argc; i++)
+        for (const unsigned char *p = (const unsigned char *)argv[i];; p++) {
+            h = (h ^ *p) * 0x100000001b3ULL;
+            if (!*p) break;
+        }
+    return h;
+}
+
+/* Under mpirun or srun: one stage per process, --pp the job's size. */
+static int join_launch(train_args *a, int argc, char **argv) {
+    const brg_launch *l = &a->launch;
+    if (l->world <= 1) return 0;
+    if (!(a->given & GIVEN_PP) && !a->plan) a->opts.stages = l->world;
+    if (a->opts.stages != l->world) {
+        rank_error(l, "%s%s gives %d pipeline stages, but %s started %d processes: one process runs each "
+                              "stage (start %d, or ask for --pp %d)",
+                           a->plan ? "the plan " : "--pp", a->plan ? a->plan : "", a->opts.stages, l->launcher,
+                           l->world, a->opts.stages, l->world);
+        return BRG_EXIT_USAGE;
+    }
+    a->opts.hosting = BRG_HOSTING_MPI;
+    a->opts.consistency_key = command_line_key(argc, argv);
+    return 0;
+}
+
+static int cmd_train(train_args *a, int argc, char **argv) {
+    int rc = parse_args(argc, argv, a);
+    if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
+    if (a->launch.rank == 0 && a->stats && (rc = check_writable(a->stats, "--stats")) != 0) return rc;
+    if (a->launch.rank == 0 && a->trace && (rc = check_writable(a->trace, "--trace")) != 0) return rc;
+    rc = train_model(a, argc, argv);
+    return rc;
+}
+
 int brg_cmd_train(int argc, char **argv) {
     train_args a = {0};
-    int rc = parse_args(argc, argv, &a);
-    if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
-    if (a.stats && (rc = check_writable(a.stats, "--stats")) != 0) return rc;
-    if (a.trace && (rc = check_writable(a.trace, "--trace")) != 0) return rc;
+    brg_error err = {0};
+    if (brg_launch_init(&a.launch, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: %s\n", err.message);
+        return BRG_EXIT_FAILURE;
+    }
+    /* Only rank 0 prints the run; the others speak only of their failures (stderr). */
+    if (a.launch.rank != 0 && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "brigade train: rank %d: silencing its output failed\n", a.launch.rank);
+        brg_launch_finalize(&a.launch, 1);
+        return BRG_EXIT_FAILURE;
+    }
+    int rc = cmd_train(&a, argc, argv);
+    fflush(stdout);
+    brg_launch_finalize(&a.launch, rc != BRG_EXIT_OK);
+    return rc;
+}
+
+static int train_model(train_args *a, int argc, char **argv) {
+    int rc;
     brg_model_config cfg;
     brg_error err = {0};
-    if (brg_model_parse(a.model, &cfg, &err) != BRG_OK) {
+    if (brg_model_parse(a->model, &cfg, &err) != BRG_OK) {
         fprintf(stderr, "brigade train: --model: %s\n", err.message);
         return BRG_EXIT_USAGE;
     }
     brg_data *data = NULL;
-    if (open_data(&a, &cfg, &data, &err) != BRG_OK) {
-        fprintf(stderr, "brigade train: %s%s\n", a.data ? "--data: " : "", err.message);
+    if (open_data(a, &cfg, &data, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: %s%s\n", a->data ? "--data: " : "", err.message);
         return BRG_EXIT_USAGE;
     }
     brg_graph *g = NULL;
@@ -550,12 +631,12 @@ int brg_cmd_train(int argc, char **argv) {
         brg_data_destroy(data);
         return BRG_EXIT_FAILURE;
     }
-    if (a.plan && (rc = apply_plan(&a, g)) != 0) {
+    if ((a->plan && (rc = apply_plan(a, g)) != 0) || (rc = join_launch(a, argc, argv)) != 0) {
         brg_graph_destroy(g);
         brg_data_destroy(data);
         return rc;
     }
-    rc = train(&a, &cfg, g, data);
+    rc = train(a, &cfg, g, data);
     brg_graph_destroy(g);
     brg_data_destroy(data);
     return rc;

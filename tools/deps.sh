@@ -1,7 +1,7 @@
 # Sourced by tools/check.sh and tools/quickstart.sh: installs, on Debian 12, the packages brigade needs
 # that are missing. Uses apt-get as root, or through sudo.
 brg_install_deps() {
-    local pkgs="gcc g++ meson ninja-build pkg-config python3 libhwloc-dev hwloc libjemalloc-dev libcunit1-dev
+    local pkgs="gcc g++ meson ninja-build pkg-config python3 libhwloc-dev hwloc libjemalloc-dev libcunit1-dev libopenmpi-dev openmpi-bin
                 libjansson-dev libopenblas-dev libxml2-dev ${BRG_EXTRA_PACKAGES:-}"
     local missing=""
     for p in $pkgs; do

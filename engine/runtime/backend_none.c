@@ -24,6 +24,20 @@ brg_status brg__nccl_fabric_create(brg__nccl_fabric **out, int ranks, const int 
                             "CUDA toolkit and NCCL are installed)");
 }
 
+brg_status brg__nccl_fabric_create_rank(brg__nccl_fabric **out, int rank, int ranks, int device, brg__bcast_fn bcast,
+                                        void *bcast_ctx, double timeout_seconds, char *msg) {
+    (void)out;
+    (void)rank;
+    (void)ranks;
+    (void)device;
+    (void)bcast;
+    (void)bcast_ctx;
+    (void)timeout_seconds;
+    return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_UNSUPPORTED,
+                            "this brigade was built without CUDA and NCCL (configure with -Dcuda=enabled where the "
+                            "CUDA toolkit and NCCL are installed)");
+}
+
 brg_status brg__nccl_fabric_attach(brg__nccl_fabric *f, int rank, struct brg__backend *be, char *msg) {
     (void)f;
     (void)rank;

@@ -19,11 +19,12 @@
 #include "backend.h"
 #include "cpu/cpu.h"
 #include "brigade/train.h"
+#include "hosting.h"
 #include "stage.h"
 #include "trainer_internal.h"
 #include "transport/transport.h"
 
-enum { TAG_ACTIVATION = 1, TAG_GRAD = 2, TAG_TIED = 3, TAG_NORM = 4 };
+enum { TAG_ACTIVATION = 1, TAG_GRAD = 2, TAG_TIED = 3, TAG_NORM = 4, TAG_SUMMARY = 5, TAG_FINGERPRINT = 6, TAG_TRACE = 7 };
 
 /* State of one (virtual stage, micro-batch) within a step. */
 typedef struct mb_state {
@@ -37,7 +38,8 @@ typedef struct vstage {
     int index; /* global virtual stage s */
     int rank;
     int first_layer, end_layer; /* layers [first_layer, end_layer) */
-    brg__stage *st;
+    int64_t op_begin, op_end;   /* its ops */
+    brg__stage *st;             /* NULL when its rank runs in another process */
     mb_state *mb; /* [micro_batches] */
     double *loss_sums; /* [micro_batches], last stage only */
 } vstage;
@@ -91,9 +93,18 @@ struct brg_trainer {
     int inject_optimizer_rank; /* -1: none */
     int trace_ready;
     int threads_per_rank; /* CPU kernel threads of each rank */
+    /* Hosting: this process runs ranks [local_begin, local_end): all of them as threads, or one of an MPI
+     * job, whose endpoint carries the exchanges of figures (and, on the CPU, the transfers). */
+    int local_begin, local_end;
+    brg__transport *mpi;
+    int64_t *rank_bytes; /* [ranks] bytes each rank's backend held at the last exchange (MPI) */
+    int node_ranks;      /* ranks sharing this node's cores */
     brg_status status;
     char error[BRG_ERROR_MESSAGE_MAX];
 };
+
+/* Whether this process runs `rank`. */
+static int is_local(const brg_trainer *t, int rank) { return rank >= t->local_begin && rank < t->local_end; }
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -129,6 +140,8 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
                 (double)o->grad_clip);
     BRG__OPTION(o->blas_threads >= 0, "blas_threads must be >= 0, got %d", o->blas_threads);
     BRG__OPTION(o->rendezvous == 0 || o->rendezvous == 1, "rendezvous must be 0 or 1, got %d", o->rendezvous);
+    BRG__OPTION(o->hosting == BRG_HOSTING_THREADS || o->hosting == BRG_HOSTING_MPI,
+                "hosting must be threads or mpi, got %d", (int)o->hosting);
     BRG__OPTION(o->stages >= 1 && o->stages <= 256, "stages must be 1 to 256, got %d", o->stages);
     BRG__OPTION(o->chunks >= 1 && o->chunks <= 64, "chunks must be 1 to 64, got %d", o->chunks);
     BRG__OPTION(o->backend == BRG_BACKEND_CPU || o->backend == BRG_BACKEND_CUDA, "backend must be cpu or cuda, got %d",
@@ -143,7 +156,54 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
         BRG__OPTION(o->stage_recompute[k] >= BRG_RECOMPUTE_NONE && o->stage_recompute[k] <= BRG_RECOMPUTE_SELECTIVE,
                     "stage_recompute entries must be none, full or selective, got %d", (int)o->stage_recompute[k]);
 #undef BRG__OPTION
+    if (o->hosting == BRG_HOSTING_MPI && !brg__mpi_built())
+        return brg__error_set(err, BRG_ERR_UNSUPPORTED,
+                              "training option hosting: this brigade was built without MPI (install Open MPI, "
+                              "libopenmpi-dev on Debian, and configure with -Dmpi=enabled)");
     return BRG_OK;
+}
+
+/* MPI hosting: this process's endpoint, and the check that every rank runs the same job, before anything
+ * is allocated. */
+static brg_status join_job(brg_trainer *t, const brg_train_options *o, brg_error *err) {
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status s = brg__mpi_transport_create(&t->mpi, o->mpi_comm, o->timeout_seconds, msg);
+    if (s != BRG_OK) return brg__error_set(err, s, "%s", msg);
+    if (t->mpi->ranks != o->stages)
+        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
+                              "the job has %d processes but the pipeline %d stages: one process runs each stage "
+                              "(start %d processes, e.g. mpirun -np %d, or ask for --pp %d)",
+                              t->mpi->ranks, o->stages, o->stages, o->stages, t->mpi->ranks);
+    t->local_begin = t->mpi->rank;
+    t->local_end = t->mpi->rank + 1;
+    int local_rank = 0;
+    s = brg__mpi_transport_local_rank(t->mpi, &local_rank, &t->node_ranks, msg);
+    if (s != BRG_OK) return brg__error_set(err, s, "%s", msg);
+    s = brg__exchange_check_job(t->mpi, brg__options_hash(o), brg__graph_hash(t->graph), o->consistency_key, msg);
+    return s == BRG_OK ? BRG_OK : brg__error_set(err, s, "%s", msg);
+}
+
+/* MPI hosting: every rank learns whether every other made its stage (a rank that failed says why in its
+ * own message) and how much memory each holds. */
+static brg_status agree_created(brg_trainer *t, brg_status mine, brg_error *err) {
+    int64_t me[2] = {(int64_t)mine, 0}, *all = calloc((size_t)t->ranks, sizeof me);
+    t->rank_bytes = calloc((size_t)t->ranks, sizeof *t->rank_bytes);
+    if (!all || !t->rank_bytes) mine = BRG_ERR_OUT_OF_MEMORY;
+    if (mine == BRG_OK) me[1] = t->workers[t->mpi->rank].be->vt->allocated(t->workers[t->mpi->rank].be);
+    me[0] = mine;
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status s = all ? brg__exchange_allgather(t->mpi, brg__transfer_tag(TAG_SUMMARY, 0, 0, 0), me, all, sizeof me, msg)
+                       : BRG_ERR_OUT_OF_MEMORY;
+    for (int r = 0; s == BRG_OK && r < t->ranks; r++) {
+        t->rank_bytes[r] = all[2 * r + 1];
+        if (all[2 * r] != BRG_OK && mine == BRG_OK)
+            s = brg__message_set(msg, sizeof msg, (brg_status)all[2 * r],
+                                 "rank %d could not make its stage (%s; its own message says why)", r,
+                                 brg_status_string((brg_status)all[2 * r]));
+    }
+    free(all);
+    if (mine != BRG_OK) return mine; /* this rank's own error is already in err */
+    return s == BRG_OK ? BRG_OK : brg__error_set(err, s, "%s", msg);
 }
 
 /* The graph's inputs must be "tokens" and "targets", I32 (BRG_BATCH, T) with the same T. */
@@ -258,7 +318,7 @@ static brg_status find_tied(brg_trainer *t) {
         int n = 0, first_stage = -1, several = 0;
         t->param_owner[p] = -1;
         for (int s = 0; s < t->n_stages; s++)
-            for (int64_t i = t->stages[s].st->op_begin; i < t->stages[s].st->op_end; i++)
+            for (int64_t i = t->stages[s].op_begin; i < t->stages[s].op_end; i++)
                 for (int q = 0; q < g->ops[i].n_inputs; q++)
                     if (g->ops[i].inputs[q] == param) {
                         if (first_stage < 0) first_stage = s;
@@ -274,7 +334,7 @@ static brg_status find_tied(brg_trainer *t) {
         tp->consumer_input = malloc((size_t)n * sizeof *tp->consumer_input);
         if (!tp->consumer_op || !tp->consumer_stage || !tp->consumer_input) return BRG_ERR_OUT_OF_MEMORY;
         for (int s = 0; s < t->n_stages; s++)
-            for (int64_t i = t->stages[s].st->op_begin; i < t->stages[s].st->op_end; i++)
+            for (int64_t i = t->stages[s].op_begin; i < t->stages[s].op_end; i++)
                 for (int q = 0; q < g->ops[i].n_inputs; q++)
                     if (g->ops[i].inputs[q] == param) {
                         tp->consumer_op[tp->n_consumers] = i;
@@ -284,7 +344,7 @@ static brg_status find_tied(brg_trainer *t) {
         /* Every holder sums all contributions itself: its gradient needs a buffer of its own. */
         for (int c = 0; c < tp->n_consumers; c++) {
             brg__stage *st = t->stages[tp->consumer_stage[c]].st;
-            BRG__CHECK(brg__stage_own_param_grad(st, p));
+            if (st) BRG__CHECK(brg__stage_own_param_grad(st, p));
         }
     }
     return BRG_OK;
@@ -318,22 +378,31 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
     int *devices = calloc((size_t)t->ranks, sizeof *devices);
     for (int r = 0; devices && r < t->ranks; r++) devices[r] = r;
     if (!devices && s == BRG_OK) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
-    if (s == BRG_OK && o->backend == BRG_BACKEND_CUDA)
+    int device = 0, local_ranks = 1;
+    if (s == BRG_OK && t->mpi && o->backend == BRG_BACKEND_CUDA) {
+        /* One GPU per process: the local rank's; NCCL's unique id goes from rank 0 over MPI. */
+        s = brg__mpi_transport_local_rank(t->mpi, &device, &local_ranks, msg);
+        if (s == BRG_OK)
+            s = brg__nccl_fabric_create_rank(&t->nccl, t->mpi->rank, t->ranks, device, brg__mpi_transport_bcast,
+                                             t->mpi, o->timeout_seconds, msg);
+    } else if (s == BRG_OK && o->backend == BRG_BACKEND_CUDA) {
         s = brg__nccl_fabric_create(&t->nccl, t->ranks, devices, o->timeout_seconds, msg);
-    else if (s == BRG_OK)
+    } else if (s == BRG_OK && !t->mpi) {
         s = brg__inproc_fabric_create(&t->fabric, t->ranks, o->rendezvous ? 0 : 1 << 16, o->timeout_seconds, msg);
+    }
     free(devices);
     size_t bt = (size_t)(o->micro_batch * t->seq);
     for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
         worker *w = &t->workers[r];
         w->trainer = t;
         w->rank = r;
-        w->tp = t->nccl ? brg__nccl_endpoint(t->nccl, r) : brg__inproc_endpoint(t->fabric, r);
+        if (!is_local(t, r)) continue; /* another process runs it */
+        w->tp = t->nccl ? brg__nccl_endpoint(t->nccl, r) : t->mpi ? t->mpi : brg__inproc_endpoint(t->fabric, r);
         w->host_tokens = malloc(bt * sizeof(int32_t));
         w->host_targets = malloc(bt * sizeof(int32_t));
         if (!w->host_tokens || !w->host_targets) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         if (s == BRG_OK && o->backend == BRG_BACKEND_CUDA)
-            s = brg__backend_cuda_create(&w->be, r, o->precision == BRG_PRECISION_BF16, msg);
+            s = brg__backend_cuda_create(&w->be, t->mpi ? device : r, o->precision == BRG_PRECISION_BF16, msg);
         else if (s == BRG_OK)
             s = brg__backend_cpu_create(&w->be, msg);
         if (s == BRG_OK && t->nccl) s = brg__nccl_fabric_attach(t->nccl, r, w->be, msg);
@@ -345,9 +414,11 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         v->rank = brg_schedule_stage_rank(t->schedule, k);
         v->first_layer = first[k];
         v->end_layer = first[k + 1];
-        int64_t op_begin = g->layers[v->first_layer].op_begin, op_end = g->layers[v->end_layer - 1].op_end;
+        v->op_begin = g->layers[v->first_layer].op_begin;
+        v->op_end = g->layers[v->end_layer - 1].op_end;
+        if (!is_local(t, v->rank)) continue;
         brg_recompute policy = o->stage_recompute ? o->stage_recompute[k] : o->recompute;
-        s = brg__stage_create(&v->st, g, t->workers[v->rank].be, op_begin, op_end, o->micro_batch,
+        s = brg__stage_create(&v->st, g, t->workers[v->rank].be, v->op_begin, v->op_end, o->micro_batch,
                               (int)o->micro_batches, policy, o->seed, dloss, msg);
         v->mb = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->mb) : NULL;
         v->loss_sums = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->loss_sums) : NULL;
@@ -389,9 +460,14 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     t->opts = *opts;
     t->opts.split = NULL; /* borrowed: not kept */
     t->opts.stage_recompute = NULL;
+    t->opts.mpi_comm = NULL;
     t->inject_stage = -1;
     t->inject_optimizer_rank = -1;
+    t->local_begin = 0;
+    t->local_end = opts->stages;
     brg_status s = find_inputs(t, err);
+    if (s == BRG_OK && opts->hosting == BRG_HOSTING_MPI) s = join_job(t, opts, err);
+    int joined = s == BRG_OK && t->mpi;
     if (s == BRG_OK) {
         t->opts.split = opts->split;
         t->opts.stage_recompute = opts->stage_recompute;
@@ -399,6 +475,7 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
         t->opts.split = NULL;
         t->opts.stage_recompute = NULL;
     }
+    if (joined) s = agree_created(t, s, err);
     if (s != BRG_OK) {
         brg_trainer_destroy(t);
         return s;
@@ -406,7 +483,7 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     int threads = opts->blas_threads;
     if (threads == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = (int)(cores / t->ranks);
+        threads = (int)(cores / (t->mpi ? t->node_ranks : t->ranks));
         if (threads < 1) threads = 1;
     }
     /* OpenBLAS runs single-threaded inside each call: its threaded paths round differently with the
@@ -442,6 +519,8 @@ void brg_trainer_destroy(brg_trainer *t) {
     }
     brg__inproc_fabric_destroy(t->fabric);
     brg__nccl_fabric_destroy(t->nccl);
+    if (t->mpi) t->mpi->vt->destroy(t->mpi);
+    free(t->rank_bytes);
     brg_schedule_destroy(t->schedule);
     free(t->tied);
     free(t->param_owner);
@@ -704,10 +783,10 @@ static brg_status wait_exchange(worker *w, pending *list, int n, const char *wha
 static brg_status reduce_tied(worker *w) {
     brg_trainer *t = w->trainer;
     const brg_graph *g = t->graph;
-    if (t->n_tied == 0) return BRG_OK;
-    int capacity = 0;
-    for (int i = 0; i < t->n_tied; i++) capacity += t->tied[i].n_consumers * t->ranks;
-    pending *list = calloc((size_t)capacity, sizeof *list);
+    if (t->n_tied <= 0) return BRG_OK;
+    size_t capacity = 0;
+    for (int i = 0; i < t->n_tied; i++) capacity += (size_t)t->tied[i].n_consumers * (size_t)t->ranks;
+    pending *list = calloc(capacity, sizeof *list);
     float ***parts = calloc((size_t)t->n_tied, sizeof *parts);
     int n = 0;
     brg_status s = list && parts ? BRG_OK : worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory reducing tied gradients");
@@ -935,6 +1014,7 @@ static void *worker_main(void *arg) {
 static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
     for (int k = 0; k < t->n_stages; k++) {
         vstage *v = &t->stages[k];
+        if (!v->st) continue;
         for (int64_t j = 0; j < t->opts.micro_batches; j++) {
             mb_state *m = &v->mb[j];
             m->forward_done = m->activations_sent = m->backward_input_done = m->backward_done = m->grads_sent = 0;
@@ -942,7 +1022,7 @@ static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
         }
         brg__stage_zero_grads(v->st);
     }
-    for (int r = 0; r < t->ranks; r++) {
+    for (int r = t->local_begin; r < t->local_end; r++) {
         worker *w = &t->workers[r];
         w->data = data;
         w->status = BRG_OK;
@@ -960,6 +1040,7 @@ static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
 static void cancel_pending(brg_trainer *t) {
     for (int k = 0; k < t->n_stages; k++) {
         vstage *v = &t->stages[k];
+        if (!v->st) continue;
         brg__transport *tp = t->workers[v->rank].tp;
         for (int64_t j = 0; j < t->opts.micro_batches; j++) {
             for (int64_t q = 0; q < v->st->n_recv; q++)
@@ -975,13 +1056,39 @@ static void cancel_pending(brg_trainer *t) {
 /* The origin of a failure: the first worker whose error is not the echo of another's. */
 static const worker *failed_worker(const brg_trainer *t) {
     const worker *echo = NULL;
-    for (int r = 0; r < t->ranks; r++) {
+    for (int r = t->local_begin; r < t->local_end; r++) {
         const worker *w = &t->workers[r];
         if (w->status == BRG_OK) continue;
         if (w->status != BRG_ERR_CANCELLED) return w;
         if (!echo) echo = w;
     }
     return echo;
+}
+
+/* What each rank tells the others at the end of a step (MPI hosting). */
+typedef struct rank_summary {
+    brg_rank_stats stats;
+    double loss_sum; /* the last rank's: the step's summed loss */
+    int64_t allocated;
+} rank_summary;
+
+/* MPI hosting: every rank's figures of the step, and the loss, to every rank. */
+static brg_status share_summaries(brg_trainer *t, double local_loss, double *loss_sum) {
+    rank_summary mine = {t->workers[t->mpi->rank].stats, local_loss, 0}, *all = calloc((size_t)t->ranks, sizeof mine);
+    if (!all) return trainer_fail(t, BRG_ERR_OUT_OF_MEMORY, "step %lld: out of memory", (long long)t->steps_done + 1);
+    worker *me = &t->workers[t->mpi->rank];
+    mine.allocated = me->be->vt->allocated(me->be);
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status s = brg__exchange_allgather(t->mpi, brg__transfer_tag(TAG_SUMMARY, 0, 0, 0), &mine, all, sizeof mine, msg);
+    if (s == BRG_OK) {
+        for (int r = 0; r < t->ranks; r++) {
+            if (r != t->mpi->rank) t->workers[r].stats = all[r].stats;
+            t->rank_bytes[r] = all[r].allocated;
+        }
+        *loss_sum = all[t->ranks - 1].loss_sum;
+    }
+    free(all);
+    return s == BRG_OK ? BRG_OK : trainer_fail(t, s, "step %lld: %s", (long long)t->steps_done + 1, msg);
 }
 
 brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stats) {
@@ -993,28 +1100,36 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
     double start = now_seconds();
     reset_step_state(t, data, start);
     t->trace_ready = 0;
-    if (t->ranks == 1) {
-        worker_main(&t->workers[0]);
+    if (t->local_end - t->local_begin == 1) {
+        worker_main(&t->workers[t->local_begin]);
     } else {
         int started = 0;
-        for (int r = 0; r < t->ranks; r++, started++)
+        for (int r = t->local_begin; r < t->local_end; r++, started++)
             if (pthread_create(&t->workers[r].thread, NULL, worker_main, &t->workers[r]) != 0) {
                 worker_fail(&t->workers[r], BRG_ERR_INTERNAL, "could not start the thread of rank %d", r);
                 t->workers[r].tp->vt->stop_all(t->workers[r].tp, BRG_ERR_INTERNAL);
                 break;
             }
-        for (int r = 0; r < started; r++) pthread_join(t->workers[r].thread, NULL);
+        for (int r = t->local_begin; r < t->local_begin + started; r++) pthread_join(t->workers[r].thread, NULL);
     }
     double seconds = now_seconds() - start;
     const worker *bad = failed_worker(t);
     if (bad) cancel_pending(t);
     if (bad) return trainer_fail(t, bad->status, "step %lld: %s", (long long)t->steps_done + 1, bad->msg);
+    for (int r = t->local_begin; r < t->local_end; r++) {
+        worker *w = &t->workers[r];
+        w->stats.bubble = seconds > 0 ? 1.0 - w->stats.compute_seconds / seconds : 0.0;
+        if (w->stats.bubble < 0) w->stats.bubble = 0;
+        w->stats.peak_bytes = w->be->vt->peak(w->be);
+        w->stats.activation_peak_bytes = w->stats.peak_bytes - w->held_at_start;
+    }
+    const vstage *last = &t->stages[t->n_stages - 1];
+    double loss_sum = 0.0;
+    for (int64_t j = 0; last->st && j < t->opts.micro_batches; j++) loss_sum += last->loss_sums[j];
+    if (t->mpi) BRG__CHECK(share_summaries(t, loss_sum, &loss_sum));
     t->steps_done++;
     t->next_sample += t->opts.micro_batches * t->opts.micro_batch;
     t->trace_ready = t->opts.record_trace;
-    const vstage *last = &t->stages[t->n_stages - 1];
-    double loss_sum = 0.0;
-    for (int64_t j = 0; j < t->opts.micro_batches; j++) loss_sum += last->loss_sums[j];
     int64_t tokens = t->opts.micro_batches * t->opts.micro_batch * t->seq;
     double loss = loss_sum / (double)tokens;
     if (!isfinite(loss))
@@ -1023,18 +1138,14 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
     double idle = 0.0;
     int64_t peak = 0;
     for (int r = 0; r < t->ranks; r++) {
-        worker *w = &t->workers[r];
-        w->stats.bubble = seconds > 0 ? 1.0 - w->stats.compute_seconds / seconds : 0.0;
-        if (w->stats.bubble < 0) w->stats.bubble = 0;
-        w->stats.peak_bytes = w->be->vt->peak(w->be);
-        w->stats.activation_peak_bytes = w->stats.peak_bytes - w->held_at_start;
+        const worker *w = &t->workers[r];
         idle += seconds - w->stats.compute_seconds;
         peak += w->stats.peak_bytes;
     }
     if (stats) {
         stats->step = t->steps_done;
         stats->loss = loss;
-        stats->grad_norm = t->norm_partials[t->graph->n_params];
+        stats->grad_norm = t->norm_partials[(size_t)t->local_begin * (size_t)(t->graph->n_params + 1) + (size_t)t->graph->n_params];
         stats->tokens = tokens;
         stats->seconds = seconds;
         stats->tokens_per_second = seconds > 0 ? (double)tokens / seconds : 0.0;
@@ -1063,19 +1174,60 @@ brg_status brg_trainer_split(const brg_trainer *t, int *first_layers, int capaci
     return BRG_OK;
 }
 
+/* MPI hosting: every rank's events to rank 0, in rank order (*all and *total on rank 0 only). */
+static brg_status gather_events(const brg_trainer *t, brg_trace_event **all, int64_t *total, char *msg) {
+    brg__transport *tp = t->mpi;
+    const worker *me = &t->workers[tp->rank];
+    int64_t *counts = calloc((size_t)t->ranks, sizeof *counts);
+    if (!counts) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    uint64_t tag = brg__transfer_tag(TAG_TRACE, 0, 0, 0);
+    brg_status s = brg__exchange_gather(tp, tag, &me->n_events, counts, sizeof *counts, msg);
+    if (s == BRG_OK && tp->rank != 0) {
+        brg__request *req = NULL;
+        s = tp->vt->post_send(tp, 0, tag, me->events, (size_t)me->n_events * sizeof *me->events, &req);
+        if (s == BRG_OK) s = tp->vt->wait(tp, req, msg);
+    } else if (s == BRG_OK) {
+        int64_t n = 0;
+        for (int r = 0; r < t->ranks; r++) n += counts[r];
+        *all = malloc((size_t)(n ? n : 1) * sizeof **all);
+        if (!*all) s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+        memcpy(*all, me->events, (size_t)me->n_events * sizeof **all);
+        *total = me->n_events;
+        for (int r = 1; r < t->ranks && s == BRG_OK; r++) {
+            brg__request *req = NULL;
+            s = tp->vt->post_recv(tp, r, tag, *all + *total, (size_t)counts[r] * sizeof **all, &req);
+            if (s == BRG_OK) s = tp->vt->wait(tp, req, msg);
+            *total += counts[r];
+        }
+    }
+    free(counts);
+    return s;
+}
+
 brg_status brg_trainer_write_trace(const brg_trainer *t, const char *path, brg_error *err) {
     if (!t || !path) return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_trainer_write_trace: NULL argument");
     if (!t->trace_ready)
         return brg__error_set(err, BRG_ERR_INVALID_USAGE,
                               "no timeline to write: set record_trace and run a step first");
-    int64_t total = 0;
-    for (int r = 0; r < t->ranks; r++) total += t->workers[r].n_events;
-    brg_trace_event *all = malloc((size_t)(total ? total : 1) * sizeof *all);
-    if (!all) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    brg_trace_event *all = NULL;
     int64_t n = 0;
-    for (int r = 0; r < t->ranks; r++) {
-        memcpy(all + n, t->workers[r].events, (size_t)t->workers[r].n_events * sizeof *all);
-        n += t->workers[r].n_events;
+    if (t->mpi) {
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        brg_status s = gather_events(t, &all, &n, msg);
+        if (s != BRG_OK) {
+            free(all);
+            return brg__error_set(err, s, "gathering the ranks' timelines: %s", msg);
+        }
+        if (t->mpi->rank != 0) return BRG_OK; /* rank 0 writes the merged file */
+    } else {
+        int64_t total = 0;
+        for (int r = 0; r < t->ranks; r++) total += t->workers[r].n_events;
+        all = malloc((size_t)(total ? total : 1) * sizeof *all);
+        if (!all) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+        for (int r = 0; r < t->ranks; r++) {
+            memcpy(all + n, t->workers[r].events, (size_t)t->workers[r].n_events * sizeof *all);
+            n += t->workers[r].n_events;
+        }
     }
     brg_status s = brg_trace_write(path, all, n, "stage", err);
     free(all);
@@ -1086,40 +1238,73 @@ static int compare_names(const void *a, const void *b) {
     return strcmp((*(const brg_tensor *const *)a)->name, (*(const brg_tensor *const *)b)->name);
 }
 
-/* The copy of parameter p held by its owner stage. */
+/* The copy of parameter p held by its owner stage, when this process runs that stage. */
 static const float *param_copy(const brg_trainer *t, int64_t p, brg__backend **be) {
     int owner = t->param_owner[p];
-    if (owner < 0) return NULL;
+    if (owner < 0 || !is_local(t, t->stages[owner].rank)) return NULL;
     *be = t->workers[t->stages[owner].rank].be;
     return t->stages[owner].st->param[p];
+}
+
+/* Each parameter's hash (of its bytes) by its owner's process; 0 for parameters owned elsewhere or
+ * read by no op. */
+static brg_status local_param_hashes(const brg_trainer *t, uint64_t *h) {
+    const brg_graph *g = t->graph;
+    for (int64_t p = 0; p < g->n_params; p++) {
+        brg__backend *be = NULL;
+        const float *src = param_copy(t, p, &be);
+        h[p] = 0;
+        if (!src) continue;
+        int64_t n = brg__tensor_numel(g->params[p], 1);
+        float *host = malloc((size_t)n * sizeof(float));
+        if (!host) return BRG_ERR_OUT_OF_MEMORY;
+        be->vt->download(be, host, src, (size_t)n * sizeof(float));
+        h[p] = brg__fnv1a(BRG__FNV_OFFSET, host, (size_t)n * sizeof(float));
+        free(host);
+    }
+    return BRG_OK;
 }
 
 brg_status brg_trainer_fingerprint(const brg_trainer *t, uint64_t *out) {
     if (!t || !out) return BRG_ERR_INVALID_ARGUMENT;
     const brg_graph *g = t->graph;
-    brg_tensor **sorted = malloc((size_t)(g->n_params ? g->n_params : 1) * sizeof *sorted);
-    if (!sorted) return BRG_ERR_OUT_OF_MEMORY;
-    memcpy(sorted, g->params, (size_t)g->n_params * sizeof *sorted);
-    qsort(sorted, (size_t)g->n_params, sizeof *sorted, compare_names);
-    uint64_t h = BRG__FNV_OFFSET;
-    brg_status st = BRG_OK;
-    for (int64_t i = 0; i < g->n_params && st == BRG_OK; i++) {
-        brg__backend *be = NULL;
-        const float *src = param_copy(t, sorted[i]->param_index, &be);
-        if (!src) continue; /* a parameter no op reads */
-        int64_t n = brg__tensor_numel(sorted[i], 1);
-        float *host = malloc((size_t)n * sizeof(float));
-        if (!host) {
-            st = BRG_ERR_OUT_OF_MEMORY;
-            break;
+    size_t np = (size_t)(g->n_params ? g->n_params : 1);
+    brg_tensor **sorted = malloc(np * sizeof *sorted);
+    uint64_t *h = calloc(np, sizeof *h);
+    uint64_t *all = t->mpi && t->mpi->rank == 0 ? calloc(np * (size_t)t->ranks, sizeof *all) : NULL;
+    brg_status st = sorted && h && (!t->mpi || t->mpi->rank != 0 || all) ? BRG_OK : BRG_ERR_OUT_OF_MEMORY;
+    if (st == BRG_OK) st = local_param_hashes(t, h);
+    if (t->mpi) { /* collective: every rank takes part, even after a local failure */
+        char msg[BRG_ERROR_MESSAGE_MAX];
+        uint64_t tag = brg__transfer_tag(TAG_FINGERPRINT, 0, 0, 0);
+        brg_status s = h ? brg__exchange_gather(t->mpi, tag, h, all, np * sizeof *h, msg) : BRG_ERR_OUT_OF_MEMORY;
+        if (st == BRG_OK) st = s;
+        for (int64_t p = 0; st == BRG_OK && all && p < g->n_params; p++) {
+            int owner = t->param_owner[p];
+            h[p] = owner >= 0 ? all[(size_t)t->stages[owner].rank * np + (size_t)p] : 0;
         }
-        be->vt->download(be, host, src, (size_t)n * sizeof(float));
-        h = brg__fnv1a(h, sorted[i]->name, strlen(sorted[i]->name) + 1);
-        h = brg__fnv1a(h, host, (size_t)n * sizeof(float));
-        free(host);
+    }
+    uint64_t fp = BRG__FNV_OFFSET;
+    if (st == BRG_OK && sorted && h) {
+        memcpy(sorted, g->params, (size_t)g->n_params * sizeof *sorted);
+        qsort(sorted, (size_t)g->n_params, sizeof *sorted, compare_names);
+        for (int64_t i = 0; i < g->n_params; i++) {
+            if (t->param_owner[sorted[i]->param_index] < 0) continue; /* a parameter no op reads */
+            fp = brg__fnv1a(fp, sorted[i]->name, strlen(sorted[i]->name) + 1);
+            fp = brg__fnv1a(fp, &h[sorted[i]->param_index], sizeof(uint64_t));
+        }
+    }
+    if (t->mpi) { /* rank 0's verdict: its status and the fingerprint */
+        uint64_t verdict[2] = {(uint64_t)st, fp};
+        char msg[BRG_ERROR_MESSAGE_MAX];
+        brg_status s = brg__exchange_bcast(t->mpi, brg__transfer_tag(TAG_FINGERPRINT, 0, 0, 1), verdict, sizeof verdict, msg);
+        if (st == BRG_OK) st = s != BRG_OK ? s : (brg_status)verdict[0];
+        fp = verdict[1];
     }
     free(sorted);
-    if (st == BRG_OK) *out = h;
+    free(h);
+    free(all);
+    if (st == BRG_OK) *out = fp;
     return st;
 }
 
@@ -1129,9 +1314,10 @@ brg_status brg_trainer_get_param(const brg_trainer *t, const char *name, float *
     for (int64_t p = 0; p < g->n_params; p++) {
         if (strcmp(g->params[p]->name, name) != 0) continue;
         if (brg__tensor_numel(g->params[p], 1) != count) return BRG_ERR_SHAPE;
+        if (t->param_owner[p] < 0) return BRG_ERR_NAME;
         brg__backend *be = NULL;
         const float *src = param_copy(t, p, &be);
-        if (!src) return BRG_ERR_NAME;
+        if (!src) return BRG_ERR_NOT_FOUND; /* held by a rank of another process */
         be->vt->download(be, dst, src, (size_t)count * sizeof(float));
         return BRG_OK;
     }
@@ -1140,7 +1326,8 @@ brg_status brg_trainer_get_param(const brg_trainer *t, const char *name, float *
 
 int64_t brg_trainer_memory_bytes(const brg_trainer *t) {
     int64_t total = 0;
-    for (int r = 0; t && r < t->ranks; r++) total += t->workers[r].be->vt->allocated(t->workers[r].be);
+    for (int r = 0; t && r < t->ranks; r++)
+        total += t->mpi ? t->rank_bytes[r] : t->workers[r].be->vt->allocated(t->workers[r].be);
     return total;
 }
 

@@ -1,6 +1,7 @@
 /* The transport between pipeline ranks: point-to-point messages, matched in order on each ordered pair
  * of ranks (the k-th send from a to b meets the k-th receive on b from a, as NCCL orders them).
- * Implementations: in-process (threads; engine/transport/inproc.c) and NCCL (cuda/nccl_transport.cu). Internal.
+ * Implementations: in-process (threads; engine/transport/inproc.c), MPI (processes; engine/transport/mpi.c)
+ * and NCCL (cuda/nccl_transport.cu: threads of one process, or one process per rank). Internal.
  *
  * Sends and receives are posted and complete later (brg__transport_wait), so transfers overlap compute.
  * A transport can be aborted (a worker failed): every pending and later wait returns BRG_ERR_CANCELLED
@@ -79,5 +80,38 @@ brg_status brg__nccl_fabric_create(brg__nccl_fabric **out, int ranks, const int 
 brg_status brg__nccl_fabric_attach(brg__nccl_fabric *f, int rank, struct brg__backend *be, char *msg);
 brg__transport *brg__nccl_endpoint(brg__nccl_fabric *f, int rank);
 void brg__nccl_fabric_destroy(brg__nccl_fabric *f);
+
+/* Broadcasts `bytes` at buf from rank `root` to every rank of a group, within the group's timeout
+ * (the bootstrap of a multi-process NCCL group: MPI, through brg__mpi_transport_bcast). */
+typedef brg_status (*brg__bcast_fn)(void *ctx, void *buf, size_t bytes, int root, char *msg);
+
+/* The endpoint of this process in a group of `ranks` processes (one rank each, on GPU `device` of this
+ * node): rank 0 makes the NCCL unique id, `bcast` hands it to every rank, then ncclCommInitRankConfig
+ * (blocking = 0) polled with the timeout, so that a rank that never joins ends in BRG_ERR_TIMEOUT, not
+ * a host blocked in NCCL. Peers are in other processes: the host-side match of tags and sizes that the
+ * one-process fabric does is not possible, so sizes are the receiver's (the CPU transports check
+ * them, on the same instruction streams). Needs brg__nccl_fabric_attach(f, rank, be) before posts. Same
+ * statuses as brg__nccl_fabric_create. */
+brg_status brg__nccl_fabric_create_rank(brg__nccl_fabric **out, int rank, int ranks, int device, brg__bcast_fn bcast,
+                                        void *bcast_ctx, double timeout_seconds, char *msg);
+
+/* ---- MPI transport: one process per rank (engine/transport/mpi.c; built when MPI is found) ---- */
+
+/* Whether this build has the MPI transport. */
+int brg__mpi_built(void);
+
+/* This process's endpoint in the communicator *comm (an MPI_Comm *; NULL: MPI_COMM_WORLD), which it
+ * duplicates (its messages never meet the application's). MPI must be initialized with at least
+ * MPI_THREAD_SERIALIZED. Collective: every rank of the communicator calls it. Waits poll MPI_Test, so
+ * they honour the timeout (<= 0: never) and an abort from any rank (stop_all tells every peer).
+ * BRG_OK; BRG_ERR_INVALID_USAGE (MPI not initialized, or at a lower thread level); BRG_ERR_TRANSPORT;
+ * BRG_ERR_OUT_OF_MEMORY; BRG_ERR_UNSUPPORTED in a build without MPI. */
+brg_status brg__mpi_transport_create(brg__transport **out, const void *comm, double timeout_seconds, char *msg);
+
+/* brg__bcast_fn over an MPI endpoint (ctx: the brg__transport *). */
+brg_status brg__mpi_transport_bcast(void *ctx, void *buf, size_t bytes, int root, char *msg);
+
+/* This rank's index among the ranks of the endpoint's communicator on its node, and their number. */
+brg_status brg__mpi_transport_local_rank(brg__transport *t, int *local_rank, int *local_ranks, char *msg);
 
 #endif

@@ -70,6 +70,12 @@ typedef enum brg_backend_kind {
     BRG_BACKEND_CUDA = 1, /* cuBLAS and NCCL: rank r on GPU r % (GPUs visible) */
 } brg_backend_kind;
 
+/* Where the ranks live. */
+typedef enum brg_hosting {
+    BRG_HOSTING_THREADS = 0, /* one thread per rank, in this process */
+    BRG_HOSTING_MPI = 1,     /* one process per rank, launched by mpirun or srun */
+} brg_hosting;
+
 typedef struct brg_train_options {
     int64_t micro_batch;   /* samples per micro-batch (binds BRG_BATCH); >= 1 */
     int64_t micro_batches; /* micro-batches per step (gradient accumulation); >= 1 */
@@ -105,11 +111,20 @@ typedef struct brg_train_options {
      * send before posting the receive its peer waits on, which would hang there, then fails here with a
      * timeout; results are the same either way. 0 (buffered) by default; CUDA ranks ignore it. */
     int rendezvous;
+    /* How ranks are hosted. BRG_HOSTING_THREADS: every rank is a thread of this process. BRG_HOSTING_MPI:
+     * this process is one rank of an MPI job (include/brigade/launch.h): stage r runs in the process of rank
+     * r of the communicator, which must have exactly `stages` ranks; every rank creates the trainer with
+     * the same options and model (checked at creation: a hash of both, with `consistency_key`, compared
+     * across ranks), and steps it together. CPU ranks talk through MPI, CUDA ranks through NCCL (bootstrapped
+     * over MPI), each on the GPU of its local rank. */
+    brg_hosting hosting;
+    const void *mpi_comm;     /* BRG_HOSTING_MPI: an MPI_Comm * to run on; NULL: MPI_COMM_WORLD. Borrowed during create */
+    uint64_t consistency_key; /* BRG_HOSTING_MPI: anything else every rank must agree on (the CLI: its flags) */
 } brg_train_options;
 
 #define BRG_TRAIN_OPTIONS_INIT                                                                             \
     {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0, 1, 1, BRG_SCHEDULE_1F1B, BRG_RECOMPUTE_NONE, NULL, 0, \
-     600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0, 0}
+     600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0, 0, BRG_HOSTING_THREADS, NULL, 0}
 
 /* Per rank figures of the last step. */
 typedef struct brg_rank_stats {
@@ -142,13 +157,15 @@ typedef struct brg_step_stats {
 brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_train_options *opts,
                               brg_error *err);
 
-/* Runs one training step on the next global batch of `data` (samples numbered from 0 across steps).
+/* Runs one training step on the next global batch of `data` (samples numbered from 0 across steps). Under
+ * MPI hosting every rank steps together, each with its own data source over the same samples.
  * stats (may be NULL) receives the step's figures. Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL, a data
  * source whose vocabulary or sequence length does not fit the graph, a token or target out of range);
  * BRG_ERR_BACKEND. After a failure the trainer is in error and later steps return the same status. */
 brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stats);
 
-/* Figures of rank `rank` in the last step. BRG_OK, BRG_ERR_INVALID_ARGUMENT or BRG_ERR_NOT_FOUND. */
+/* Figures of rank `rank` in the last step (under MPI hosting, every rank's, exchanged at the step's end).
+ * BRG_OK, BRG_ERR_INVALID_ARGUMENT or BRG_ERR_NOT_FOUND. */
 brg_status brg_trainer_rank_stats(const brg_trainer *t, int rank, brg_rank_stats *out);
 
 /* Number of ranks (pipeline stages). */
@@ -158,19 +175,25 @@ int brg_trainer_rank_count(const brg_trainer *t);
  * number. BRG_OK, BRG_ERR_INVALID_ARGUMENT (NULL, capacity too small). */
 brg_status brg_trainer_split(const brg_trainer *t, int *first_layers, int capacity, int *count);
 
-/* Writes the last step's measured timeline as Chrome trace JSON (needs record_trace). BRG_OK;
- * BRG_ERR_INVALID_USAGE (no step recorded); BRG_ERR_IO (err names the path). */
+/* Writes the last step's measured timeline as Chrome trace JSON (needs record_trace). Under MPI hosting
+ * every rank calls it and rank 0 writes one file holding every rank's track (each rank's times count from
+ * its own start of the step). BRG_OK; BRG_ERR_INVALID_USAGE (no step recorded); BRG_ERR_IO (err names
+ * the path). */
 brg_status brg_trainer_write_trace(const brg_trainer *t, const char *path, brg_error *err);
 
-/* A 64-bit hash of every parameter's bytes in canonical (name) order: two runs with the same hash have
- * bitwise the same parameters. Returns BRG_OK or BRG_ERR_INVALID_ARGUMENT. */
+/* A 64-bit hash of every parameter's bytes in canonical (name) order (FNV-1a over each name and the
+ * FNV-1a of its bytes): two runs with the same hash have bitwise the same parameters, however they were
+ * hosted. Under MPI hosting every rank calls it (collective) and gets the same value. Returns BRG_OK,
+ * BRG_ERR_INVALID_ARGUMENT, BRG_ERR_OUT_OF_MEMORY, or a transport's status. */
 brg_status brg_trainer_fingerprint(const brg_trainer *t, uint64_t *out);
 
 /* Copies parameter `name` (count elements) into dst. BRG_ERR_NAME for an unknown name, BRG_ERR_SHAPE for a
- * wrong count, BRG_ERR_INVALID_ARGUMENT for NULLs. */
+ * wrong count, BRG_ERR_INVALID_ARGUMENT for NULLs, BRG_ERR_NOT_FOUND under MPI hosting for a parameter
+ * only another process's stage holds. */
 brg_status brg_trainer_get_param(const brg_trainer *t, const char *name, float *dst, int64_t count);
 
-/* Bytes the backend holds now (parameters, optimizer state, gradients, activations). */
+/* Bytes the backends hold now (parameters, optimizer state, gradients, activations), all ranks together
+ * (under MPI hosting, as of the last step's end, or creation). */
 int64_t brg_trainer_memory_bytes(const brg_trainer *t);
 
 /* The message of the last failure ("" if none). Never NULL; owned by the trainer. */
