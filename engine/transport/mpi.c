@@ -27,7 +27,9 @@
 #include <string.h>
 #include <time.h>
 
-#define CHUNK_BYTES ((size_t)1 << 30) /* largest piece of one MPI message */
+static size_t CHUNK_BYTES = (size_t)1 << 30; /* largest piece of one MPI message */
+
+void brg__mpi_set_piece_bytes(size_t bytes) { CHUNK_BYTES = bytes ? bytes : (size_t)1 << 30; }
 
 typedef struct mpi_endpoint {
     brg__transport base; /* first */
@@ -265,8 +267,10 @@ static void mpi_destroy(brg__transport *t) {
         }
         for (int p = 0; e->notice_sends && p < t->ranks; p++)
             if (e->notice_sends[p] != MPI_REQUEST_NULL) MPI_Request_free(&e->notice_sends[p]);
-        if (e->have_ctrl) MPI_Comm_free(&e->ctrl);
-        if (e->have_comm) MPI_Comm_free(&e->comm);
+        /* After an abort, messages of the failed exchange may still be in flight; a freed communicator's
+         * context can be reused by the next one, where they would meet its receives. Keep it. */
+        if (e->have_ctrl && e->aborted == BRG_OK) MPI_Comm_free(&e->ctrl);
+        if (e->have_comm && e->aborted == BRG_OK) MPI_Comm_free(&e->comm);
     }
     free(e->notice_sends);
     free(e);
@@ -375,6 +379,8 @@ brg_status brg__mpi_transport_local_rank(brg__transport *t, int *local_rank, int
 #else /* no MPI in this build */
 
 int brg__mpi_built(void) { return 0; }
+
+void brg__mpi_set_piece_bytes(size_t bytes) { (void)bytes; }
 
 brg_status brg__mpi_transport_create(brg__transport **out, const void *comm, double timeout_seconds, char *msg) {
     (void)out;

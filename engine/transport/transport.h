@@ -111,6 +111,10 @@ brg_status brg__mpi_transport_create(brg__transport **out, const void *comm, dou
 /* brg__bcast_fn over an MPI endpoint (ctx: the brg__transport *). */
 brg_status brg__mpi_transport_bcast(void *ctx, void *buf, size_t bytes, int root, char *msg);
 
+/* Sets the largest piece a message is cut into (default, and 0: 1 GiB, below MPI's int counts). For tests
+ * of messages in several pieces. */
+void brg__mpi_set_piece_bytes(size_t bytes);
+
 /* This rank's index among the ranks of the endpoint's communicator on its node, and their number. */
 brg_status brg__mpi_transport_local_rank(brg__transport *t, int *local_rank, int *local_ranks, char *msg);
 
