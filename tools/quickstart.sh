@@ -3,7 +3,8 @@
 # GPT-2 XL on one DGX H100 node (or on the cluster described by the file given) and prints the review; then
 # measures a small GPT's layers on this machine, plans it for this machine's cores, and trains it with that
 # plan through the pipeline on the built-in synthetic task (repeating random 4-token patterns), printing
-# every step, the parameters' fingerprint, and the predicted throughput beside the measured one.
+# every step, the parameters' fingerprint, and the predicted throughput beside the measured one; then runs
+# a 2-stage pipeline as two threads and as two processes under mpirun and shows their fingerprints equal.
 #   tools/quickstart.sh [cluster.json]
 #   BRG_BUILD=dir         build directory (default build-release)
 #   BRG_PLAN_MODEL=spec   the model planned on the cluster (default gpt2-xl)
@@ -59,6 +60,22 @@ print("throughput: predicted %.0f tokens/s from the measured layers, trained at 
       % (predicted, measured, 100.0 * (measured / predicted - 1.0)))
 EOF
 echo
+# 3. The same pipeline as one process per stage, as on a cluster: mpirun, transfers over MPI.
+if command -v mpirun >/dev/null 2>&1 && "$brigade" train --help | grep -q "mpirun -np N"; then
+    mpi=(mpirun --oversubscribe -np 2)
+    if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+    flags=(train --model "$model" --pp 2 --schedule 1f1b --micro-batch 2 --micro-batches 8 --steps 30 --lr 2e-3 --log-every 10)
+    echo "== $model as a 2-stage pipeline: two threads of one process, then two processes under mpirun =="
+    threads=$("$brigade" "${flags[@]}" | tee /dev/stderr | sed -n 's/^params fingerprint: //p')
+    procs=$("${mpi[@]}" "$brigade" "${flags[@]}" | tee /dev/stderr | sed -n 's/^params fingerprint: //p')
+    if [ -n "$threads" ] && [ "$threads" = "$procs" ]; then
+        echo "fingerprints: threads $threads, mpirun $procs: bitwise the same parameters"
+    else
+        echo "fingerprints differ: threads '$threads', mpirun '$procs'" >&2
+        exit 1
+    fi
+    echo
+fi
 echo "review of the $big plan: $build/quickstart-report.md, with its pictures beside it (quickstart-report-gantt.svg,"
 echo "  -memory.svg, -placement.svg): open it in a Markdown previewer (VS Code, GitHub), or the .svg files in a browser"
 echo "predicted timeline of that plan: $build/quickstart-plan-trace.json; measured timeline of the small GPT's last step:"

@@ -44,9 +44,11 @@ typedef struct mpi_endpoint {
     int notice_out[2];
     MPI_Request *notice_sends; /* [ranks] */
     int have_comm, have_ctrl;
+    struct brg__request *spare; /* one-piece requests kept for reuse: no allocation per message */
 } mpi_endpoint;
 
 struct brg__request {
+    struct brg__request *next_spare;
     int is_recv, peer, mpi_tag;
     uint64_t tag;
     size_t bytes;
@@ -79,10 +81,17 @@ static int fold_tag(const mpi_endpoint *e, uint64_t tag) {
 
 static int pieces(size_t bytes) { return bytes == 0 ? 1 : (int)((bytes + CHUNK_BYTES - 1) / CHUNK_BYTES); }
 
-static brg__request *new_request(int is_recv, int peer, uint64_t tag, int mpi_tag, size_t bytes) {
+static brg__request *new_request(mpi_endpoint *e, int is_recv, int peer, uint64_t tag, int mpi_tag, size_t bytes) {
     int n = pieces(bytes);
-    brg__request *r = calloc(1, sizeof *r + (size_t)n * sizeof(MPI_Request));
-    if (!r) return NULL;
+    brg__request *r = NULL;
+    if (n == 1 && e->spare) {
+        r = e->spare;
+        e->spare = r->next_spare;
+    } else {
+        r = malloc(sizeof *r + (size_t)n * sizeof(MPI_Request));
+        if (!r) return NULL;
+    }
+    r->next_spare = NULL;
     r->is_recv = is_recv;
     r->peer = peer;
     r->tag = tag;
@@ -93,7 +102,17 @@ static brg__request *new_request(int is_recv, int peer, uint64_t tag, int mpi_ta
     return r;
 }
 
-static void release_request(brg__request *r) {
+/* A finished request back to the endpoint's spares (one piece) or to the heap. */
+static void free_request(mpi_endpoint *e, brg__request *r) {
+    if (r->n == 1) {
+        r->next_spare = e->spare;
+        e->spare = r;
+    } else {
+        free(r);
+    }
+}
+
+static void release_request(mpi_endpoint *e, brg__request *r) {
     for (int i = 0; i < r->n; i++)
         if (r->reqs[i] != MPI_REQUEST_NULL) {
             if (r->is_recv) {
@@ -103,7 +122,7 @@ static void release_request(brg__request *r) {
                 MPI_Request_free(&r->reqs[i]); /* the send completes on its own, or dies with the job */
             }
         }
-    free(r);
+    free_request(e, r);
 }
 
 static brg_status check_peer(brg__transport *t, int peer) {
@@ -115,7 +134,7 @@ static brg_status post(brg__transport *t, int is_recv, int peer, uint64_t tag, v
     BRG__CHECK(check_peer(t, peer));
     mpi_endpoint *e = endpoint_of(t);
     if (e->aborted != BRG_OK) return BRG_ERR_CANCELLED;
-    brg__request *r = new_request(is_recv, peer, tag, fold_tag(e, tag), bytes);
+    brg__request *r = new_request(e, is_recv, peer, tag, fold_tag(e, tag), bytes);
     if (!r) return BRG_ERR_OUT_OF_MEMORY;
     for (int i = 0; i < r->n; i++) {
         size_t off = (size_t)i * CHUNK_BYTES, len = bytes - off < CHUNK_BYTES ? bytes - off : CHUNK_BYTES;
@@ -123,7 +142,7 @@ static brg_status post(brg__transport *t, int is_recv, int peer, uint64_t tag, v
         int rc = is_recv ? MPI_Irecv(p, (int)len, MPI_BYTE, peer, MPI_ANY_TAG, e->comm, &r->reqs[i])
                          : MPI_Isend(p, (int)len, MPI_BYTE, peer, r->mpi_tag, e->comm, &r->reqs[i]);
         if (rc != MPI_SUCCESS) {
-            release_request(r);
+            release_request(e, r);
             return BRG_ERR_TRANSPORT;
         }
     }
@@ -185,14 +204,14 @@ static brg_status mpi_wait(brg__transport *t, brg__request *r, char *msg) {
     mpi_endpoint *e = endpoint_of(t);
     MPI_Status stack[4], *st = r->n <= 4 ? stack : malloc((size_t)r->n * sizeof *st);
     if (!st) {
-        release_request(r);
+        release_request(e, r);
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    double start = now_seconds();
+    double start = 0.0; /* read at the first check: a message already there costs no clock read */
     brg_status s = BRG_OK;
     for (unsigned spin = 0;; spin++) {
         int flag = 0;
-        int rc = MPI_Testall(r->n, r->reqs, &flag, st);
+        int rc = r->n == 1 ? MPI_Test(&r->reqs[0], &flag, &st[0]) : MPI_Testall(r->n, r->reqs, &flag, st);
         if (rc != MPI_SUCCESS) {
             int code = rc;
             for (int i = 0; rc == MPI_ERR_IN_STATUS && i < r->n; i++)
@@ -208,6 +227,7 @@ static brg_status mpi_wait(brg__transport *t, brg__request *r, char *msg) {
             break;
         }
         if ((spin & 63) != 63) continue;
+        if (start == 0.0) start = now_seconds();
         double waited = now_seconds() - start;
         if (notice_arrived(e)) {
             if (e->abort_from >= 0)
@@ -232,15 +252,14 @@ static brg_status mpi_wait(brg__transport *t, brg__request *r, char *msg) {
     }
     if (st != stack) free(st);
     if (s == BRG_OK)
-        free(r);
+        free_request(e, r);
     else
-        release_request(r);
+        release_request(e, r);
     return s;
 }
 
 static void mpi_cancel(brg__transport *t, brg__request *r) {
-    (void)t;
-    if (r) release_request(r);
+    if (r) release_request(endpoint_of(t), r);
 }
 
 static void mpi_stop_all(brg__transport *t, brg_status status) {
@@ -271,6 +290,10 @@ static void mpi_destroy(brg__transport *t) {
          * context can be reused by the next one, where they would meet its receives. Keep it. */
         if (e->have_ctrl && e->aborted == BRG_OK) MPI_Comm_free(&e->ctrl);
         if (e->have_comm && e->aborted == BRG_OK) MPI_Comm_free(&e->comm);
+    }
+    for (brg__request *r = e->spare, *next; r; r = next) {
+        next = r->next_spare;
+        free(r);
     }
     free(e->notice_sends);
     free(e);
