@@ -841,8 +841,13 @@ extern "C" brg_status brg__nccl_fabric_create_rank(brg__nccl_fabric **out, int r
                                 "NCCL transport: rank %d of %d on device %d with a broadcast is needed (rank in "
                                 "0..ranks-1, device >= 0)",
                                 rank, ranks, device);
+    if (device >= visible) /* NCCL refuses two ranks of one communicator on one GPU */
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
+                                "NCCL transport: rank %d is local rank %d of its node, which has %d GPU%s visible: "
+                                "one GPU per process (start at most %d processes per node)",
+                                rank, device, visible, visible == 1 ? "" : "s", visible);
     brg__nccl_fabric *f = fabric_new(ranks, timeout_seconds, 1);
-    if (!f || !endpoint_setup(f, rank, device % visible)) {
+    if (!f || !endpoint_setup(f, rank, device)) {
         brg__nccl_fabric_destroy(f);
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     }

@@ -86,7 +86,8 @@ void brg__nccl_fabric_destroy(brg__nccl_fabric *f);
 typedef brg_status (*brg__bcast_fn)(void *ctx, void *buf, size_t bytes, int root, char *msg);
 
 /* The endpoint of this process in a group of `ranks` processes (one rank each, on GPU `device` of this
- * node): rank 0 makes the NCCL unique id, `bcast` hands it to every rank, then ncclCommInitRankConfig
+ * node, which must exist: NCCL wants a GPU per rank, so a node's local ranks must not outnumber its
+ * GPUs: BRG_ERR_INVALID_ARGUMENT says so): rank 0 makes the NCCL unique id, `bcast` hands it to every rank, then ncclCommInitRankConfig
  * (blocking = 0) polled with the timeout, so that a rank that never joins ends in BRG_ERR_TIMEOUT, not
  * a host blocked in NCCL. Peers are in other processes: the host-side match of tags and sizes that the
  * one-process fabric does is not possible, so sizes are the receiver's (the CPU transports check

@@ -728,6 +728,48 @@ static void test_nccl_send_to_self(void) {
     fixture_close(&fx);
 }
 
+static brg_status bcast_alone(void *ctx, void *buf, size_t bytes, int root, char *msg) {
+    (void)ctx, (void)buf, (void)bytes, (void)root, (void)msg;
+    return BRG_OK; /* one rank: nothing to hand out */
+}
+
+/* The one-rank-per-process fabric (as under mpirun), here as a group of one: the unique id through the
+ * broadcast callback, the non-blocking communicator, a transfer to self through it; a local rank past
+ * the node's GPUs is refused before NCCL sees it. */
+static void test_nccl_rank_per_process(void) {
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg__nccl_fabric *f = NULL;
+    BRG_ASSERT_OK(brg__nccl_fabric_create_rank(&f, 0, 1, 0, bcast_alone, NULL, 30, msg), msg);
+    if (!f) return;
+    brg__backend *be = NULL;
+    BRG_ASSERT_OK(brg__backend_cuda_create(&be, 0, 0, msg), msg);
+    BRG_ASSERT_OK(brg__nccl_fabric_attach(f, 0, be, msg), msg);
+    brg__transport *tp = brg__nccl_endpoint(f, 0);
+    CU_ASSERT(tp != NULL);
+    enum { N = 1 << 16 };
+    static float host[N], back[N];
+    for (int i = 0; i < N; i++) host[i] = (float)(3 * i);
+    float *src = be->vt->alloc(be, sizeof host), *dst = be->vt->alloc(be, sizeof host);
+    be->vt->upload(be, src, host, sizeof host);
+    brg__request *s = NULL, *r = NULL;
+    BRG_ASSERT_OK(tp->vt->post_send(tp, 0, 7, src, sizeof host, &s), "post_send");
+    BRG_ASSERT_OK(tp->vt->post_recv(tp, 0, 7, dst, sizeof host, &r), "post_recv");
+    BRG_ASSERT_OK(tp->vt->wait(tp, s, msg), msg);
+    BRG_ASSERT_OK(tp->vt->wait(tp, r, msg), msg);
+    be->vt->download(be, back, dst, sizeof back);
+    CU_ASSERT(memcmp(host, back, sizeof host) == 0);
+    be->vt->free(be, src);
+    be->vt->free(be, dst);
+    brg__backend_destroy(be);
+    brg__nccl_fabric_destroy(f);
+    int visible = brg__cuda_device_count();
+    f = NULL;
+    BRG_ASSERT_STATUS(brg__nccl_fabric_create_rank(&f, 1, 2, visible, bcast_alone, NULL, 30, msg),
+                      BRG_ERR_INVALID_ARGUMENT);
+    BRG_ASSERT_CONTAINS(msg, "one GPU per process");
+    CU_ASSERT(f == NULL);
+}
+
 /* A receive nobody sends to ends in an error (a timeout, or NCCL's refusal of a lone receive from self),
  * its NCCL operation aborted, not in a hang. */
 static void test_nccl_receive_times_out(void) {
@@ -836,6 +878,7 @@ int main(int argc, char **argv) {
         {"failed_stage_ends_the_step", test_failed_stage_ends_the_step},
         {"nccl_send_to_self", test_nccl_send_to_self},
         {"nccl_receive_times_out", test_nccl_receive_times_out},
+        {"nccl_rank_per_process", test_nccl_rank_per_process},
         {"two_ranks_on_one_gpu_copy", test_two_ranks_on_one_gpu_copy},
         {NULL, NULL},
     };
