@@ -393,6 +393,27 @@ static void test_bad_launches(void) {
     }
 }
 
+/* Slurm's variables: a task of an srun step is one rank of the job, and an MPI that does not see the same
+ * job (no Slurm support) is refused with what to do; a batch script's variables alone (no step) are no
+ * job: the run trains alone. */
+static void test_slurm_variables(void) {
+    setenv("SLURM_NTASKS", "2", 1);
+    setenv("SLURM_PROCID", "1", 1);
+    setenv("SLURM_LOCALID", "1", 1);
+    const brg_test_run *r = brg_test_run_brigade((const char *[]){"train", "--model", SMALL, "--steps", "1", NULL});
+    BRG_ASSERT_EQ_INT(r->exit_code, 0);
+    CU_ASSERT(!strstr(r->out, "job: "));
+    setenv("SLURM_STEP_ID", "0", 1);
+    r = brg_test_run_brigade((const char *[]){"train", "--model", SMALL, "--steps", "1", NULL});
+    CU_ASSERT(r->exit_code != 0);
+    BRG_ASSERT_CONTAINS(r->err, "srun started this process as rank 1 of 2, but MPI sees rank 0 of 1");
+    BRG_ASSERT_CONTAINS(r->err, "srun --mpi=pmix");
+    unsetenv("SLURM_STEP_ID");
+    unsetenv("SLURM_NTASKS");
+    unsetenv("SLURM_PROCID");
+    unsetenv("SLURM_LOCALID");
+}
+
 int main(int argc, char **argv) {
     static const brg_test_case cases[] = {
         {"fingerprints_equal_threads", test_fingerprints_equal_threads},
@@ -402,6 +423,7 @@ int main(int argc, char **argv) {
         {"stuck_rank", test_stuck_rank},
         {"interrupt_ends_every_rank", test_interrupt_ends_every_rank},
         {"bad_launches", test_bad_launches},
+        {"slurm_variables", test_slurm_variables},
         {NULL, NULL},
     };
     return brg_test_main(argc, argv, "mpi-cli", cases);
