@@ -52,8 +52,7 @@ const char *brg_test_tmp_path(char *buf, size_t size, const char *name) {
 
 extern char **environ;
 
-/* The whole file at path, NUL-terminated (malloc'd; "" when unreadable). */
-static char *slurp(const char *path) {
+char *brg_test_slurp(const char *path) {
     FILE *f = fopen(path, "rb");
     size_t cap = 1 << 12, n = 0;
     char *buf = malloc(cap);
@@ -99,8 +98,8 @@ const brg_test_run *brg_test_run_brigade(const char *const *args) {
         r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     posix_spawn_file_actions_destroy(&fa);
-    r.out = slurp(out_path);
-    r.err = slurp(err_path);
+    r.out = brg_test_slurp(out_path);
+    r.err = brg_test_slurp(err_path);
     unlink(out_path);
     unlink(err_path);
     return &r;

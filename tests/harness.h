@@ -35,6 +35,10 @@ typedef struct brg_test_run {
     char *err;
 } brg_test_run;
 
+/* The whole file at path, NUL-terminated (malloc'd: the caller frees it; "" when unreadable, NULL when out
+ * of memory). */
+char *brg_test_slurp(const char *path);
+
 /* Runs $BRG_BIN (the built brigade program) with args (NULL-terminated, program name excluded). */
 const brg_test_run *brg_test_run_brigade(const char *const *args);
 

@@ -27,25 +27,6 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (f && buf) {
-        if (n + 1 >= cap) {
-            char *grown = realloc(buf, cap *= 2);
-            if (!grown) break;
-            buf = grown;
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        if (got == 0) break;
-        n += got;
-    }
-    if (buf) buf[n] = '\0';
-    if (f) fclose(f);
-    return buf;
-}
-
 typedef struct job {
     pid_t pid;
     char marker[64];
@@ -122,12 +103,12 @@ static int job_poll(job *j) {
     if (j->pid <= 0 || waitpid(j->pid, &status, WNOHANG) != j->pid) return j->pid <= 0;
     j->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     j->seconds = now_seconds() - j->start;
-    j->out = slurp(j->out_path);
-    j->err = slurp(j->err_path);
+    j->out = brg_test_slurp(j->out_path);
+    j->err = brg_test_slurp(j->err_path);
     return 1;
 }
 
-static char *job_output_now(const job *j) { return slurp(j->out_path); }
+static char *job_output_now(const job *j) { return brg_test_slurp(j->out_path); }
 
 /* Kills the job and every rank still alive (a run past its deadline, or the end of a case). */
 static void job_kill_all(job *j) {
@@ -303,22 +284,29 @@ static void test_rank_zero_reports_every_rank(void) {
     unlink(trace);
 }
 
+/* A 2-stage run with a 3 s timeout; once rank 0 printed step 2, rank 1 gets `sig`. Returns the seconds
+ * from the signal to the job's end (the job ended non-zero, or the case failed). */
+static double signal_rank_one(job *j, int sig, pid_t *rank1) {
+    job_start(j, (const char *[]){"-np", "2", "BRIGADE", "train", "--model", SLOW, "--pp", "2", "--steps", "100000",
+                                  "--micro-batches", "4", "--timeout", "3", NULL});
+    CU_ASSERT(wait_for_step(j, 2, 60) == 0);
+    int n = rank_pids(j, rank1, 1, 1);
+    BRG_ASSERT_EQ_INT(n, 1);
+    double sent = now_seconds();
+    if (n == 1) kill(*rank1, sig);
+    CU_ASSERT(job_wait(j, 120) == 0);
+    double took = now_seconds() - sent;
+    CU_ASSERT(j->exit_code != 0);
+    if (took > 3 + 5) fprintf(stderr, "the job ended %.1f s after rank 1 got signal %d\n", took, sig);
+    CU_ASSERT(took <= 3 + 5);
+    return took;
+}
+
 /* kill -9 of one rank mid-run: the job ends non-zero within the timeout + 5 s, naming the dead rank. */
 static void test_killed_rank(void) {
     job j;
-    job_start(&j, (const char *[]){"-np", "2", "BRIGADE", "train", "--model", SLOW, "--pp", "2", "--steps", "100000",
-                                   "--micro-batches", "4", "--timeout", "3", NULL});
-    CU_ASSERT(wait_for_step(&j, 2, 60) == 0);
-    pid_t pids[4];
-    int n = rank_pids(&j, pids, 4, 1);
-    BRG_ASSERT_EQ_INT(n, 1);
-    double killed = now_seconds();
-    if (n == 1) kill(pids[0], SIGKILL);
-    CU_ASSERT(job_wait(&j, 120) == 0);
-    double took = now_seconds() - killed;
-    CU_ASSERT(j.exit_code != 0);
-    if (took > 3 + 5) fprintf(stderr, "the job ended %.1f s after rank 1 was killed\n", took);
-    CU_ASSERT(took <= 3 + 5);
+    pid_t rank1 = 0;
+    signal_rank_one(&j, SIGKILL, &rank1);
     BRG_ASSERT_CONTAINS(j.err, "rank 1");
     job_free(&j);
 }
@@ -327,21 +315,11 @@ static void test_killed_rank(void) {
  * timeout with a message naming it, and the job ends non-zero. */
 static void test_stuck_rank(void) {
     job j;
-    job_start(&j, (const char *[]){"-np", "2", "BRIGADE", "train", "--model", SLOW, "--pp", "2", "--steps", "100000",
-                                   "--micro-batches", "4", "--timeout", "3", NULL});
-    CU_ASSERT(wait_for_step(&j, 2, 60) == 0);
-    pid_t pids[4];
-    int n = rank_pids(&j, pids, 4, 1);
-    BRG_ASSERT_EQ_INT(n, 1);
-    double stopped = now_seconds();
-    if (n == 1) kill(pids[0], SIGSTOP);
-    CU_ASSERT(job_wait(&j, 120) == 0);
-    double took = now_seconds() - stopped;
-    CU_ASSERT(j.exit_code != 0);
-    CU_ASSERT(took <= 3 + 5);
+    pid_t rank1 = 0;
+    signal_rank_one(&j, SIGSTOP, &rank1);
     BRG_ASSERT_CONTAINS(j.err, "rank 0 of 2: step");
     BRG_ASSERT_CONTAINS(j.err, "waited 3 s for rank 1");
-    if (n == 1) kill(pids[0], SIGKILL);
+    if (rank1 > 0) kill(rank1, SIGKILL);
     job_free(&j);
 }
 

@@ -96,16 +96,6 @@ static void fingerprint_of(const char *text, char hex[17]) {
     if (p) snprintf(hex, 17, "%.16s", p + strlen("params fingerprint: "));
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static void test_pipeline_across_hosts(void) {
     const brg_test_run *r = brg_test_run_brigade((const char *[]){"train", "--model", MODEL, "--pp", "2", "--steps",
                                                                    "3", "--micro-batches", "4", NULL});
@@ -119,7 +109,7 @@ static void test_pipeline_across_hosts(void) {
                 "--mca oob_tcp_if_include 198.18.0.0/24 %s train --model %s --pp 2 --steps 3 --micro-batches 4 "
                 "> %s 2>&1",
                 ns_a, agent, getenv("BRG_BIN"), MODEL, out_path);
-    char *out = slurp(out_path);
+    char *out = brg_test_slurp(out_path);
     if (rc != 0) fprintf(stderr, "mpirun across the namespaces exited %d:\n%s\n", rc, out ? out : "");
     BRG_ASSERT_EQ_INT(rc, 0);
     fingerprint_of(out, hosts);
@@ -131,6 +121,7 @@ static void test_pipeline_across_hosts(void) {
     long long rx = veth_bytes(ns_b, veth_b, "rx") - rx0, tx = veth_bytes(ns_b, veth_b, "tx") - tx0;
     printf("\n  veth of host b: %lld bytes in, %lld bytes out during the run\n", rx, tx);
     CU_ASSERT(rx >= 3 * 4 * 16384 && tx >= 3 * 4 * 16384);
+    free(out);
     unlink(out_path);
 }
 
