@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "brigade.h"
+#include "brigade/checkpoint.h"
 #include "brigade/train.h"
 #include "cli.h"
 
@@ -44,6 +45,11 @@ typedef struct train_args {
     brg_recompute stage_recompute[256]; /* the plan's policy per virtual stage */
     int64_t steps;
     int64_t log_every;
+    const char *checkpoint_dir; /* --checkpoint-dir */
+    const char *resume;         /* --resume */
+    int64_t save_every;
+    int64_t keep;
+    brg_model_config model_cfg;
     brg_train_options opts;
     brg_launch launch; /* alone, or one rank of an mpirun / srun job */
 } train_args;
@@ -76,6 +82,11 @@ static void usage(FILE *f) {
             "  --micro-batches M     micro-batches per step, gradients accumulated (default 1)\n"
             "  --lr X                AdamW learning rate (default 1e-3)\n"
             "  --weight-decay X      AdamW decoupled weight decay on matrices and embeddings (default 0)\n"
+            "  --warmup N            steps of linear learning-rate warm-up from lr/N to lr (default 0)\n"
+            "  --lr-schedule KIND    constant, cosine or linear: after the warm-up, from lr down to --min-lr\n"
+            "                        by --total-steps (default constant)\n"
+            "  --min-lr X            the learning rate at the schedule's end (default 0)\n"
+            "  --total-steps N       the step at which cosine and linear reach --min-lr (default --steps)\n"
             "  --grad-clip X         clip the global gradient norm to X; 0 turns it off (default 1)\n"
             "  --seed S              parameter initialization and synthetic data (default 1337)\n"
             "  --data FILE           llm.c-style token shard (.bin: 256 int32 header, uint16 tokens);\n"
@@ -105,6 +116,15 @@ static void usage(FILE *f) {
             "                        every process runs stage <its rank>; transfers go over MPI (CPU) or NCCL\n"
             "                        (GPU); only rank 0 prints step lines and writes --stats and --trace (one\n"
             "                        file, every rank's track); every rank must be given the same flags\n"
+            "\n"
+            "checkpoints (docs/checkpoints.md):\n"
+            "  --checkpoint-dir DIR  save DIR/step-NNNNNN/ (safetensors, Hugging Face GPT-2 names) every\n"
+            "                        --save-every steps and at the end; DIR/latest names the last complete one\n"
+            "  --save-every N        steps between saves (default: only at the end)\n"
+            "  --keep K              keep the K newest steps, removing older ones once a new one is complete\n"
+            "  --resume DIR          continue from DIR's last complete step (any --pp, split or schedule),\n"
+            "                        bitwise as if never stopped, up to --steps in all; a DIR with no complete\n"
+            "                        step starts from scratch (so --checkpoint-dir D --resume D suits restarts)\n"
             "\n"
             "output:\n"
             "  --log-every N         print every Nth step (first and last always; default 1)\n"
@@ -226,6 +246,34 @@ static int parse_args(int argc, char **argv, train_args *a) {
         } else if (strcmp(flag, "--plan") == 0) {
             VALUE();
             a->plan = v;
+        } else if (strcmp(flag, "--warmup") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 0, INT64_C(1) << 40, &a->opts.warmup_steps)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--lr-schedule") == 0) {
+            VALUE();
+            static const char *const kinds[3] = {"constant", "cosine", "linear"};
+            int k = 0;
+            if (brg_cli_choice(command, flag, v, kinds, 3, &k)) return BRG_EXIT_USAGE;
+            a->opts.lr_schedule = (brg_lr_schedule)k;
+        } else if (strcmp(flag, "--min-lr") == 0) {
+            VALUE();
+            if (brg_cli_double(command, flag, v, 0.0, 10.0, &x)) return BRG_EXIT_USAGE;
+            a->opts.min_lr = (float)x;
+        } else if (strcmp(flag, "--total-steps") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, INT64_C(1) << 40, &a->opts.total_steps)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--checkpoint-dir") == 0) {
+            VALUE();
+            a->checkpoint_dir = v;
+        } else if (strcmp(flag, "--resume") == 0) {
+            VALUE();
+            a->resume = v;
+        } else if (strcmp(flag, "--save-every") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, INT64_C(1) << 40, &a->save_every)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--keep") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, 1000000, &a->keep)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--trace") == 0) {
             VALUE();
             a->trace = v;
@@ -256,6 +304,21 @@ static int parse_args(int argc, char **argv, train_args *a) {
         return BRG_EXIT_USAGE;
     }
     if (a->opts.schedule == BRG_SCHEDULE_INTERLEAVED_1F1B && !chunks_given) a->opts.chunks = 2;
+    if (a->opts.total_steps == 0) a->opts.total_steps = a->steps;
+    if (a->opts.min_lr > a->opts.lr) {
+        fprintf(stderr, "brigade train: --min-lr %g is above --lr %g\n", (double)a->opts.min_lr, (double)a->opts.lr);
+        return BRG_EXIT_USAGE;
+    }
+    if (a->opts.lr_schedule != BRG_LR_CONSTANT && a->opts.total_steps <= a->opts.warmup_steps) {
+        fprintf(stderr, "brigade train: --total-steps %lld must exceed --warmup %lld for a %s schedule\n",
+                (long long)a->opts.total_steps, (long long)a->opts.warmup_steps,
+                a->opts.lr_schedule == BRG_LR_COSINE ? "cosine" : "linear");
+        return BRG_EXIT_USAGE;
+    }
+    if ((a->save_every || a->keep) && !a->checkpoint_dir) {
+        fprintf(stderr, "brigade train: --save-every and --keep need --checkpoint-dir\n");
+        return BRG_EXIT_USAGE;
+    }
     return 0;
 }
 
@@ -492,7 +555,25 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
     print_plan(a, tr, g);
     run_record r = {.steps = json_array(), .ranks = json_array()};
     int rc = BRG_EXIT_OK;
-    for (int64_t step = 1; step <= a->steps; step++) {
+    brg_checkpoint_options co = BRG_CHECKPOINT_OPTIONS_INIT;
+    co.model = &a->model_cfg;
+    co.keep = (int)a->keep;
+    int64_t first = 1;
+    if (a->resume) {
+        int64_t at = 0;
+        brg_status s = brg_checkpoint_resume(tr, a->resume, &co, &at, &err);
+        if (s == BRG_OK) {
+            printf("resumed from %s at step %lld\n", a->resume, (long long)at);
+            first = at + 1;
+        } else if (s == BRG_ERR_NOT_FOUND) {
+            printf("%s: no complete step yet: starting from scratch\n", a->resume);
+        } else {
+            rank_error(&a->launch, "--resume: %s", err.message);
+            rc = BRG_EXIT_FAILURE;
+            first = a->steps + 1;
+        }
+    }
+    for (int64_t step = first; step <= a->steps; step++) {
         brg_step_stats st;
         if (brg_trainer_step(tr, data, &st) != BRG_OK) {
             rank_error(&a->launch, "%s", brg_trainer_last_error(tr));
@@ -502,7 +583,7 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
         float loss = (float)st.loss;
         r.seconds += st.seconds;
         r.tokens += st.tokens;
-        if (step > 1) {
+        if (step > first) {
             r.seconds_after_first += st.seconds;
             r.tokens_after_first += st.tokens;
         }
@@ -511,17 +592,25 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
         json_object_set_new(rec, "step", json_integer(st.step));
         json_object_set_new(rec, "loss", json_real(loss));
         json_object_set_new(rec, "grad_norm", json_real(st.grad_norm));
+        json_object_set_new(rec, "lr", json_real(st.lr));
         json_object_set_new(rec, "ms", json_real(st.seconds * 1e3));
         json_object_set_new(rec, "tokens_per_second", json_real(st.tokens_per_second));
         json_object_set_new(rec, "bubble", json_real(st.bubble));
         json_array_append_new(r.steps, rec);
-        if (step == 1 || step == a->steps || step % a->log_every == 0) {
+        if (a->checkpoint_dir && ((a->save_every && step % a->save_every == 0) || step == a->steps)) {
+            if (brg_checkpoint_save(tr, a->checkpoint_dir, &co, &err) != BRG_OK) {
+                rank_error(&a->launch, "--checkpoint-dir: %s", err.message);
+                rc = BRG_EXIT_FAILURE;
+                break;
+            }
+        }
+        if (step == first || step == a->steps || step % a->log_every == 0) {
             format_stage_peaks(tr, peaks, sizeof peaks);
             /* Remaining time from the mean step so far: progress on long runs. */
-            double eta = (double)(a->steps - step) * r.seconds / (double)step;
-            printf("step %5" PRId64 "/%" PRId64 " | loss %.6f | norm %7.4f | %9.1f tokens/s | %9.1f ms | bubble %4.1f%% "
-                   "| peak %s | eta %.0f s\n",
-                   st.step, a->steps, (double)loss, st.grad_norm, st.tokens_per_second, st.seconds * 1e3,
+            double eta = (double)(a->steps - step) * r.seconds / (double)(step - first + 1);
+            printf("step %5" PRId64 "/%" PRId64 " | loss %.6f | norm %7.4f | lr %.3e | %9.1f tokens/s | %9.1f ms | "
+                   "bubble %4.1f%% | peak %s | eta %.0f s\n",
+                   st.step, a->steps, (double)loss, st.grad_norm, st.lr, st.tokens_per_second, st.seconds * 1e3,
                    100.0 * st.bubble, peaks, eta);
             fflush(stdout);
         }
@@ -620,6 +709,7 @@ static int train_model(train_args *a, int argc, char **argv) {
         fprintf(stderr, "brigade train: --model: %s\n", err.message);
         return BRG_EXIT_USAGE;
     }
+    a->model_cfg = cfg;
     brg_data *data = NULL;
     if (open_data(a, &cfg, &data, &err) != BRG_OK) {
         fprintf(stderr, "brigade train: %s%s\n", a->data ? "--data: " : "", err.message);

@@ -4,7 +4,8 @@
 # measures a small GPT's layers on this machine, plans it for this machine's cores, and trains it with that
 # plan through the pipeline on the built-in synthetic task (repeating random 4-token patterns), printing
 # every step, the parameters' fingerprint, and the predicted throughput beside the measured one; then runs
-# a 2-stage pipeline as two threads and as two processes under mpirun and shows their fingerprints equal.
+# a 2-stage pipeline as two threads and as two processes under mpirun and shows their fingerprints equal,
+# and saves a checkpoint that a second command resumes, ending with the uninterrupted run's fingerprint.
 #   tools/quickstart.sh [cluster.json]
 #   BRG_BUILD=dir         build directory (default build-release)
 #   BRG_PLAN_MODEL=spec   the model planned on the cluster (default gpt2-xl)
@@ -76,6 +77,24 @@ if command -v mpirun >/dev/null 2>&1 && "$brigade" train --help | grep -q "mpiru
     fi
     echo
 fi
+# 4. Save and resume: 20 steps and a checkpoint, then a second command resuming it up to 40 steps,
+#    against 40 steps without a stop.
+ckpt=$build/quickstart-checkpoints
+rm -rf "$ckpt"
+flags=(train --model "$model" --pp 2 --micro-batch 2 --micro-batches 8 --lr 2e-3 --log-every 10)
+echo "== $model: 40 steps in one go, then 20 steps saved to $ckpt and a second command resuming them to 40 =="
+whole=$("$brigade" "${flags[@]}" --steps 40 | sed -n 's/^params fingerprint: //p')
+"$brigade" "${flags[@]}" --steps 20 --checkpoint-dir "$ckpt" | tail -2
+resumed=$("$brigade" "${flags[@]}" --steps 40 --resume "$ckpt" --checkpoint-dir "$ckpt" | tee /dev/stderr |
+          sed -n 's/^params fingerprint: //p')
+if [ -n "$whole" ] && [ "$whole" = "$resumed" ]; then
+    echo "fingerprints: uninterrupted $whole, resumed $resumed: bitwise the same run"
+else
+    echo "fingerprints differ: uninterrupted '$whole', resumed '$resumed'" >&2
+    exit 1
+fi
+echo "checkpoint of step 40 (Hugging Face GPT-2 safetensors, index, config.json): $ckpt/$(cat "$ckpt/latest")"
+echo
 echo "review of the $big plan: $build/quickstart-report.md, with its pictures beside it (quickstart-report-gantt.svg,"
 echo "  -memory.svg, -placement.svg): open it in a Markdown previewer (VS Code, GitHub), or the .svg files in a browser"
 echo "predicted timeline of that plan: $build/quickstart-plan-trace.json; measured timeline of the small GPT's last step:"

@@ -35,6 +35,10 @@ uint64_t brg__options_hash(const brg_train_options *o) {
     MIX(h, o->backend);
     MIX(h, o->precision);
     MIX(h, o->hosting);
+    MIX(h, o->lr_schedule);
+    MIX(h, o->warmup_steps);
+    MIX(h, o->min_lr);
+    MIX(h, o->total_steps);
     return h;
 }
 

@@ -155,6 +155,12 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
     for (int k = 0; o->stage_recompute && k < o->stage_recompute_count; k++)
         BRG__OPTION(o->stage_recompute[k] >= BRG_RECOMPUTE_NONE && o->stage_recompute[k] <= BRG_RECOMPUTE_SELECTIVE,
                     "stage_recompute entries must be none, full or selective, got %d", (int)o->stage_recompute[k]);
+    BRG__OPTION(o->lr_schedule >= BRG_LR_CONSTANT && o->lr_schedule <= BRG_LR_LINEAR,
+                "lr_schedule must be constant, cosine or linear, got %d", (int)o->lr_schedule);
+    BRG__OPTION(o->warmup_steps >= 0, "warmup_steps must be >= 0, got %lld", (long long)o->warmup_steps);
+    BRG__OPTION(o->min_lr >= 0.0f && o->min_lr <= o->lr, "min_lr must be in [0, lr], got %g", (double)o->min_lr);
+    BRG__OPTION(o->lr_schedule == BRG_LR_CONSTANT || o->total_steps > o->warmup_steps,
+                "total_steps must exceed warmup_steps for a decaying learning rate, got %lld", (long long)o->total_steps);
 #undef BRG__OPTION
     if (o->hosting == BRG_HOSTING_MPI && !brg__mpi_built())
         return brg__error_set(err, BRG_ERR_UNSUPPORTED,
@@ -916,6 +922,19 @@ static brg_status global_norm(worker *w, double *norm) {
     return s;
 }
 
+double brg_lr_at(const brg_train_options *o, int64_t step) {
+    if (!o) return 0.0;
+    double lr = o->lr, min = o->min_lr;
+    if (o->warmup_steps > 0 && step <= o->warmup_steps) return lr * (double)step / (double)o->warmup_steps;
+    if (o->lr_schedule == BRG_LR_CONSTANT) return lr;
+    double span = (double)(o->total_steps - o->warmup_steps);
+    double progress = span > 0 ? (double)(step - o->warmup_steps) / span : 1.0;
+    if (progress > 1.0) progress = 1.0;
+    if (progress < 0.0) progress = 0.0;
+    if (o->lr_schedule == BRG_LR_COSINE) return min + 0.5 * (lr - min) * (1.0 + cos(M_PI * progress));
+    return min + (lr - min) * (1.0 - progress);
+}
+
 static brg_status run_optimizer(worker *w, double *norm_out) {
     brg_trainer *t = w->trainer;
     double t0 = now_seconds();
@@ -929,8 +948,8 @@ static brg_status run_optimizer(worker *w, double *norm_out) {
     const brg_train_options *o = &t->opts;
     for (int k = 0; k < t->n_stages; k++)
         if (t->stages[k].rank == w->rank)
-            brg__stage_optimizer_step(t->stages[k].st, scale, o->lr, o->beta1, o->beta2, o->eps, o->weight_decay,
-                                      (int)t->steps_done + 1);
+            brg__stage_optimizer_step(t->stages[k].st, scale, (float)brg_lr_at(o, t->steps_done + 1), o->beta1,
+                                      o->beta2, o->eps, o->weight_decay, (int)t->steps_done + 1);
     /* The optimizer's entries return nothing: a fault in them is the backend's kept error. */
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
     brg_status kept = w->be->vt->status ? w->be->vt->status(w->be, msg) : BRG_OK;
@@ -1145,6 +1164,7 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
     if (stats) {
         stats->step = t->steps_done;
         stats->loss = loss;
+        stats->lr = brg_lr_at(&t->opts, t->steps_done);
         stats->grad_norm = t->norm_partials[(size_t)t->local_begin * (size_t)(t->graph->n_params + 1) + (size_t)t->graph->n_params];
         stats->tokens = tokens;
         stats->seconds = seconds;
@@ -1330,6 +1350,86 @@ int64_t brg_trainer_memory_bytes(const brg_trainer *t) {
         total += t->mpi ? t->rank_bytes[r] : t->workers[r].be->vt->allocated(t->workers[r].be);
     return total;
 }
+
+/* ---- state, for checkpoints ----------------------------------------------------------------- */
+
+int64_t brg__trainer_steps_done(const brg_trainer *t) { return t ? t->steps_done : 0; }
+int64_t brg__trainer_next_sample(const brg_trainer *t) { return t ? t->next_sample : 0; }
+
+brg_status brg__trainer_set_progress(brg_trainer *t, int64_t steps_done, int64_t next_sample) {
+    if (!t || steps_done < 0 || next_sample < 0 || next_sample % (t->opts.micro_batch * t->opts.micro_batches) != 0)
+        return BRG_ERR_INVALID_ARGUMENT;
+    t->steps_done = steps_done;
+    t->next_sample = next_sample;
+    return BRG_OK;
+}
+
+int brg__trainer_owns_param(const brg_trainer *t, int64_t p) {
+    brg__backend *be = NULL;
+    return t && p >= 0 && p < t->graph->n_params && param_copy(t, p, &be) != NULL;
+}
+
+int brg__trainer_holds_param(const brg_trainer *t, int64_t p) {
+    if (!t || p < 0 || p >= t->graph->n_params) return 0;
+    for (int k = 0; k < t->n_stages; k++)
+        if (t->stages[k].st && t->stages[k].st->param[p]) return 1;
+    return 0;
+}
+
+brg_status brg__trainer_read_param_state(const brg_trainer *t, int64_t p, float *param, float *m, float *v) {
+    if (!t || p < 0 || p >= t->graph->n_params || !param || !m || !v) return BRG_ERR_INVALID_ARGUMENT;
+    int owner = t->param_owner[p];
+    if (owner < 0 || !is_local(t, t->stages[owner].rank)) return BRG_ERR_NOT_FOUND;
+    const brg__stage *st = t->stages[owner].st;
+    size_t bytes = (size_t)brg__tensor_numel(t->graph->params[p], 1) * sizeof(float);
+    brg__backend *be = t->workers[t->stages[owner].rank].be;
+    be->vt->download(be, param, st->param[p], bytes);
+    be->vt->download(be, m, st->adam_m[p], bytes);
+    be->vt->download(be, v, st->adam_v[p], bytes);
+    return BRG_OK;
+}
+
+brg_status brg__trainer_write_param_state(brg_trainer *t, int64_t p, const float *param, const float *m,
+                                          const float *v) {
+    if (!t || p < 0 || p >= t->graph->n_params || !param || !m || !v) return BRG_ERR_INVALID_ARGUMENT;
+    size_t bytes = (size_t)brg__tensor_numel(t->graph->params[p], 1) * sizeof(float);
+    for (int k = 0; k < t->n_stages; k++) {
+        brg__stage *st = t->stages[k].st;
+        if (!st || !st->param[p]) continue;
+        brg__backend *be = t->workers[t->stages[k].rank].be;
+        be->vt->upload(be, st->param[p], param, bytes);
+        be->vt->upload(be, st->adam_m[p], m, bytes);
+        be->vt->upload(be, st->adam_v[p], v, bytes);
+    }
+    return BRG_OK;
+}
+
+brg_status brg__trainer_agree(brg_trainer *t, brg_status mine, char *msg) {
+    if (!t || !t->mpi) return mine;
+    int32_t me = (int32_t)mine, *all = calloc((size_t)t->ranks, sizeof *all);
+    if (!all) return mine != BRG_OK ? mine : brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    char why[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status s = brg__exchange_allgather(t->mpi, brg__transfer_tag(TAG_SUMMARY, 1, 0, 0), &me, all, sizeof me, why);
+    for (int r = 0; s == BRG_OK && mine == BRG_OK && r < t->ranks; r++)
+        if (all[r] != BRG_OK)
+            s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, (brg_status)all[r], "rank %d failed (%s; its own message says why)",
+                                 r, brg_status_string((brg_status)all[r]));
+    if (s != BRG_OK && mine == BRG_OK && why[0]) brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, s, "%s", why);
+    free(all);
+    return mine != BRG_OK ? mine : s;
+}
+
+const brg_graph *brg__trainer_graph(const brg_trainer *t) { return t ? t->graph : NULL; }
+
+int brg__trainer_param_owner_process(const brg_trainer *t, int64_t p) {
+    if (!t || p < 0 || p >= t->graph->n_params || t->param_owner[p] < 0) return -1;
+    return t->mpi ? t->stages[t->param_owner[p]].rank : 0;
+}
+
+int64_t brg__trainer_step_samples(const brg_trainer *t) { return t ? t->opts.micro_batch * t->opts.micro_batches : 0; }
+
+int brg__trainer_process_rank(const brg_trainer *t) { return t && t->mpi ? t->mpi->rank : 0; }
+int brg__trainer_process_count(const brg_trainer *t) { return t && t->mpi ? t->mpi->ranks : 1; }
 
 void brg__trainer_inject_optimizer_fault(brg_trainer *t, int rank) {
     if (t) t->inject_optimizer_rank = rank;

@@ -70,6 +70,13 @@ typedef enum brg_backend_kind {
     BRG_BACKEND_CUDA = 1, /* cuBLAS and NCCL: rank r on GPU r % (GPUs visible) */
 } brg_backend_kind;
 
+/* How the learning rate moves over the run (after a linear warm-up from lr / warmup_steps to lr). */
+typedef enum brg_lr_schedule {
+    BRG_LR_CONSTANT = 0, /* lr */
+    BRG_LR_COSINE = 1,   /* lr down to min_lr along half a cosine, by total_steps */
+    BRG_LR_LINEAR = 2,   /* lr down to min_lr in a straight line, by total_steps */
+} brg_lr_schedule;
+
 /* Where the ranks live. */
 typedef enum brg_hosting {
     BRG_HOSTING_THREADS = 0, /* one thread per rank, in this process */
@@ -120,11 +127,22 @@ typedef struct brg_train_options {
     brg_hosting hosting;
     const void *mpi_comm;     /* BRG_HOSTING_MPI: an MPI_Comm * to run on; NULL: MPI_COMM_WORLD. Borrowed during create */
     uint64_t consistency_key; /* BRG_HOSTING_MPI: anything else every rank must agree on (the CLI: its flags) */
+    /* The learning rate of step s (1, 2, ...): lr * s / warmup_steps while s <= warmup_steps; then per
+     * lr_schedule, from lr at the warm-up's end to min_lr at total_steps (and min_lr after). total_steps
+     * must exceed warmup_steps for cosine and linear. brg_lr_at computes it. */
+    brg_lr_schedule lr_schedule;
+    int64_t warmup_steps; /* >= 0 */
+    float min_lr;         /* in [0, lr] */
+    int64_t total_steps;  /* cosine, linear */
 } brg_train_options;
 
 #define BRG_TRAIN_OPTIONS_INIT                                                                             \
     {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0, 1, 1, BRG_SCHEDULE_1F1B, BRG_RECOMPUTE_NONE, NULL, 0, \
-     600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0, 0, BRG_HOSTING_THREADS, NULL, 0}
+     600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0, 0, BRG_HOSTING_THREADS, NULL, 0, BRG_LR_CONSTANT, 0, \
+     0.0f, 0}
+
+/* The learning rate of step `step` (from 1) under o's schedule. */
+double brg_lr_at(const brg_train_options *o, int64_t step);
 
 /* Per rank figures of the last step. */
 typedef struct brg_rank_stats {
@@ -141,6 +159,7 @@ typedef struct brg_step_stats {
     int64_t step;         /* 1 for the first step */
     double loss;          /* mean loss over the step's global batch */
     double grad_norm;     /* global gradient norm before clipping */
+    double lr;            /* the learning rate the step used */
     int64_t tokens;       /* positions trained on in this step */
     double seconds;       /* wall time of the step */
     double tokens_per_second;

@@ -1,0 +1,377 @@
+/* Checkpoints: a run saved at step k and resumed continues bitwise as the run that never stopped, for
+ * every pipeline depth and schedule, and across layouts (saved with pp 2, resumed with pp 1 and 3); damaged
+ * or foreign checkpoints are refused naming the file and what is wrong; a full disk leaves the previous
+ * step intact; and kill -9 at random moments, saves included, never leaves a torn step. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "brigade.h"
+#include "brigade/checkpoint.h"
+#include "harness.h"
+#include "io/safetensors.h"
+
+extern char **environ;
+
+#define SPEC "gpt:layers=4,hidden=32,heads=2,vocab=64,seq=16"
+
+static brg_graph *build(const char *spec, brg_model_config *cfg) {
+    brg_error err = {0};
+    brg_graph *g = NULL;
+    BRG_ASSERT_OK(brg_model_parse(spec, cfg, &err), err.message);
+    BRG_ASSERT_OK(brg_model_build(cfg, &g, &err), err.message);
+    return g;
+}
+
+static brg_train_options options(int pp, brg_schedule_kind kind) {
+    brg_train_options o = BRG_TRAIN_OPTIONS_INIT;
+    o.micro_batch = 2;
+    o.micro_batches = 6;
+    o.blas_threads = 1;
+    o.lr = 3e-3f;
+    o.stages = pp;
+    o.schedule = kind;
+    o.chunks = kind == BRG_SCHEDULE_INTERLEAVED_1F1B ? 2 : 1;
+    o.timeout_seconds = 60;
+    return o;
+}
+
+typedef struct outcome {
+    uint64_t fingerprint;
+    double loss[8]; /* of steps 1..8 */
+} outcome;
+
+/* Trains steps [from, to]: after resuming from dir when from > 1; saving at step save_at (0: never). */
+static outcome train(const brg_graph *g, const brg_model_config *cfg, const brg_train_options *o, int from, int to,
+                     const char *dir, int save_at) {
+    outcome r;
+    memset(&r, 0, sizeof r);
+    brg_error err = {0};
+    brg_data *d = NULL;
+    brg_trainer *t = NULL;
+    BRG_ASSERT_OK(brg_data_synthetic_create(&d, cfg->vocab, cfg->seq, 5, &err), err.message);
+    BRG_ASSERT_OK(brg_trainer_create(&t, g, o, &err), err.message);
+    if (!t) return r;
+    brg_checkpoint_options co = BRG_CHECKPOINT_OPTIONS_INIT;
+    co.model = cfg;
+    if (from > 1) {
+        int64_t at = -1;
+        BRG_ASSERT_OK(brg_checkpoint_resume(t, dir, &co, &at, &err), err.message);
+        BRG_ASSERT_EQ_INT(at, from - 1);
+    }
+    for (int s = from; s <= to; s++) {
+        brg_step_stats st;
+        BRG_ASSERT_OK(brg_trainer_step(t, d, &st), brg_trainer_last_error(t));
+        BRG_ASSERT_EQ_INT(st.step, s);
+        r.loss[s - 1] = st.loss;
+        if (s == save_at) BRG_ASSERT_OK(brg_checkpoint_save(t, dir, &co, &err), err.message);
+    }
+    BRG_ASSERT_OK(brg_trainer_fingerprint(t, &r.fingerprint), "fingerprint");
+    brg_trainer_destroy(t);
+    brg_data_destroy(d);
+    return r;
+}
+
+static void scratch_dir(char *buf, size_t size, const char *name) {
+    brg_test_tmp_path(buf, size, name);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", buf);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+/* Save at 2, resume, go on to 5: bitwise the 5-step run, for pp 1, 2, 3 and every schedule. */
+static void test_resume_is_bitwise(void) {
+    brg_model_config cfg;
+    brg_graph *g = build(SPEC, &cfg);
+    brg_train_options o = options(1, BRG_SCHEDULE_1F1B);
+    outcome whole = train(g, &cfg, &o, 1, 5, NULL, 0);
+    const brg_schedule_kind kinds[] = {BRG_SCHEDULE_GPIPE, BRG_SCHEDULE_1F1B, BRG_SCHEDULE_INTERLEAVED_1F1B,
+                                       BRG_SCHEDULE_ZB_H1};
+    char dir[1024];
+    for (int pp = 1; pp <= 3; pp++)
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            if (pp * (kinds[k] == BRG_SCHEDULE_INTERLEAVED_1F1B ? 2 : 1) > 8) continue;
+            scratch_dir(dir, sizeof dir, "ckpt-bitwise");
+            o = options(pp, kinds[k]);
+            outcome first = train(g, &cfg, &o, 1, 2, dir, 2);
+            outcome rest = train(g, &cfg, &o, 3, 5, dir, 0);
+            int same = first.loss[0] == whole.loss[0] && first.loss[1] == whole.loss[1] && rest.loss[2] == whole.loss[2] &&
+                       rest.loss[4] == whole.loss[4] && rest.fingerprint == whole.fingerprint;
+            if (!same)
+                fprintf(stderr, "pp %d %s: fingerprint %016llx vs %016llx, loss 5 %.9g vs %.9g\n", pp,
+                        brg_schedule_kind_name(kinds[k]), (unsigned long long)rest.fingerprint,
+                        (unsigned long long)whole.fingerprint, rest.loss[4], whole.loss[4]);
+            CU_ASSERT(same);
+        }
+    brg_graph_destroy(g);
+}
+
+/* Saved by a 2-stage pipeline, resumed by one stage and by three: the same parameters in the end. */
+static void test_resume_in_another_layout(void) {
+    brg_model_config cfg;
+    brg_graph *g = build(SPEC, &cfg);
+    brg_train_options o = options(1, BRG_SCHEDULE_1F1B);
+    outcome whole = train(g, &cfg, &o, 1, 4, NULL, 0);
+    char dir[1024];
+    scratch_dir(dir, sizeof dir, "ckpt-layout");
+    o = options(2, BRG_SCHEDULE_1F1B);
+    train(g, &cfg, &o, 1, 2, dir, 2);
+    for (int pp = 1; pp <= 3; pp += 2) {
+        o = options(pp, pp == 3 ? BRG_SCHEDULE_GPIPE : BRG_SCHEDULE_1F1B);
+        outcome rest = train(g, &cfg, &o, 3, 4, dir, 0);
+        CU_ASSERT(rest.fingerprint == whole.fingerprint);
+        CU_ASSERT(rest.loss[3] == whole.loss[3]);
+    }
+    /* The files follow Hugging Face's GPT-2: prefixed names, Conv1D weights (in, out), one index. */
+    char path[1200];
+    /* One process: one file (one per process under mpirun), whatever the pipeline depth. */
+    snprintf(path, sizeof path, "%s/step-000002/model-00001-of-00001.safetensors", dir);
+    brg__st_file *f = NULL;
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    BRG_ASSERT_OK(brg__st_open(path, &f, msg), msg);
+    const brg__st_tensor *x = f ? brg__st_find(f, "transformer.h.0.attn.c_attn.weight") : NULL;
+    CU_ASSERT(x != NULL);
+    if (x) {
+        BRG_ASSERT_EQ_INT(x->shape[0], 32);
+        BRG_ASSERT_EQ_INT(x->shape[1], 96);
+    }
+    CU_ASSERT(f && brg__st_find(f, "transformer.wte.weight") != NULL);
+    CU_ASSERT(f && brg__st_metadata(f, "format") && strcmp(brg__st_metadata(f, "format"), "pt") == 0);
+    brg__st_close(f);
+    snprintf(path, sizeof path, "%s/step-000002/config.json", dir);
+    char *config = brg_test_slurp(path);
+    BRG_ASSERT_CONTAINS(config, "\"n_embd\": 32");
+    BRG_ASSERT_CONTAINS(config, "GPT2LMHeadModel");
+    free(config);
+    brg_graph_destroy(g);
+}
+
+/* Resumes dir into a fresh trainer; the status and message. */
+static brg_status try_resume(const brg_graph *g, const brg_model_config *cfg, const char *dir, char *message) {
+    brg_train_options o = options(1, BRG_SCHEDULE_1F1B);
+    brg_error err = {0};
+    brg_trainer *t = NULL;
+    BRG_ASSERT_OK(brg_trainer_create(&t, g, &o, &err), err.message);
+    brg_checkpoint_options co = BRG_CHECKPOINT_OPTIONS_INIT;
+    co.model = cfg;
+    brg_status s = brg_checkpoint_resume(t, dir, &co, NULL, &err);
+    snprintf(message, BRG_ERROR_MESSAGE_MAX, "%s", err.message);
+    brg_trainer_destroy(t);
+    return s;
+}
+
+static void sh(const char *fmt, const char *a, const char *b) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, fmt, a, b);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+/* Damaged and foreign checkpoints: each refused, naming the file and what is wrong. */
+static void test_bad_checkpoints(void) {
+    brg_model_config cfg, other_cfg;
+    brg_graph *g = build(SPEC, &cfg);
+    brg_graph *other = build("gpt:layers=4,hidden=32,heads=4,vocab=64,seq=16", &other_cfg);
+    char dir[1024], good[1024], msg[BRG_ERROR_MESSAGE_MAX];
+    scratch_dir(good, sizeof good, "ckpt-good");
+    brg_train_options o = options(2, BRG_SCHEDULE_1F1B);
+    train(g, &cfg, &o, 1, 1, good, 1);
+    BRG_ASSERT_OK(try_resume(g, &cfg, good, msg), msg);
+    /* Nothing there yet: not a failure, a run from scratch. */
+    scratch_dir(dir, sizeof dir, "ckpt-bad");
+    BRG_ASSERT_STATUS(try_resume(g, &cfg, dir, msg), BRG_ERR_NOT_FOUND);
+    BRG_ASSERT_CONTAINS(msg, "no complete step");
+    struct {
+        const char *damage; /* a shell command run in the copy's step directory */
+        brg_status status;
+        const char *needle;
+    } cases[] = {
+        {"echo step-000009 > ../latest", BRG_ERR_IO, "names"},
+        {"echo ../../etc > ../latest", BRG_ERR_PARSE, "is not a step directory name"},
+        {"truncate -s 100 model-00001-of-00001.safetensors", BRG_ERR_PARSE, "model-00001-of-00001.safetensors"},
+        {"rm model-00001-of-00001.safetensors", BRG_ERR_IO, "names 'model-00001-of-00001.safetensors', which is missing"},
+        {"sed -i 's/model-00001-of-00001/..\\/x/' model.safetensors.index.json", BRG_ERR_PARSE, "not a file of the step"},
+        {"sed -i 's/transformer.wpe.weight/transformer.wpe.gone/' model.safetensors.index.json", BRG_ERR_PARSE,
+         "has no file for tensor 'transformer.wpe.weight'"},
+        {"sed -i 's/\"model_hash\": \"/\"model_hash\": \"f/' trainer.json", BRG_ERR_INVALID_ARGUMENT,
+         "is a checkpoint of another model"},
+        {"echo '{' > trainer.json", BRG_ERR_PARSE, "trainer.json:"},
+        {"sed -i 's/\"next_sample\": [0-9]*/\"next_sample\": 5/' trainer.json", BRG_ERR_INVALID_ARGUMENT,
+         "data position 5"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        scratch_dir(dir, sizeof dir, "ckpt-bad");
+        sh("cp -r '%s' '%s'", good, dir);
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "cd '%s/step-000001' && %s", dir, cases[i].damage);
+        CU_ASSERT(system(cmd) == 0);
+        brg_status s = try_resume(g, &cfg, dir, msg);
+        if (s != cases[i].status || !strstr(msg, cases[i].needle))
+            fprintf(stderr, "damage '%s': %s: %s\n", cases[i].damage, brg_status_name(s), msg);
+        BRG_ASSERT_STATUS(s, cases[i].status);
+        BRG_ASSERT_CONTAINS(msg, cases[i].needle);
+    }
+    /* Another model's checkpoint. */
+    BRG_ASSERT_STATUS(try_resume(other, &other_cfg, good, msg), BRG_ERR_INVALID_ARGUMENT);
+    BRG_ASSERT_CONTAINS(msg, "checkpoint of another model");
+    /* A tensor of another shape (a file rewritten with wpe cut short). */
+    scratch_dir(dir, sizeof dir, "ckpt-bad");
+    sh("cp -r '%s' '%s'", good, dir);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/step-000001/model-00001-of-00001.safetensors", dir);
+    brg__st_file *f = NULL;
+    BRG_ASSERT_OK(brg__st_open(path, &f, msg), msg);
+    brg__st_writer *w = NULL;
+    BRG_ASSERT_OK(brg__st_writer_create(&w, msg), msg);
+    float *bufs[64] = {0};
+    for (int64_t i = 0; f && w && i < brg__st_count(f) && i < 64; i++) {
+        const brg__st_tensor *x = brg__st_get(f, i);
+        bufs[i] = malloc((size_t)x->count * sizeof(float));
+        BRG_ASSERT_OK(brg__st_read_f32(f, x, bufs[i], x->count, msg), msg);
+        int64_t shape[8];
+        memcpy(shape, x->shape, sizeof shape);
+        if (strcmp(x->name, "transformer.wpe.weight") == 0) shape[0] = 8; /* (8, 32): half the positions */
+        BRG_ASSERT_OK(brg__st_writer_add(w, x->name, BRG__ST_F32, x->ndim, shape, bufs[i], msg), msg);
+    }
+    brg__st_close(f);
+    BRG_ASSERT_OK(brg__st_writer_write(w, path, msg), msg);
+    brg__st_writer_destroy(w);
+    for (int i = 0; i < 64; i++) free(bufs[i]);
+    BRG_ASSERT_STATUS(try_resume(g, &cfg, dir, msg), BRG_ERR_SHAPE);
+    BRG_ASSERT_CONTAINS(msg, "tensor 'transformer.wpe.weight' is [8, 32], the model's is [16, 32]");
+    sh("rm -rf '%s' '%s'", dir, good);
+    brg_graph_destroy(g);
+    brg_graph_destroy(other);
+}
+
+/* A full disk (a 1 MiB tmpfs): the save fails naming the file, and the previous step stays latest and
+ * resumable. Needs root to mount; says so otherwise. */
+static void test_full_disk_keeps_previous_step(void) {
+    char dir[1024];
+    scratch_dir(dir, sizeof dir, "ckpt-full");
+    CU_ASSERT(mkdir(dir, 0755) == 0);
+    if (mount("brigade-test", dir, "tmpfs", 0, "size=1m") != 0) {
+        printf("\n  (no tmpfs: %s; run as root to check a full disk)\n", strerror(errno));
+        rmdir(dir);
+        return;
+    }
+    brg_model_config cfg;
+    brg_graph *g = build("gpt:layers=2,hidden=32,heads=2,vocab=64,seq=16", &cfg); /* a step: about 330 KiB */
+    brg_train_options o = options(1, BRG_SCHEDULE_1F1B);
+    brg_error err = {0};
+    brg_data *d = NULL;
+    brg_trainer *t = NULL;
+    BRG_ASSERT_OK(brg_data_synthetic_create(&d, cfg.vocab, cfg.seq, 5, &err), err.message);
+    BRG_ASSERT_OK(brg_trainer_create(&t, g, &o, &err), err.message);
+    brg_checkpoint_options co = BRG_CHECKPOINT_OPTIONS_INIT;
+    co.model = &cfg;
+    brg_step_stats st;
+    BRG_ASSERT_OK(brg_trainer_step(t, d, &st), brg_trainer_last_error(t));
+    BRG_ASSERT_OK(brg_checkpoint_save(t, dir, &co, &err), err.message);
+    /* Fill the disk, then try the next step's save. */
+    char filler[1200];
+    snprintf(filler, sizeof filler, "dd if=/dev/zero of='%s/filler' bs=4k count=256 2>/dev/null; true", dir);
+    CU_ASSERT(system(filler) == 0);
+    BRG_ASSERT_OK(brg_trainer_step(t, d, &st), brg_trainer_last_error(t));
+    BRG_ASSERT_STATUS(brg_checkpoint_save(t, dir, &co, &err), BRG_ERR_IO);
+    BRG_ASSERT_CONTAINS(err.message, "No space left on device");
+    char latest[1200];
+    snprintf(latest, sizeof latest, "%s/latest", dir);
+    char *text = brg_test_slurp(latest);
+    BRG_ASSERT_CONTAINS(text, "step-000001");
+    free(text);
+    brg_trainer_destroy(t);
+    char msg[BRG_ERROR_MESSAGE_MAX];
+    BRG_ASSERT_OK(try_resume(g, &cfg, dir, msg), msg);
+    brg_data_destroy(d);
+    brg_graph_destroy(g);
+    umount(dir);
+    rmdir(dir);
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* brigade train with a checkpoint every step, killed (-9) after a random delay, started again with
+ * --resume, until it finishes: every restart resumes from a complete step, and the end is the
+ * uninterrupted run's fingerprint. */
+static void test_kill_and_resume(void) {
+    char dir[1024], out[1100];
+    scratch_dir(dir, sizeof dir, "ckpt-kill");
+    snprintf(out, sizeof out, "%s.out", dir);
+    const char *flags[] = {"train", "--model", SPEC, "--pp", "2", "--micro-batches", "4", "--steps", "200", NULL};
+    const brg_test_run *r = brg_test_run_brigade(flags);
+    BRG_ASSERT_EQ_INT(r->exit_code, 0);
+    const char *p = strstr(r->out, "params fingerprint: ");
+    char want[17] = "";
+    if (p) snprintf(want, sizeof want, "%.16s", p + 20);
+    srand(12345);
+    int kills = 0, finished = 0;
+    for (int attempt = 0; attempt < 200 && !finished; attempt++) {
+        const char *argv[] = {getenv("BRG_BIN"), "train", "--model", SPEC, "--pp", "2", "--micro-batches", "4",
+                              "--steps", "200", "--checkpoint-dir", dir, "--resume", dir, "--save-every", "1",
+                              "--keep", "2", NULL};
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_addopen(&fa, 2, out, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        pid_t pid;
+        CU_ASSERT(posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ) == 0);
+        posix_spawn_file_actions_destroy(&fa);
+        double deadline = now_seconds() + 0.02 + 0.2 * (double)rand() / RAND_MAX, start = now_seconds();
+        int status = 0, done = 0;
+        while (!done && now_seconds() < start + 120) {
+            done = waitpid(pid, &status, WNOHANG) == pid;
+            if (!done && now_seconds() > deadline && attempt < 150) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &status, 0);
+                kills++;
+                done = 2;
+            }
+            if (!done) usleep(2000);
+        }
+        char *text = brg_test_slurp(out);
+        /* Whatever moment the last run died at, this one resumed (or started) cleanly. */
+        CU_ASSERT(!strstr(text, "--resume:"));
+        if (strstr(text, "--resume:")) fprintf(stderr, "%s\n", text);
+        if (done == 1) {
+            BRG_ASSERT_EQ_INT(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0);
+            const char *q = strstr(text, "params fingerprint: ");
+            char got[17] = "";
+            if (q) snprintf(got, sizeof got, "%.16s", q + 20);
+            if (strcmp(got, want) != 0) fprintf(stderr, "after %d kills: fingerprint %s, uninterrupted %s\n", kills, got, want);
+            CU_ASSERT(strcmp(got, want) == 0);
+            finished = 1;
+        }
+        free(text);
+    }
+    CU_ASSERT(finished);
+    CU_ASSERT(kills >= 5);
+    printf("\n  killed %d times, resumed each time\n", kills);
+    char cmd[2300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, out);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+int main(int argc, char **argv) {
+    static const brg_test_case cases[] = {
+        {"resume_is_bitwise", test_resume_is_bitwise},
+        {"resume_in_another_layout", test_resume_in_another_layout},
+        {"bad_checkpoints", test_bad_checkpoints},
+        {"full_disk_keeps_previous_step", test_full_disk_keeps_previous_step},
+        {"kill_and_resume", test_kill_and_resume},
+        {NULL, NULL},
+    };
+    return brg_test_main(argc, argv, "checkpoint", cases);
+}
