@@ -3,6 +3,7 @@
  * or foreign checkpoints are refused naming the file and what is wrong; a full disk leaves the previous
  * step intact; and kill -9 at random moments, saves included, never leaves a torn step. */
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -152,6 +153,56 @@ static void test_resume_in_another_layout(void) {
     BRG_ASSERT_CONTAINS(config, "\"n_embd\": 32");
     BRG_ASSERT_CONTAINS(config, "GPT2LMHeadModel");
     free(config);
+    brg_graph_destroy(g);
+}
+
+/* The learning rate: a linear warm-up, then cosine or linear down to min_lr by total_steps; a resumed run
+ * goes on along the same schedule, bitwise. */
+static void test_lr_schedule(void) {
+    brg_train_options o = options(1, BRG_SCHEDULE_1F1B);
+    o.lr = 1e-3f;
+    o.min_lr = 1e-4f;
+    o.warmup_steps = 4;
+    o.total_steps = 14;
+    o.lr_schedule = BRG_LR_COSINE;
+    BRG_ASSERT_NEAR(brg_lr_at(&o, 1), 2.5e-4, 1e-9);
+    BRG_ASSERT_NEAR(brg_lr_at(&o, 4), 1e-3, 1e-9);
+    BRG_ASSERT_NEAR(brg_lr_at(&o, 9), 1e-4 + 0.5 * 9e-4, 1e-9); /* half way: cos(pi / 2) = 0 */
+    BRG_ASSERT_NEAR(brg_lr_at(&o, 14), 1e-4, 1e-9);
+    BRG_ASSERT_NEAR(brg_lr_at(&o, 100), 1e-4, 1e-9);
+    o.lr_schedule = BRG_LR_LINEAR;
+    BRG_ASSERT_NEAR(brg_lr_at(&o, 9), 5.5e-4, 1e-9);
+    o.lr_schedule = BRG_LR_CONSTANT;
+    BRG_ASSERT_NEAR(brg_lr_at(&o, 9), 1e-3, 1e-9);
+    /* Bad schedules are refused. */
+    brg_model_config cfg;
+    brg_graph *g = build(SPEC, &cfg);
+    brg_trainer *t = NULL;
+    brg_error err = {0};
+    brg_train_options bad = o;
+    bad.lr_schedule = BRG_LR_COSINE;
+    bad.total_steps = 4;
+    BRG_ASSERT_STATUS(brg_trainer_create(&t, g, &bad, &err), BRG_ERR_INVALID_ARGUMENT);
+    BRG_ASSERT_CONTAINS(err.message, "total_steps must exceed warmup_steps");
+    bad = o;
+    bad.min_lr = 1.0f;
+    BRG_ASSERT_STATUS(brg_trainer_create(&t, g, &bad, &err), BRG_ERR_INVALID_ARGUMENT);
+    BRG_ASSERT_CONTAINS(err.message, "min_lr must be in [0, lr]");
+    /* Resumed at step 3 (inside the warm-up) and continued to 6 along the cosine. */
+    o = options(2, BRG_SCHEDULE_1F1B);
+    o.warmup_steps = 2;
+    o.total_steps = 6;
+    o.min_lr = 1e-4f;
+    o.lr_schedule = BRG_LR_COSINE;
+    outcome whole = train(g, &cfg, &o, 1, 6, NULL, 0);
+    char dir[1024];
+    scratch_dir(dir, sizeof dir, "ckpt-lr");
+    train(g, &cfg, &o, 1, 3, dir, 3);
+    outcome rest = train(g, &cfg, &o, 4, 6, dir, 0);
+    CU_ASSERT(rest.fingerprint == whole.fingerprint && rest.loss[5] == whole.loss[5]);
+    brg_train_options flat = options(2, BRG_SCHEDULE_1F1B);
+    outcome constant = train(g, &cfg, &flat, 1, 6, NULL, 0);
+    CU_ASSERT(constant.fingerprint != whole.fingerprint); /* the schedule took effect */
     brg_graph_destroy(g);
 }
 
@@ -369,6 +420,7 @@ int main(int argc, char **argv) {
         {"resume_is_bitwise", test_resume_is_bitwise},
         {"resume_in_another_layout", test_resume_in_another_layout},
         {"bad_checkpoints", test_bad_checkpoints},
+        {"lr_schedule", test_lr_schedule},
         {"full_disk_keeps_previous_step", test_full_disk_keeps_previous_step},
         {"kill_and_resume", test_kill_and_resume},
         {NULL, NULL},
