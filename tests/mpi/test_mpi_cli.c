@@ -353,8 +353,8 @@ static void test_bad_launches(void) {
         {(const char *[]){"-np", "1", "BRIGADE", "train", "--model", SMALL, "--lr", "1e-3", ":", "-np", "1",
                           "BRIGADE", "train", "--model", SMALL, "--lr", "2e-3", NULL},
          "rank 1 was started with other training options than rank 0"},
-        {(const char *[]){"-np", "1", "BRIGADE", "train", "--model", SMALL, "--steps", "3", ":", "-np", "1",
-                          "BRIGADE", "train", "--model", SMALL, "--steps", "4", NULL},
+        {(const char *[]){"-np", "1", "BRIGADE", "train", "--model", SMALL, "--log-every", "3", ":", "-np", "1",
+                          "BRIGADE", "train", "--model", SMALL, "--log-every", "4", NULL},
          "rank 1 was started with other command-line flags or data than rank 0"},
         {(const char *[]){"-np", "1", "BRIGADE", "train", "--model", SMALL, ":", "-np", "1", "BRIGADE", "train",
                           "--model", "gpt:layers=4,hidden=32,heads=4,vocab=64,seq=32", NULL},
@@ -369,6 +369,47 @@ static void test_bad_launches(void) {
         CU_ASSERT(!strstr(j.out, "step "));
         job_free(&j);
     }
+}
+
+/* A checkpoint saved by two processes (each its own shard) resumes in threads with one stage, and one
+ * saved in threads resumes under mpirun: the uninterrupted run's fingerprint both ways. */
+static void test_checkpoint_across_hosting(void) {
+    char dir[512], want[17], got[17];
+    brg_test_tmp_path(dir, sizeof dir, "mpi-ckpt");
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CU_ASSERT(system(cmd) == 0);
+    const brg_test_run *r = brg_test_run_brigade((const char *[]){"train", "--model", SMALL, "--steps", "6",
+                                                                   "--micro-batches", "4", NULL});
+    fingerprint_of(r->out, want);
+    job j;
+    job_start(&j, (const char *[]){"-np", "2", "BRIGADE", "train", "--model", SMALL, "--steps", "3", "--micro-batches",
+                                   "4", "--checkpoint-dir", dir, NULL});
+    CU_ASSERT(job_wait(&j, 120) == 0);
+    BRG_ASSERT_EQ_INT(j.exit_code, 0);
+    job_free(&j);
+    char shard[600];
+    snprintf(shard, sizeof shard, "%s/step-000003/model-00002-of-00002.safetensors", dir);
+    CU_ASSERT(access(shard, F_OK) == 0);
+    r = brg_test_run_brigade((const char *[]){"train", "--model", SMALL, "--steps", "6", "--micro-batches", "4",
+                                              "--resume", dir, NULL});
+    BRG_ASSERT_EQ_INT(r->exit_code, 0);
+    BRG_ASSERT_CONTAINS(r->out, "resumed from");
+    fingerprint_of(r->out, got);
+    CU_ASSERT(want[0] && strcmp(got, want) == 0);
+    /* Threads save at 3 (pp 1), two processes resume. */
+    CU_ASSERT(system(cmd) == 0);
+    r = brg_test_run_brigade((const char *[]){"train", "--model", SMALL, "--steps", "3", "--micro-batches", "4",
+                                              "--checkpoint-dir", dir, NULL});
+    BRG_ASSERT_EQ_INT(r->exit_code, 0);
+    job_start(&j, (const char *[]){"-np", "2", "BRIGADE", "train", "--model", SMALL, "--steps", "6", "--micro-batches",
+                                   "4", "--resume", dir, NULL});
+    CU_ASSERT(job_wait(&j, 120) == 0);
+    BRG_ASSERT_EQ_INT(j.exit_code, 0);
+    fingerprint_of(j.out, got);
+    CU_ASSERT(strcmp(got, want) == 0);
+    job_free(&j);
+    CU_ASSERT(system(cmd) == 0);
 }
 
 /* Slurm's variables: a task of an srun step is one rank of the job, and an MPI that does not see the same
@@ -402,6 +443,7 @@ int main(int argc, char **argv) {
         {"interrupt_ends_every_rank", test_interrupt_ends_every_rank},
         {"bad_launches", test_bad_launches},
         {"slurm_variables", test_slurm_variables},
+        {"checkpoint_across_hosting", test_checkpoint_across_hosting},
         {NULL, NULL},
     };
     return brg_test_main(argc, argv, "mpi-cli", cases);
