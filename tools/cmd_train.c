@@ -93,6 +93,8 @@ static void usage(FILE *f) {
             "                        without it, a built-in synthetic task (repeating random patterns)\n"
             "  --threads N           OpenBLAS threads per stage (default: the cores divided among the stages)\n"
             "\n"
+            );
+    fprintf(f,
             "pipeline:\n"
             "  --pp N                pipeline stages, one thread each (default 1); under mpirun or srun, one\n"
             "                        process each: N must be the job's size (default: the job's size)\n"
@@ -111,6 +113,8 @@ static void usage(FILE *f) {
             "                        --micro-batch, --micro-batches and each stage's recomputation; the plan must\n"
             "                        have been made for this model and this machine, with one replica (--dp 1)\n"
             "\n"
+            );
+    fprintf(f,
             "launch (one process per stage):\n"
             "  mpirun -np N brigade train --model SPEC --pp N [flags]   (Open MPI; srun -n N under Slurm)\n"
             "                        every process runs stage <its rank>; transfers go over MPI (CPU) or NCCL\n"
@@ -126,6 +130,8 @@ static void usage(FILE *f) {
             "                        bitwise as if never stopped, up to --steps in all; a DIR with no complete\n"
             "                        step starts from scratch (so --checkpoint-dir D --resume D suits restarts)\n"
             "\n"
+            );
+    fprintf(f,
             "output:\n"
             "  --log-every N         print every Nth step (first and last always; default 1)\n"
             "  --stats FILE          write JSON: every step's loss (%%.9g), the fingerprint, throughput\n"
