@@ -206,6 +206,102 @@ static void test_lr_schedule(void) {
     brg_graph_destroy(g);
 }
 
+/* A safetensors file in memory: the 8-byte length, the header, then `data` bytes of zeros. */
+static brg_status open_crafted(const char *header, size_t data, char *msg) {
+    size_t n = strlen(header);
+    unsigned char *buf = calloc(8 + n + data + 1, 1);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(((uint64_t)n >> (8 * i)) & 0xff);
+    memcpy(buf + 8, header, n);
+    brg__st_file *f = NULL;
+    brg_status s = brg__st_open_memory(buf, 8 + n + data, "crafted.safetensors", &f, msg);
+    for (int64_t i = 0; s == BRG_OK && i < brg__st_count(f); i++) { /* reading what it says must be safe */
+        const brg__st_tensor *x = brg__st_get(f, i);
+        float *dst = malloc((size_t)(x->count ? x->count : 1) * sizeof(float));
+        char ignored[BRG_ERROR_MESSAGE_MAX];
+        brg__st_read_f32(f, x, dst, x->count, ignored);
+        free(dst);
+    }
+    brg__st_close(f);
+    free(buf);
+    return s;
+}
+
+/* Every field of a safetensors header is checked before any data is read, each error naming the file,
+ * the tensor and the numbers; F16 and BF16 convert exactly. */
+static void test_safetensors_reader(void) {
+    char msg[BRG_ERROR_MESSAGE_MAX];
+    struct {
+        const char *header;
+        size_t data;
+        brg_status status;
+        const char *needle;
+    } cases[] = {
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, BRG_OK, ""},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, BRG_ERR_PARSE, "reach past the 4 bytes"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[5,6],\"data_offsets\":[0,100]}}", 100, BRG_ERR_PARSE,
+         "tensor 'a': data_offsets [0, 100] hold 100 bytes, but F32 [5, 6] needs 120"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, BRG_ERR_PARSE, "overlaps"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, BRG_ERR_PARSE,
+         "bytes [0, 4) of the data belong to no tensor"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, BRG_ERR_PARSE,
+         "4 bytes after the last tensor"},
+        {"{\"a\":{\"dtype\":\"Q7\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, BRG_ERR_PARSE, "unknown dtype 'Q7'"},
+        {"{\"a\":{\"dtype\":\"F4\",\"shape\":[2],\"data_offsets\":[0,1]}}", 1, BRG_ERR_UNSUPPORTED, "sub-byte"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, BRG_ERR_PARSE, "dimension 0"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,4]}}", 4,
+         BRG_ERR_PARSE, "overflows 64 bits"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4, BRG_ERR_PARSE, "begin <= end"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, BRG_ERR_PARSE, "lacks \"data_offsets\""},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 4, BRG_ERR_PARSE, "unknown key 'x'"},
+        {"{\"a\":1,\"a\":2}", 0, BRG_ERR_PARSE, "duplicate"},
+        {"{\"__metadata__\":{\"k\":3}}", 0, BRG_ERR_PARSE, "__metadata__ 'k' is not a string"},
+        {"[1, 2]", 0, BRG_ERR_PARSE, "not a JSON object"},
+        {"{\"a\":", 0, BRG_ERR_PARSE, "crafted.safetensors: header:"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        msg[0] = '\0';
+        brg_status s = open_crafted(cases[i].header, cases[i].data, msg);
+        if (s != cases[i].status || !strstr(msg, cases[i].needle))
+            fprintf(stderr, "case %zu: %s: %s\n", i, brg_status_name(s), msg);
+        BRG_ASSERT_STATUS(s, cases[i].status);
+        BRG_ASSERT_CONTAINS(msg, cases[i].needle);
+    }
+    /* The length word: too short a file, and a header said to reach past the end. */
+    brg__st_file *f = NULL;
+    BRG_ASSERT_STATUS(brg__st_open_memory("\x08\0\0", 3, "short.safetensors", &f, msg), BRG_ERR_PARSE);
+    BRG_ASSERT_CONTAINS(msg, "too short");
+    unsigned char big[16] = {0xff, 0xff, 0, 0, 0, 0, 0, 0, '{', '}'};
+    BRG_ASSERT_STATUS(brg__st_open_memory(big, 10, "long.safetensors", &f, msg), BRG_ERR_PARSE);
+    BRG_ASSERT_CONTAINS(msg, "reaches past the end of the file");
+    /* F16 (subnormal, infinity) and BF16 read as float32. */
+    const char *h = "{\"h\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,6]},"
+                    "\"b\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[6,8]}}";
+    size_t n = strlen(h);
+    unsigned char buf[512] = {0};
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(((uint64_t)n >> (8 * i)) & 0xff);
+    memcpy(buf + 8, h, n);
+    unsigned char vals[8] = {0x00, 0x3c, 0x01, 0x00, 0x00, 0x7c, 0x49, 0x40}; /* 1.0, 2^-24, +inf; bf16 3.140625 */
+    memcpy(buf + 8 + n, vals, 8);
+    BRG_ASSERT_OK(brg__st_open_memory(buf, 8 + n + 8, "halves.safetensors", &f, msg), msg);
+    float out[3] = {0};
+    BRG_ASSERT_OK(brg__st_read_f32(f, brg__st_find(f, "h"), out, 3, msg), msg);
+    CU_ASSERT(out[0] == 1.0f && out[1] == ldexpf(1.0f, -24) && isinf(out[2]));
+    BRG_ASSERT_OK(brg__st_read_f32(f, brg__st_find(f, "b"), out, 1, msg), msg);
+    CU_ASSERT(out[0] == 3.140625f);
+    BRG_ASSERT_STATUS(brg__st_read_f32(f, brg__st_find(f, "b"), out, 2, msg), BRG_ERR_SHAPE);
+    brg__st_close(f);
+    /* A write to a full device fails naming it. */
+    brg__st_writer *w = NULL;
+    BRG_ASSERT_OK(brg__st_writer_create(&w, msg), msg);
+    float x[4] = {1, 2, 3, 4};
+    BRG_ASSERT_OK(brg__st_writer_add(w, "x", BRG__ST_F32, 1, (int64_t[]){4}, x, msg), msg);
+    BRG_ASSERT_STATUS(brg__st_writer_add(w, "x", BRG__ST_F32, 1, (int64_t[]){4}, x, msg), BRG_ERR_NAME);
+    BRG_ASSERT_STATUS(brg__st_writer_write(w, "/dev/full", msg), BRG_ERR_IO);
+    BRG_ASSERT_CONTAINS(msg, "No space left on device");
+    brg__st_writer_destroy(w);
+}
+
 /* Resumes dir into a fresh trainer; the status and message. */
 static brg_status try_resume(const brg_graph *g, const brg_model_config *cfg, const char *dir, char *message) {
     brg_train_options o = options(1, BRG_SCHEDULE_1F1B);
@@ -421,6 +517,7 @@ int main(int argc, char **argv) {
         {"resume_in_another_layout", test_resume_in_another_layout},
         {"bad_checkpoints", test_bad_checkpoints},
         {"lr_schedule", test_lr_schedule},
+        {"safetensors_reader", test_safetensors_reader},
         {"full_disk_keeps_previous_step", test_full_disk_keeps_previous_step},
         {"kill_and_resume", test_kill_and_resume},
         {NULL, NULL},
