@@ -2,6 +2,7 @@
  * every pipeline depth and schedule, and across layouts (saved with pp 2, resumed with pp 1 and 3); damaged
  * or foreign checkpoints are refused naming the file and what is wrong; a full disk leaves the previous
  * step intact; and kill -9 at random moments, saves included, never leaves a torn step. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <fcntl.h>
@@ -291,6 +292,33 @@ static void test_safetensors_reader(void) {
     CU_ASSERT(out[0] == 3.140625f);
     BRG_ASSERT_STATUS(brg__st_read_f32(f, brg__st_find(f, "b"), out, 2, msg), BRG_ERR_SHAPE);
     brg__st_close(f);
+    /* The fuzz corpus (fuzz/run.sh): valid and broken files, each opened and read without a crash. */
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/safetensors", brg_test_fixtures());
+    DIR *d = opendir(dir);
+    CU_ASSERT(d != NULL);
+    int files = 0, opened = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        brg__st_file *cf = NULL;
+        files++;
+        if (brg__st_open(path, &cf, msg) != BRG_OK) {
+            CU_ASSERT(strstr(msg, e->d_name) != NULL); /* the error names the file */
+            continue;
+        }
+        opened++;
+        for (int64_t i = 0; i < brg__st_count(cf); i++) {
+            const brg__st_tensor *x = brg__st_get(cf, i);
+            float *dst = malloc((size_t)(x->count ? x->count : 1) * sizeof(float));
+            brg__st_read_f32(cf, x, dst, x->count, msg);
+            free(dst);
+        }
+        brg__st_close(cf);
+    }
+    if (d) closedir(d);
+    CU_ASSERT(files >= 6 && opened >= 3);
     /* A write to a full device fails naming it. */
     brg__st_writer *w = NULL;
     BRG_ASSERT_OK(brg__st_writer_create(&w, msg), msg);
