@@ -47,6 +47,7 @@ typedef struct train_args {
     int64_t log_every;
     const char *checkpoint_dir; /* --checkpoint-dir */
     const char *resume;         /* --resume */
+    const char *init_from;      /* --init-from */
     int64_t save_every;
     int64_t keep;
     brg_model_config model_cfg;
@@ -126,6 +127,8 @@ static void usage(FILE *f) {
             "                        --save-every steps and at the end; DIR/latest names the last complete one\n"
             "  --save-every N        steps between saves (default: only at the end)\n"
             "  --keep K              keep the K newest steps, removing older ones once a new one is complete\n"
+            "  --init-from PATH      start from Hugging Face GPT-2 weights (a .safetensors file, or a directory\n"
+            "                        with model.safetensors or a sharded index, and config.json); gpt models\n"
             "  --resume DIR          continue from DIR's last complete step (any --pp, split or schedule),\n"
             "                        bitwise as if never stopped, up to --steps in all; a DIR with no complete\n"
             "                        step starts from scratch (so --checkpoint-dir D --resume D suits restarts)\n"
@@ -271,6 +274,9 @@ static int parse_args(int argc, char **argv, train_args *a) {
         } else if (strcmp(flag, "--checkpoint-dir") == 0) {
             VALUE();
             a->checkpoint_dir = v;
+        } else if (strcmp(flag, "--init-from") == 0) {
+            VALUE();
+            a->init_from = v;
         } else if (strcmp(flag, "--resume") == 0) {
             VALUE();
             a->resume = v;
@@ -564,19 +570,29 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
     brg_checkpoint_options co = BRG_CHECKPOINT_OPTIONS_INIT;
     co.model = &a->model_cfg;
     co.keep = (int)a->keep;
-    int64_t first = 1;
+    int64_t first = 1, resumed = 0;
     if (a->resume) {
         int64_t at = 0;
         brg_status s = brg_checkpoint_resume(tr, a->resume, &co, &at, &err);
         if (s == BRG_OK) {
             printf("resumed from %s at step %lld\n", a->resume, (long long)at);
             first = at + 1;
+            resumed = 1;
         } else if (s == BRG_ERR_NOT_FOUND) {
             printf("%s: no complete step yet: starting from scratch\n", a->resume);
         } else {
             rank_error(&a->launch, "--resume: %s", err.message);
             rc = BRG_EXIT_FAILURE;
             first = a->steps + 1;
+        }
+    }
+    if (a->init_from && !resumed && rc == BRG_EXIT_OK) { /* a resumed run already holds its weights */
+        if (brg_checkpoint_import_hf(tr, a->init_from, &a->model_cfg, &err) != BRG_OK) {
+            rank_error(&a->launch, "--init-from: %s", err.message);
+            rc = BRG_EXIT_FAILURE;
+            first = a->steps + 1;
+        } else {
+            printf("weights from %s\n", a->init_from);
         }
     }
     for (int64_t step = first; step <= a->steps; step++) {

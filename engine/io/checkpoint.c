@@ -540,3 +540,137 @@ brg_status brg_checkpoint_resume(brg_trainer *t, const char *root, const brg_che
     if (step) *step = at;
     return BRG_OK;
 }
+
+/* ---- Hugging Face import ---------------------------------------------------------------------------- */
+
+/* The files of a Hugging Face GPT-2 model at path: a .safetensors file, or a directory with
+ * model.safetensors or a sharded index. `dir` receives the directory (config.json's place). */
+static brg_status hf_files(const char *path, open_files *of, char *dir, char *msg) {
+    struct stat st;
+    if (stat(path, &st) != 0) return io_error(msg, "reading", path);
+    brg__st_file *f = NULL;
+    if (S_ISREG(st.st_mode)) {
+        const char *slash = strrchr(path, '/');
+        if (slash)
+            PATHF(dir, "%.*s", (int)(slash - path), path);
+        else
+            PATHF(dir, ".");
+        return open_shard(of, dir, slash ? slash + 1 : path, &f, msg);
+    }
+    PATHF(dir, "%s", path);
+    char index[PATH_MAX_LEN];
+    PATHF(index, "%s/model.safetensors.index.json", path);
+    if (access(index, F_OK) != 0) return open_shard(of, dir, "model.safetensors", &f, msg);
+    brg_status s = BRG_OK;
+    json_t *root = load_json(index, msg, &s);
+    json_t *map = root ? json_object_get(root, "weight_map") : NULL;
+    if (s == BRG_OK && !json_is_object(map)) s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_PARSE, "%s: no \"weight_map\" object", index);
+    const char *key;
+    json_t *value;
+    if (s == BRG_OK) json_object_foreach(map, key, value) {
+        if (!json_is_string(value)) {
+            s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_PARSE, "%s: the file of '%s' is not a string", index, key);
+            break;
+        }
+        if ((s = open_shard(of, dir, json_string_value(value), &f, msg)) != BRG_OK) break;
+    }
+    json_decref(root);
+    return s;
+}
+
+/* config.json (when there is one) against the model. */
+static brg_status hf_check_config(const char *dir, const brg_model_config *m, char *msg) {
+    char path[PATH_MAX_LEN];
+    PATHF(path, "%s/config.json", dir);
+    if (access(path, F_OK) != 0) return BRG_OK;
+    brg_status s = BRG_OK;
+    json_t *c = load_json(path, msg, &s);
+    if (!c) return s;
+    struct {
+        const char *key;
+        int64_t want;
+        int at_least;
+    } fields[] = {{"n_embd", m->hidden, 0}, {"n_layer", m->layers, 0}, {"n_head", m->heads, 0},
+                  {"vocab_size", m->vocab, 0}, {"n_positions", m->seq, 1}};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0] && s == BRG_OK; i++) {
+        json_t *v = json_object_get(c, fields[i].key);
+        if (!v) continue;
+        json_int_t got = json_integer_value(v);
+        if (!json_is_integer(v) || (fields[i].at_least ? got < fields[i].want : got != fields[i].want))
+            s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
+                                 "%s: %s is %lld, but the model %s has %s%lld", path, fields[i].key, (long long)got,
+                                 m->name, fields[i].at_least ? "seq " : "", (long long)fields[i].want);
+    }
+    json_decref(c);
+    return s;
+}
+
+/* The tensor for brigade's parameter `name` in any of the files, with or without the prefix. */
+static const brg__st_tensor *hf_find(open_files *of, const char *name, brg__st_file **file, const char **file_name) {
+    char prefixed[BRG_MAX_NAME + 32];
+    snprintf(prefixed, sizeof prefixed, "transformer.%s", name);
+    for (int i = 0; i < of->n; i++) {
+        const brg__st_tensor *x = brg__st_find(of->files[i], prefixed);
+        if (!x) x = brg__st_find(of->files[i], name);
+        if (x) {
+            *file = of->files[i];
+            *file_name = of->names[i];
+            return x;
+        }
+    }
+    return NULL;
+}
+
+brg_status brg_checkpoint_import_hf(brg_trainer *t, const char *path, const brg_model_config *model, brg_error *err) {
+    if (!t || !path || !model || strlen(path) > ROOT_MAX_LEN)
+        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_checkpoint_import_hf: NULL argument or too long a path");
+    char msg[BRG_ERROR_MESSAGE_MAX] = "", dir[PATH_MAX_LEN] = "";
+    brg_status s = model->family == BRG_MODEL_GPT
+                       ? BRG_OK
+                       : brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
+                                          "Hugging Face GPT-2 weights load into gpt models, not %s", model->name);
+    brg_checkpoint_options o = {model, 0};
+    open_files of = {0};
+    if (s == BRG_OK) s = hf_files(path, &of, dir, msg);
+    if (s == BRG_OK) s = hf_check_config(dir, model, msg);
+    const brg_graph *g = brg__trainer_graph(t);
+    for (int64_t p = 0; p < g->n_params && s == BRG_OK; p++) {
+        if (!brg__trainer_holds_param(t, p)) continue;
+        const brg_tensor *x = g->params[p];
+        brg__st_file *f = NULL;
+        const char *file = NULL;
+        const brg__st_tensor *st = hf_find(&of, x->name, &f, &file);
+        if (!st) {
+            s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_PARSE, "%s: no tensor '%s' (or 'transformer.%s')", path,
+                                 x->name, x->name);
+            break;
+        }
+        int64_t n = brg__tensor_numel(x, 1), shape[BRG_MAX_DIMS];
+        int ndim = stored_shape(x, &o, shape);
+        int is_wpe = strcmp(x->name, "wpe.weight") == 0;
+        /* wpe: the file may hold more positions (n_positions) than the model's seq: the first seq rows. */
+        if (is_wpe && st->ndim == 2 && st->shape[1] == shape[1] && st->shape[0] > shape[0]) shape[0] = st->shape[0];
+        int64_t stored = 1;
+        for (int d = 0; d < ndim; d++) stored *= shape[d];
+        float *buf = malloc((size_t)stored * sizeof(float)), *value = malloc((size_t)n * sizeof(float)),
+              *zeros = calloc((size_t)n, sizeof(float));
+        if (!buf || !value || !zeros)
+            s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory loading '%s'", x->name);
+        char where[PATH_MAX_LEN];
+        PATHF(where, "%s/%s", dir, file);
+        if (s == BRG_OK) s = read_tensor(f, where, st->name, ndim, shape, buf, stored, msg);
+        if (s == BRG_OK) {
+            if (is_conv1d(&o, x->name))
+                transpose(buf, value, x->shape[1], x->shape[0]);
+            else
+                memcpy(value, buf, (size_t)n * sizeof(float)); /* wpe: its first seq rows */
+            s = brg__trainer_write_param_state(t, p, value, zeros, zeros);
+        }
+        free(buf);
+        free(value);
+        free(zeros);
+    }
+    close_all(&of);
+    s = brg__trainer_agree(t, s, msg);
+    return s == BRG_OK ? BRG_OK : brg__error_set(err, s, "importing %s: %s", path, msg);
+}

@@ -52,6 +52,19 @@ brg_status brg_checkpoint_save(brg_trainer *t, const char *root, const brg_check
 brg_status brg_checkpoint_resume(brg_trainer *t, const char *root, const brg_checkpoint_options *o, int64_t *step,
                                  brg_error *err);
 
+/* Loads Hugging Face GPT-2 weights into t's parameters (its AdamW state stays zero, its step 0): `path`
+ * is a .safetensors file, or a directory holding model.safetensors or a sharded
+ * model.safetensors.index.json, with config.json beside it (checked against `model` when present:
+ * n_embd, n_layer, n_head, vocab_size, and n_positions at least the model's seq). Names may carry the
+ * `transformer.` prefix (GPT2LMHeadModel.save_pretrained) or not (the published gpt2 files); the
+ * attn.bias and attn.masked_bias causal-mask buffers and lm_head.weight (tied to wte) are skipped;
+ * Conv1D weights are transposed into brigade's layout; wpe's first seq rows are taken. `model` must be
+ * of the gpt family. Collective under MPI hosting. Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (another
+ * family, a config.json that does not match: err names the field); BRG_ERR_PARSE, BRG_ERR_IO (a damaged
+ * or missing file, a tensor missing: err names it); BRG_ERR_SHAPE (a tensor of another shape);
+ * BRG_ERR_UNSUPPORTED (a dtype other than F32, F16, BF16, F64). */
+brg_status brg_checkpoint_import_hf(brg_trainer *t, const char *path, const brg_model_config *model, brg_error *err);
+
 #ifdef __cplusplus
 }
 #endif

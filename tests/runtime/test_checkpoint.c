@@ -4,6 +4,7 @@
  * step intact; and kill -9 at random moments, saves included, never leaves a torn step. */
 #include <dirent.h>
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -330,6 +331,92 @@ static void test_safetensors_reader(void) {
     brg__st_writer_destroy(w);
 }
 
+/* Runs the independent GPT-2 (tests/runtime/hf_gpt2.py: NumPy and the safetensors package); its stdout's
+ * first number, or NAN. */
+static double python_reference(const char *args) {
+    char cmd[4096], script[1024];
+    snprintf(script, sizeof script, "%s/../runtime/hf_gpt2.py", brg_test_fixtures());
+    snprintf(cmd, sizeof cmd, "python3 '%s' %s", script, args);
+    FILE *p = popen(cmd, "r");
+    double v = NAN;
+    if (!p || fscanf(p, "%lf", &v) != 1) v = NAN;
+    int rc = p ? pclose(p) : -1;
+    if (rc != 0) {
+        fprintf(stderr, "'%s' failed (exit %d): python3 with numpy and safetensors is installed by tools/deps.sh\n", cmd, rc);
+        v = NAN;
+    }
+    return v;
+}
+
+/* The loss of step `step` in a --stats file. */
+static double stats_loss(const char *path, int step) {
+    json_error_t e;
+    json_t *root = json_load_file(path, 0, &e);
+    json_t *steps = root ? json_object_get(root, "steps") : NULL;
+    double v = NAN;
+    for (size_t i = 0; i < json_array_size(steps); i++) {
+        json_t *s = json_array_get(steps, i);
+        if (json_integer_value(json_object_get(s, "step")) == step) v = json_real_value(json_object_get(s, "loss"));
+    }
+    json_decref(root);
+    return v;
+}
+
+/* Hugging Face GPT-2 both ways, against an independent NumPy GPT-2: random weights written by Python as
+ * the published files are (unprefixed, Conv1D, mask buffers) load with --init-from and give its loss; the
+ * checkpoint brigade writes (prefixed names, an index) gives Python's loss for the next step, and loads
+ * with --init-from too. */
+static void test_hugging_face_round_trip(void) {
+    char hf[1024], ckpt[1100], stats[1100], args[4096];
+    scratch_dir(hf, sizeof hf, "hf-gpt2");
+    snprintf(ckpt, sizeof ckpt, "%s-ckpt", hf);
+    snprintf(stats, sizeof stats, "%s-stats.json", hf);
+    snprintf(args, sizeof args, "make '%s'", hf);
+    python_reference(args);
+    char shard[1100];
+    snprintf(shard, sizeof shard, "%s/tokens.bin", hf);
+    const char *model = "gpt:layers=2,hidden=32,heads=2,vocab=64,seq=16";
+    const brg_test_run *r = brg_test_run_brigade((const char *[]){"train", "--model", model, "--init-from", hf, "--data",
+                                                                   shard, "--steps", "3", "--micro-batch", "4",
+                                                                   "--checkpoint-dir", ckpt, "--stats", stats, NULL});
+    BRG_ASSERT_EQ_INT(r->exit_code, 0);
+    if (r->exit_code) fprintf(stderr, "%s", r->err);
+    snprintf(args, sizeof args, "loss '%s' '%s' 0 4", hf, shard);
+    double want = python_reference(args), got = stats_loss(stats, 1);
+    if (!(fabs(got - want) <= 1e-5 * fabs(want))) fprintf(stderr, "imported: brigade %.9g, NumPy %.9g\n", got, want);
+    CU_ASSERT(fabs(got - want) <= 1e-5 * fabs(want));
+    /* Export: step 3's checkpoint under Python, on step 4's samples (12..15), against brigade's step 4. */
+    r = brg_test_run_brigade((const char *[]){"train", "--model", model, "--data", shard, "--steps", "4", "--micro-batch",
+                                              "4", "--resume", ckpt, "--stats", stats, NULL});
+    BRG_ASSERT_EQ_INT(r->exit_code, 0);
+    char step_dir[1200];
+    snprintf(step_dir, sizeof step_dir, "%s/step-000003", ckpt);
+    snprintf(args, sizeof args, "loss '%s' '%s' 12 4", step_dir, shard);
+    want = python_reference(args);
+    got = stats_loss(stats, 4);
+    if (!(fabs(got - want) <= 1e-5 * fabs(want))) fprintf(stderr, "exported: brigade %.9g, NumPy %.9g\n", got, want);
+    CU_ASSERT(fabs(got - want) <= 1e-5 * fabs(want));
+    /* The prefixed, indexed spelling imports too. */
+    r = brg_test_run_brigade((const char *[]){"train", "--model", model, "--init-from", step_dir, "--data", shard,
+                                              "--steps", "1", "--micro-batch", "4", "--stats", stats, NULL});
+    BRG_ASSERT_EQ_INT(r->exit_code, 0);
+    snprintf(args, sizeof args, "loss '%s' '%s' 0 4", step_dir, shard);
+    want = python_reference(args);
+    got = stats_loss(stats, 1);
+    CU_ASSERT(fabs(got - want) <= 1e-5 * fabs(want));
+    /* Another shape than config.json says, and a tensor missing. */
+    r = brg_test_run_brigade((const char *[]){"train", "--model", "gpt:layers=2,hidden=64,heads=2,vocab=64,seq=16",
+                                              "--init-from", hf, "--steps", "1", NULL});
+    CU_ASSERT(r->exit_code != 0);
+    BRG_ASSERT_CONTAINS(r->err, "config.json: n_embd is 32, but the model");
+    r = brg_test_run_brigade((const char *[]){"train", "--model", "gpt:layers=3,hidden=32,heads=2,vocab=64,seq=16",
+                                              "--init-from", step_dir, "--steps", "1", NULL});
+    CU_ASSERT(r->exit_code != 0);
+    BRG_ASSERT_CONTAINS(r->err, "n_layer is 2");
+    snprintf(args, sizeof args, "rm -rf '%s' '%s' '%s'", hf, ckpt, stats);
+    CU_ASSERT(system(args) == 0);
+}
+
 /* Resumes dir into a fresh trainer; the status and message. */
 static brg_status try_resume(const brg_graph *g, const brg_model_config *cfg, const char *dir, char *message) {
     brg_train_options o = options(1, BRG_SCHEDULE_1F1B);
@@ -546,6 +633,7 @@ int main(int argc, char **argv) {
         {"bad_checkpoints", test_bad_checkpoints},
         {"lr_schedule", test_lr_schedule},
         {"safetensors_reader", test_safetensors_reader},
+        {"hugging_face_round_trip", test_hugging_face_round_trip},
         {"full_disk_keeps_previous_step", test_full_disk_keeps_previous_step},
         {"kill_and_resume", test_kill_and_resume},
         {NULL, NULL},
