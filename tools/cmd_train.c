@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,8 @@ typedef struct train_args {
     const char *checkpoint_dir; /* --checkpoint-dir */
     const char *resume;         /* --resume */
     const char *init_from;      /* --init-from */
+    const char *val_data;       /* --val-data */
+    int64_t val_every, val_batches;
     int64_t save_every;
     int64_t keep;
     brg_model_config model_cfg;
@@ -92,6 +95,10 @@ static void usage(FILE *f) {
             "  --seed S              parameter initialization and synthetic data (default 1337)\n"
             "  --data FILE           llm.c-style token shard (.bin: 256 int32 header, uint16 tokens);\n"
             "                        without it, a built-in synthetic task (repeating random patterns)\n"
+            "  --val-data FILE       a second shard for validation: the mean loss over --val-batches fixed\n"
+            "                        micro-batches (its first samples), forward passes through the pipeline\n"
+            "  --val-every N         validate every N steps (and after the last; default: after the last only)\n"
+            "  --val-batches K       micro-batches of validation (default 4)\n"
             "  --threads N           OpenBLAS threads per stage (default: the cores divided among the stages)\n"
             "\n"
             );
@@ -274,6 +281,15 @@ static int parse_args(int argc, char **argv, train_args *a) {
         } else if (strcmp(flag, "--checkpoint-dir") == 0) {
             VALUE();
             a->checkpoint_dir = v;
+        } else if (strcmp(flag, "--val-data") == 0) {
+            VALUE();
+            a->val_data = v;
+        } else if (strcmp(flag, "--val-every") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, INT64_C(1) << 40, &a->val_every)) return BRG_EXIT_USAGE;
+        } else if (strcmp(flag, "--val-batches") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, 1 << 20, &a->val_batches)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--init-from") == 0) {
             VALUE();
             a->init_from = v;
@@ -327,6 +343,11 @@ static int parse_args(int argc, char **argv, train_args *a) {
                 a->opts.lr_schedule == BRG_LR_COSINE ? "cosine" : "linear");
         return BRG_EXIT_USAGE;
     }
+    if ((a->val_every || a->val_batches) && !a->val_data) {
+        fprintf(stderr, "brigade train: --val-every and --val-batches need --val-data\n");
+        return BRG_EXIT_USAGE;
+    }
+    if (!a->val_batches) a->val_batches = 4;
     if ((a->save_every || a->keep) && !a->checkpoint_dir) {
         fprintf(stderr, "brigade train: --save-every and --keep need --checkpoint-dir\n");
         return BRG_EXIT_USAGE;
@@ -547,7 +568,7 @@ static void print_plan(const train_args *a, const brg_trainer *tr, const brg_gra
     printf("\n");
 }
 
-static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g, brg_data *data) {
+static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g, brg_data *data, brg_data *val) {
     brg_trainer *tr = NULL;
     brg_error err = {0};
     if (brg_trainer_create(&tr, g, &a->opts, &err) != BRG_OK) {
@@ -618,6 +639,16 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
         json_object_set_new(rec, "ms", json_real(st.seconds * 1e3));
         json_object_set_new(rec, "tokens_per_second", json_real(st.tokens_per_second));
         json_object_set_new(rec, "bubble", json_real(st.bubble));
+        double vloss = NAN;
+        if (val && ((a->val_every && step % a->val_every == 0) || step == a->steps)) {
+            if (brg_trainer_evaluate(tr, val, a->val_batches, &vloss) != BRG_OK) {
+                rank_error(&a->launch, "--val-data: %s", brg_trainer_last_error(tr));
+                json_decref(rec);
+                rc = BRG_EXIT_FAILURE;
+                break;
+            }
+            json_object_set_new(rec, "val_loss", json_real(vloss));
+        }
         json_array_append_new(r.steps, rec);
         if (a->checkpoint_dir && ((a->save_every && step % a->save_every == 0) || step == a->steps)) {
             if (brg_checkpoint_save(tr, a->checkpoint_dir, &co, &err) != BRG_OK) {
@@ -634,6 +665,10 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
                    "bubble %4.1f%% | peak %s | eta %.0f s\n",
                    st.step, a->steps, (double)loss, st.grad_norm, st.lr, st.tokens_per_second, st.seconds * 1e3,
                    100.0 * st.bubble, peaks, eta);
+        }
+        if (!isnan(vloss)) {
+            printf("step %5" PRId64 "/%" PRId64 " | val loss %.6f over %lld micro-batches of %s\n", step, a->steps, vloss,
+                   (long long)a->val_batches, a->val_data);
             fflush(stdout);
         }
     }
@@ -748,7 +783,15 @@ static int train_model(train_args *a, int argc, char **argv) {
         brg_data_destroy(data);
         return rc;
     }
-    rc = train(a, &cfg, g, data);
+    brg_data *val = NULL;
+    if (a->val_data && brg_data_bin_open(&val, a->val_data, cfg.vocab, cfg.seq, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: --val-data: %s\n", err.message);
+        brg_graph_destroy(g);
+        brg_data_destroy(data);
+        return BRG_EXIT_USAGE;
+    }
+    rc = train(a, &cfg, g, data, val);
+    brg_data_destroy(val);
     brg_graph_destroy(g);
     brg_data_destroy(data);
     return rc;

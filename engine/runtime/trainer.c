@@ -24,7 +24,8 @@
 #include "trainer_internal.h"
 #include "transport/transport.h"
 
-enum { TAG_ACTIVATION = 1, TAG_GRAD = 2, TAG_TIED = 3, TAG_NORM = 4, TAG_SUMMARY = 5, TAG_FINGERPRINT = 6, TAG_TRACE = 7 };
+enum { TAG_ACTIVATION = 1, TAG_GRAD = 2, TAG_TIED = 3, TAG_NORM = 4, TAG_SUMMARY = 5, TAG_FINGERPRINT = 6, TAG_TRACE = 7,
+       TAG_EVAL = 8 };
 
 /* State of one (virtual stage, micro-batch) within a step. */
 typedef struct mb_state {
@@ -99,6 +100,8 @@ struct brg_trainer {
     brg__transport *mpi;
     int64_t *rank_bytes; /* [ranks] bytes each rank's backend held at the last exchange (MPI) */
     int node_ranks;      /* ranks sharing this node's cores */
+    int64_t eval_batches; /* brg_trainer_evaluate: micro-batches, and the last stage's loss sum */
+    double eval_loss_sum;
     brg_status status;
     char error[BRG_ERROR_MESSAGE_MAX];
 };
@@ -604,12 +607,11 @@ static void maybe_release(worker *w, vstage *v, int mb) {
 }
 
 /* Loads the graph inputs stage v reads for micro-batch mb of the current step. */
-static brg_status load_inputs(worker *w, vstage *v, int mb) {
+/* Samples [first, first + micro_batch) of w->data into slot `mb`'s graph inputs of stage v. */
+static brg_status upload_samples(worker *w, vstage *v, int mb, int64_t first) {
     brg_trainer *t = w->trainer;
-    BRG__CHECK(acquire(w, v, mb));
     brg__stage *st = v->st;
     if (st->n_inputs == 0) return BRG_OK;
-    int64_t first = t->next_sample + (int64_t)mb * t->opts.micro_batch;
     brg_status s = brg_data_batch(w->data, first, t->opts.micro_batch, w->host_tokens, w->host_targets);
     if (s != BRG_OK)
         return worker_fail(w, s, "loading samples %lld..%lld: %s", (long long)first,
@@ -621,6 +623,11 @@ static brg_status load_inputs(worker *w, vstage *v, int mb) {
         w->be->vt->upload(w->be, st->acts[mb][idx], src, bytes);
     }
     return BRG_OK;
+}
+
+static brg_status load_inputs(worker *w, vstage *v, int mb) {
+    BRG__CHECK(acquire(w, v, mb));
+    return upload_samples(w, v, mb, w->trainer->next_sample + (int64_t)mb * w->trainer->opts.micro_batch);
 }
 
 static brg_status wait_all(worker *w, brg__request **reqs, int64_t n) {
@@ -1026,6 +1033,113 @@ static void *worker_main(void *arg) {
     if (w->status != BRG_OK) w->tp->vt->stop_all(w->tp, w->status);
     t->norm_partials[(size_t)w->rank * (size_t)(t->graph->n_params + 1) + (size_t)t->graph->n_params] = norm;
     return NULL;
+}
+
+/* ---- evaluation: forward passes only ---------------------------------------------------------- */
+
+static const worker *failed_worker(const brg_trainer *t);
+
+/* Micro-batch after micro-batch, each through every virtual stage in order (a rank waits for its
+ * input, runs the forward, hands the outputs on), in slot 0, released at once: no pipelining, no
+ * gradients, the parameters untouched. Every rank visits (micro-batch, stage) in the same global
+ * order, so receives are posted before the sends they meet wait. */
+static void *eval_main(void *arg) {
+    worker *w = arg;
+    brg_trainer *t = w->trainer;
+    brg__cpu_set_threads(t->threads_per_rank);
+    for (int64_t j = 0; j < t->eval_batches && w->status == BRG_OK; j++)
+        for (int k = 0; k < t->n_stages && w->status == BRG_OK; k++) {
+            vstage *v = &t->stages[k];
+            if (v->rank != w->rank) continue;
+            brg__stage *st = v->st;
+            char msg[BRG_ERROR_MESSAGE_MAX] = "";
+            brg_status s = brg__stage_acquire(st, 0);
+            if (s != BRG_OK) {
+                worker_fail(w, s, "%s", st->msg);
+                break;
+            }
+            uint16_t mb = (uint16_t)(j & 0xffff);
+            if (remote_prev(t, v))
+                for (int64_t q = 0; q < st->n_recv && s == BRG_OK; q++) {
+                    const brg_tensor *x = t->graph->tensors[st->recv[q]];
+                    brg__request *req = NULL;
+                    s = w->tp->vt->post_recv(w->tp, t->stages[k - 1].rank, brg__transfer_tag(TAG_EVAL, k - 1, mb, x->index),
+                                             st->acts[0][x->index], brg__stage_tensor_bytes(st, x), &req);
+                    if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
+                    if (s != BRG_OK) worker_fail(w, s, "rank %d: evaluation: receiving from rank %d: %s", w->rank,
+                                                 t->stages[k - 1].rank, msg);
+                }
+            else if (k > 0)
+                for (int64_t q = 0; q < st->n_recv; q++) { /* the previous stage is on this rank: in its slot 0 */
+                    int64_t x = st->recv[q];
+                    w->be->vt->copy(w->be, st->acts[0][x], t->stages[k - 1].st->acts[0][x],
+                                    brg__stage_tensor_bytes(st, t->graph->tensors[x]));
+                }
+            if (s == BRG_OK) s = upload_samples(w, v, 0, j * t->opts.micro_batch);
+            if (s == BRG_OK && (s = brg__stage_forward(st, 0)) != BRG_OK)
+                worker_fail(w, s, "stage %d, evaluation batch %lld: %s", k, (long long)j, st->msg);
+            double sum = 0.0;
+            if (s == BRG_OK && k == t->n_stages - 1 && (s = brg__stage_loss_sum(st, 0, &sum)) == BRG_OK)
+                t->eval_loss_sum += sum;
+            if (s == BRG_OK && remote_next(t, v))
+                for (int64_t q = 0; q < st->n_send && s == BRG_OK; q++) {
+                    const brg_tensor *x = t->graph->tensors[st->send[q]];
+                    brg__request *req = NULL;
+                    s = w->tp->vt->post_send(w->tp, t->stages[k + 1].rank, brg__transfer_tag(TAG_EVAL, k, mb, x->index),
+                                             st->acts[0][x->index], brg__stage_tensor_bytes(st, x), &req);
+                    if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
+                    if (s != BRG_OK) worker_fail(w, s, "rank %d: evaluation: sending to rank %d: %s", w->rank,
+                                                 t->stages[k + 1].rank, msg);
+                }
+            /* The next stage on this rank copies from slot 0 first; release the one before. */
+            if (k > 0 && t->stages[k - 1].rank == w->rank) brg__stage_release(t->stages[k - 1].st, 0);
+            if (k + 1 == t->n_stages || t->stages[k + 1].rank != w->rank || s != BRG_OK) brg__stage_release(st, 0);
+        }
+    if (w->status != BRG_OK) w->tp->vt->stop_all(w->tp, w->status);
+    return NULL;
+}
+
+brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches, double *loss) {
+    if (!t || !data || !loss || batches < 1) return BRG_ERR_INVALID_ARGUMENT;
+    if (t->status != BRG_OK) return t->status;
+    if (brg_data_seq(data) != t->seq)
+        return trainer_fail(t, BRG_ERR_INVALID_ARGUMENT, "the evaluation data has sequences of %lld tokens, the model %lld",
+                            (long long)brg_data_seq(data), (long long)t->seq);
+    t->eval_batches = batches;
+    t->eval_loss_sum = 0.0;
+    for (int r = t->local_begin; r < t->local_end; r++) {
+        worker *w = &t->workers[r];
+        w->data = data;
+        w->status = BRG_OK;
+        w->msg[0] = '\0';
+    }
+    if (t->local_end - t->local_begin == 1) {
+        eval_main(&t->workers[t->local_begin]);
+    } else {
+        int started = 0;
+        for (int r = t->local_begin; r < t->local_end; r++, started++)
+            if (pthread_create(&t->workers[r].thread, NULL, eval_main, &t->workers[r]) != 0) {
+                worker_fail(&t->workers[r], BRG_ERR_INTERNAL, "could not start the thread of rank %d", r);
+                t->workers[r].tp->vt->stop_all(t->workers[r].tp, BRG_ERR_INTERNAL);
+                break;
+            }
+        for (int r = t->local_begin; r < t->local_begin + started; r++) pthread_join(t->workers[r].thread, NULL);
+    }
+    const worker *bad = failed_worker(t);
+    if (bad) return trainer_fail(t, bad->status, "evaluation: %s", bad->msg);
+    double sum = t->eval_loss_sum;
+    if (t->mpi) { /* the last rank's sum, to every rank */
+        double *all = calloc((size_t)t->ranks, sizeof *all);
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        brg_status s = all ? brg__exchange_allgather(t->mpi, brg__transfer_tag(TAG_EVAL, 0xffff, 0, 0), &sum, all,
+                                                     sizeof sum, msg)
+                           : BRG_ERR_OUT_OF_MEMORY;
+        if (s == BRG_OK) sum = all[t->ranks - 1];
+        free(all);
+        if (s != BRG_OK) return trainer_fail(t, s, "evaluation: %s", msg);
+    }
+    *loss = sum / ((double)batches * (double)t->opts.micro_batch * (double)t->seq);
+    return BRG_OK;
 }
 
 /* ---- the step -------------------------------------------------------------------------------- */

@@ -183,6 +183,12 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
  * BRG_ERR_BACKEND. After a failure the trainer is in error and later steps return the same status. */
 brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stats);
 
+/* The mean loss over `batches` micro-batches (micro_batch samples each) of `data`, samples 0.. (the same
+ * ones every call: a validation set), through the pipeline's stages with forward passes only; the
+ * parameters do not change. Collective under MPI hosting. BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL,
+ * batches < 1, another sequence length); a backend or transport status (the trainer is then in error). */
+brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches, double *loss);
+
 /* Figures of rank `rank` in the last step (under MPI hosting, every rank's, exchanged at the step's end).
  * BRG_OK, BRG_ERR_INVALID_ARGUMENT or BRG_ERR_NOT_FOUND. */
 brg_status brg_trainer_rank_stats(const brg_trainer *t, int rank, brg_rank_stats *out);

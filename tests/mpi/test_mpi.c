@@ -6,7 +6,8 @@
  * the losses and fingerprint of the MPI run are bitwise those of the in-process run and of one stage
  * (with tensors above MPI's eager limit, so sends complete only once their receive is posted); a peer's
  * failure ends every rank at once with its rank named; a peer that never sends ends in a timeout naming
- * it; tags and sizes that do not match are errors; ranks started differently are refused at creation. */
+ * it; tags and sizes that do not match are errors; ranks started differently are refused at creation.
+ * Validation (forward passes only) gives the same loss too. */
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,7 @@ static brg_graph *build(const char *spec, brg_model_config *cfg) {
 typedef struct run_result {
     uint64_t fingerprint;
     double losses[2];
+    double val; /* brg_trainer_evaluate over 3 micro-batches after the steps */
     brg_status status;
     char error[BRG_ERROR_MESSAGE_MAX];
 } run_result;
@@ -72,6 +74,8 @@ static run_result run(const brg_graph *g, const brg_model_config *cfg, const brg
         if (r.status != BRG_OK) snprintf(r.error, sizeof r.error, "%s", brg_trainer_last_error(t));
         r.losses[s] = st.loss;
     }
+    if (r.status == BRG_OK && (r.status = brg_trainer_evaluate(t, d, 3, &r.val)) != BRG_OK)
+        snprintf(r.error, sizeof r.error, "%s", brg_trainer_last_error(t));
     if (r.status == BRG_OK) r.status = brg_trainer_fingerprint(t, &r.fingerprint);
     brg_trainer_destroy(t);
     brg_data_destroy(d);
@@ -90,7 +94,7 @@ static brg_train_options base_options(void) {
 
 static int same_run(const run_result *a, const run_result *b) {
     return a->status == BRG_OK && b->status == BRG_OK && a->fingerprint == b->fingerprint &&
-           a->losses[0] == b->losses[0] && a->losses[1] == b->losses[1];
+           a->losses[0] == b->losses[0] && a->losses[1] == b->losses[1] && a->val == b->val;
 }
 
 /* Every model x schedule x pp x recompute: MPI = threads = one stage, bitwise. Activations of 32 x 32

@@ -417,6 +417,46 @@ static void test_hugging_face_round_trip(void) {
     CU_ASSERT(system(args) == 0);
 }
 
+/* Validation: forward passes through the pipeline give, on the step's own samples, bitwise the loss the
+ * step reports, for every depth and schedule; the parameters do not move; bad requests are refused. */
+static void test_evaluate(void) {
+    brg_model_config cfg;
+    brg_graph *g = build(SPEC, &cfg);
+    const brg_schedule_kind kinds[] = {BRG_SCHEDULE_GPIPE, BRG_SCHEDULE_1F1B, BRG_SCHEDULE_INTERLEAVED_1F1B,
+                                       BRG_SCHEDULE_ZB_H1};
+    double first_eval = NAN;
+    for (int pp = 1; pp <= 3; pp++)
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            brg_train_options o = options(pp, kinds[k]);
+            brg_error err = {0};
+            brg_data *d = NULL;
+            brg_trainer *t = NULL;
+            BRG_ASSERT_OK(brg_data_synthetic_create(&d, cfg.vocab, cfg.seq, 5, &err), err.message);
+            BRG_ASSERT_OK(brg_trainer_create(&t, g, &o, &err), err.message);
+            uint64_t before = 0, after = 1;
+            BRG_ASSERT_OK(brg_trainer_fingerprint(t, &before), "fingerprint");
+            double eval = NAN;
+            BRG_ASSERT_OK(brg_trainer_evaluate(t, d, o.micro_batches, &eval), brg_trainer_last_error(t));
+            BRG_ASSERT_OK(brg_trainer_fingerprint(t, &after), "fingerprint");
+            CU_ASSERT(before == after);
+            brg_step_stats st;
+            BRG_ASSERT_OK(brg_trainer_step(t, d, &st), brg_trainer_last_error(t));
+            if (eval != st.loss) fprintf(stderr, "pp %d %s: evaluated %.17g, trained %.17g\n", pp,
+                                         brg_schedule_kind_name(kinds[k]), eval, st.loss);
+            CU_ASSERT(eval == st.loss);
+            if (isnan(first_eval)) first_eval = eval;
+            CU_ASSERT(eval == first_eval);
+            double again = NAN;
+            BRG_ASSERT_OK(brg_trainer_evaluate(t, d, 9, &again), brg_trainer_last_error(t)); /* more than fit a step */
+            CU_ASSERT(isfinite(again));
+            BRG_ASSERT_STATUS(brg_trainer_evaluate(t, d, 0, &again), BRG_ERR_INVALID_ARGUMENT);
+            BRG_ASSERT_OK(brg_trainer_step(t, d, &st), brg_trainer_last_error(t)); /* training goes on after */
+            brg_trainer_destroy(t);
+            brg_data_destroy(d);
+        }
+    brg_graph_destroy(g);
+}
+
 /* Resumes dir into a fresh trainer; the status and message. */
 static brg_status try_resume(const brg_graph *g, const brg_model_config *cfg, const char *dir, char *message) {
     brg_train_options o = options(1, BRG_SCHEDULE_1F1B);
@@ -634,6 +674,7 @@ int main(int argc, char **argv) {
         {"lr_schedule", test_lr_schedule},
         {"safetensors_reader", test_safetensors_reader},
         {"hugging_face_round_trip", test_hugging_face_round_trip},
+        {"evaluate", test_evaluate},
         {"full_disk_keeps_previous_step", test_full_disk_keeps_previous_step},
         {"kill_and_resume", test_kill_and_resume},
         {NULL, NULL},
