@@ -204,6 +204,10 @@ static json_t *gpt_config(const brg_model_config *m) {
     json_object_set_new(c, "embd_pdrop", json_real(0.0));
     json_object_set_new(c, "attn_pdrop", json_real(0.0));
     json_object_set_new(c, "tie_word_embeddings", json_true());
+    /* GPT-2's end-of-text token is the last of its 50257; a model of another vocabulary has none. */
+    json_t *eos = m->vocab == 50257 ? json_integer(50256) : json_null();
+    json_object_set_new(c, "bos_token_id", json_incref(eos));
+    json_object_set_new(c, "eos_token_id", eos);
     json_object_set_new(c, "torch_dtype", json_string("float32"));
     return c;
 }

@@ -293,6 +293,16 @@ static void test_safetensors_reader(void) {
     CU_ASSERT(out[0] == 3.140625f);
     BRG_ASSERT_STATUS(brg__st_read_f32(f, brg__st_find(f, "b"), out, 2, msg), BRG_ERR_SHAPE);
     brg__st_close(f);
+    /* A dtype brigade does not read as weights: named. */
+    const char *ints = "{\"i\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    n = strlen(ints);
+    memset(buf, 0, sizeof buf);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(((uint64_t)n >> (8 * i)) & 0xff);
+    memcpy(buf + 8, ints, n);
+    BRG_ASSERT_OK(brg__st_open_memory(buf, 8 + n + 8, "ints.safetensors", &f, msg), msg);
+    BRG_ASSERT_STATUS(brg__st_read_f32(f, brg__st_find(f, "i"), out, 2, msg), BRG_ERR_UNSUPPORTED);
+    BRG_ASSERT_CONTAINS(msg, "ints.safetensors: tensor 'i' is I32");
+    brg__st_close(f);
     /* The fuzz corpus (fuzz/run.sh): valid and broken files, each opened and read without a crash. */
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/safetensors", brg_test_fixtures());
