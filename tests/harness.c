@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "brigade.h"
 #include "brigade/status.h"
 
 int brg_test_main(int argc, char **argv, const char *suite, const brg_test_case *cases) {
@@ -51,6 +52,14 @@ const char *brg_test_tmp_path(char *buf, size_t size, const char *name) {
 }
 
 extern char **environ;
+
+brg_graph *brg_test_build(const char *spec, brg_model_config *cfg) {
+    brg_error err = {0};
+    brg_graph *g = NULL;
+    BRG_ASSERT_OK(brg_model_parse(spec, cfg, &err), err.message);
+    BRG_ASSERT_OK(brg_model_build(cfg, &g, &err), err.message);
+    return g;
+}
 
 char *brg_test_slurp(const char *path) {
     FILE *f = fopen(path, "rb");

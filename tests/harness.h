@@ -35,6 +35,12 @@ typedef struct brg_test_run {
     char *err;
 } brg_test_run;
 
+/* The model of `spec` (brg_model_parse) built and finalized, *cfg its configuration; failures are assertion
+ * failures (and NULL). */
+struct brg_graph;
+struct brg_model_config;
+struct brg_graph *brg_test_build(const char *spec, struct brg_model_config *cfg);
+
 /* The whole file at path, NUL-terminated (malloc'd: the caller frees it; "" when unreadable, NULL when out
  * of memory). */
 char *brg_test_slurp(const char *path);

@@ -1039,6 +1039,22 @@ static void *worker_main(void *arg) {
 
 static const worker *failed_worker(const brg_trainer *t);
 
+/* Runs fn for every rank of this process: in the calling thread when there is one, else a thread each. */
+static void run_workers(brg_trainer *t, void *(*fn)(void *)) {
+    if (t->local_end - t->local_begin == 1) {
+        fn(&t->workers[t->local_begin]);
+        return;
+    }
+    int started = 0;
+    for (int r = t->local_begin; r < t->local_end; r++, started++)
+        if (pthread_create(&t->workers[r].thread, NULL, fn, &t->workers[r]) != 0) {
+            worker_fail(&t->workers[r], BRG_ERR_INTERNAL, "could not start the thread of rank %d", r);
+            t->workers[r].tp->vt->stop_all(t->workers[r].tp, BRG_ERR_INTERNAL);
+            break;
+        }
+    for (int r = t->local_begin; r < t->local_begin + started; r++) pthread_join(t->workers[r].thread, NULL);
+}
+
 /* Micro-batch after micro-batch, each through every virtual stage in order (a rank waits for its
  * input, runs the forward, hands the outputs on), in slot 0, released at once: no pipelining, no
  * gradients, the parameters untouched. Every rank visits (micro-batch, stage) in the same global
@@ -1113,18 +1129,7 @@ brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches,
         w->status = BRG_OK;
         w->msg[0] = '\0';
     }
-    if (t->local_end - t->local_begin == 1) {
-        eval_main(&t->workers[t->local_begin]);
-    } else {
-        int started = 0;
-        for (int r = t->local_begin; r < t->local_end; r++, started++)
-            if (pthread_create(&t->workers[r].thread, NULL, eval_main, &t->workers[r]) != 0) {
-                worker_fail(&t->workers[r], BRG_ERR_INTERNAL, "could not start the thread of rank %d", r);
-                t->workers[r].tp->vt->stop_all(t->workers[r].tp, BRG_ERR_INTERNAL);
-                break;
-            }
-        for (int r = t->local_begin; r < t->local_begin + started; r++) pthread_join(t->workers[r].thread, NULL);
-    }
+    run_workers(t, eval_main);
     const worker *bad = failed_worker(t);
     if (bad) return trainer_fail(t, bad->status, "evaluation: %s", bad->msg);
     double sum = t->eval_loss_sum;
@@ -1233,18 +1238,7 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
     double start = now_seconds();
     reset_step_state(t, data, start);
     t->trace_ready = 0;
-    if (t->local_end - t->local_begin == 1) {
-        worker_main(&t->workers[t->local_begin]);
-    } else {
-        int started = 0;
-        for (int r = t->local_begin; r < t->local_end; r++, started++)
-            if (pthread_create(&t->workers[r].thread, NULL, worker_main, &t->workers[r]) != 0) {
-                worker_fail(&t->workers[r], BRG_ERR_INTERNAL, "could not start the thread of rank %d", r);
-                t->workers[r].tp->vt->stop_all(t->workers[r].tp, BRG_ERR_INTERNAL);
-                break;
-            }
-        for (int r = t->local_begin; r < t->local_begin + started; r++) pthread_join(t->workers[r].thread, NULL);
-    }
+    run_workers(t, worker_main);
     double seconds = now_seconds() - start;
     const worker *bad = failed_worker(t);
     if (bad) cancel_pending(t);

@@ -42,13 +42,7 @@ static double now_seconds(void) {
     }                                                                                                     \
     static void name##_body(void)
 
-static brg_graph *build(const char *spec, brg_model_config *cfg) {
-    brg_error err = {0};
-    brg_graph *g = NULL;
-    BRG_ASSERT_OK(brg_model_parse(spec, cfg, &err), err.message);
-    BRG_ASSERT_OK(brg_model_build(cfg, &g, &err), err.message);
-    return g;
-}
+#define build brg_test_build
 
 typedef struct run_result {
     uint64_t fingerprint;

@@ -27,13 +27,7 @@ extern char **environ;
 
 #define SPEC "gpt:layers=4,hidden=32,heads=2,vocab=64,seq=16"
 
-static brg_graph *build(const char *spec, brg_model_config *cfg) {
-    brg_error err = {0};
-    brg_graph *g = NULL;
-    BRG_ASSERT_OK(brg_model_parse(spec, cfg, &err), err.message);
-    BRG_ASSERT_OK(brg_model_build(cfg, &g, &err), err.message);
-    return g;
-}
+#define build brg_test_build
 
 static brg_train_options options(int pp, brg_schedule_kind kind) {
     brg_train_options o = BRG_TRAIN_OPTIONS_INIT;
