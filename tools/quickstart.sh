@@ -62,13 +62,19 @@ print("throughput: predicted %.0f tokens/s from the measured layers, trained at 
 EOF
 echo
 # 3. The same pipeline as one process per stage, as on a cluster: mpirun, transfers over MPI.
-if command -v mpirun >/dev/null 2>&1 && "$brigade" train --help | grep -q "mpirun -np N"; then
+# The fingerprint a run printed last.
+fingerprint_of() { sed -n 's/^params fingerprint: //p' <<<"$1"; }
+if command -v mpirun >/dev/null 2>&1 && [[ $("$brigade" train --help) == *"mpirun -np N"* ]]; then
     mpi=(mpirun --oversubscribe -np 2)
     if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
     flags=(train --model "$model" --pp 2 --schedule 1f1b --micro-batch 2 --micro-batches 8 --steps 30 --lr 2e-3 --log-every 10)
     echo "== $model as a 2-stage pipeline: two threads of one process, then two processes under mpirun =="
-    threads=$("$brigade" "${flags[@]}" | tee /dev/stderr | sed -n 's/^params fingerprint: //p')
-    procs=$("${mpi[@]}" "$brigade" "${flags[@]}" | tee /dev/stderr | sed -n 's/^params fingerprint: //p')
+    out=$("$brigade" "${flags[@]}")
+    echo "$out"
+    threads=$(fingerprint_of "$out")
+    out=$("${mpi[@]}" "$brigade" "${flags[@]}")
+    echo "$out"
+    procs=$(fingerprint_of "$out")
     if [ -n "$threads" ] && [ "$threads" = "$procs" ]; then
         echo "fingerprints: threads $threads, mpirun $procs: bitwise the same parameters"
     else
@@ -83,10 +89,12 @@ ckpt=$build/quickstart-checkpoints
 rm -rf "$ckpt"
 flags=(train --model "$model" --pp 2 --micro-batch 2 --micro-batches 8 --lr 2e-3 --log-every 10)
 echo "== $model: 40 steps in one go, then 20 steps saved to $ckpt and a second command resuming them to 40 =="
-whole=$("$brigade" "${flags[@]}" --steps 40 | sed -n 's/^params fingerprint: //p')
-"$brigade" "${flags[@]}" --steps 20 --checkpoint-dir "$ckpt" | tail -2
-resumed=$("$brigade" "${flags[@]}" --steps 40 --resume "$ckpt" --checkpoint-dir "$ckpt" | tee /dev/stderr |
-          sed -n 's/^params fingerprint: //p')
+whole=$(fingerprint_of "$("$brigade" "${flags[@]}" --steps 40)")
+out=$("$brigade" "${flags[@]}" --steps 20 --checkpoint-dir "$ckpt")
+tail -2 <<<"$out"
+out=$("$brigade" "${flags[@]}" --steps 40 --resume "$ckpt" --checkpoint-dir "$ckpt")
+echo "$out"
+resumed=$(fingerprint_of "$out")
 if [ -n "$whole" ] && [ "$whole" = "$resumed" ]; then
     echo "fingerprints: uninterrupted $whole, resumed $resumed: bitwise the same run"
 else
