@@ -118,12 +118,6 @@ struct brg__nccl_fabric {
 
 static endpoint *endpoint_of(brg__transport *t) { return (endpoint *)t; }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void sleep_briefly(void) {
     struct timespec ts = {0, 20000}; /* 20 us */
     nanosleep(&ts, NULL);
@@ -149,7 +143,7 @@ static brg_status poll_comms(const ncclComm_t *comms, int n, double deadline, co
                                         what, i, n, ncclGetErrorString(state));
         }
         if (!busy) return BRG_OK;
-        if (deadline > 0 && now_seconds() >= deadline)
+        if (deadline > 0 && brg__now_seconds() >= deadline)
             return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TIMEOUT,
                                     "%s: still in progress when the timeout ran out (a GPU or peer that never joined?)",
                                     what);
@@ -165,7 +159,7 @@ static brg_status join_clique(ncclComm_t *comms, int n, const ncclUniqueId *id, 
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     brg_status s = BRG_OK;
-    double deadline = timeout > 0 ? now_seconds() + timeout : 0.0;
+    double deadline = timeout > 0 ? brg__now_seconds() + timeout : 0.0;
     memset(comms, 0, (size_t)n * sizeof *comms);
     ncclResult_t nr = ncclGroupStart();
     for (int i = 0; i < n && nr == ncclSuccess; i++) {
@@ -437,7 +431,7 @@ static brg_status issue_held(endpoint *e, char *msg) {
         /* A non-blocking communicator may still be enqueueing the group (connecting to a peer for the
          * first time): the completion event goes on the stream only after the kernels. */
         if (s == BRG_OK && end == ncclInProgress)
-            s = poll_comms(&e->held[i]->comm, 1, f->timeout > 0 ? now_seconds() + f->timeout : 0.0,
+            s = poll_comms(&e->held[i]->comm, 1, f->timeout > 0 ? brg__now_seconds() + f->timeout : 0.0,
                            "enqueueing NCCL sends and receives", msg);
         if (s != BRG_OK) goto fail;
         completion *c = completion_record(e->transfer, j - i, msg, &s);
@@ -581,11 +575,11 @@ static brg_status nccl_wait(brg__transport *t, brg__request *r, char *msg) {
     nvtxRangePushA(r->is_send ? "wait: send" : "wait: receive");
     char issue_msg[BRG_ERROR_MESSAGE_MAX] = "";
     brg_status issued = issue_held(e, issue_msg);
-    double deadline = f->timeout > 0 ? now_seconds() + f->timeout : 0.0;
+    double deadline = f->timeout > 0 ? brg__now_seconds() + f->timeout : 0.0;
     /* Until the transfer is queued (a device copy waits for the other half's post). */
     pthread_mutex_lock(&f->lock);
     while (!r->done && r->status == BRG_OK && f->aborted == BRG_OK && issued == BRG_OK) {
-        if (deadline > 0 && now_seconds() >= deadline) break;
+        if (deadline > 0 && brg__now_seconds() >= deadline) break;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += 1000000; /* 1 ms: the deadline is checked at least this often */
@@ -645,7 +639,7 @@ static brg_status nccl_wait(brg__transport *t, brg__request *r, char *msg) {
             s = fail_wait(e, r, BRG_ERR_CANCELLED, text, msg);
             break;
         }
-        if (deadline > 0 && now_seconds() >= deadline) {
+        if (deadline > 0 && brg__now_seconds() >= deadline) {
             snprintf(text, sizeof text, "rank %d waited %.0f s for %s to complete; giving up (a dead or stalled peer)",
                      t->rank, f->timeout, what);
             s = fail_wait(e, r, BRG_ERR_TIMEOUT, text, msg);
@@ -920,7 +914,7 @@ extern "C" void brg__nccl_fabric_destroy(brg__nccl_fabric *f) {
                 ncclResult_t nr = ncclCommFinalize(e->owned[i]);
                 char ignored[BRG_ERROR_MESSAGE_MAX];
                 clean = (nr == ncclSuccess || nr == ncclInProgress) &&
-                        poll_comms(&e->owned[i], 1, now_seconds() + (f->timeout > 0 ? f->timeout : 60.0),
+                        poll_comms(&e->owned[i], 1, brg__now_seconds() + (f->timeout > 0 ? f->timeout : 60.0),
                                    "finalizing", ignored) == BRG_OK;
             }
             if (clean) ncclCommDestroy(e->owned[i]);

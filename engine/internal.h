@@ -61,6 +61,9 @@ static inline bool brg__count_add(int64_t a, int64_t b, int64_t limit, int64_t *
 #define BRG__FNV_OFFSET 0xcbf29ce484222325ULL
 uint64_t brg__fnv1a(uint64_t hash, const void *data, size_t size);
 
+/* Seconds on the monotonic clock (for durations and deadlines). */
+double brg__now_seconds(void);
+
 /* splitmix64: a counter-based generator; every random stream in brigade is derived from a seed and a
  * name or index through it, so results do not depend on how work is split. */
 uint64_t brg__splitmix64(uint64_t *state);

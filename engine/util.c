@@ -1,4 +1,5 @@
 #include <math.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -27,4 +28,10 @@ float brg__rand_normal(uint64_t *state) {
     double u1 = ((double)(brg__splitmix64(state) >> 11) + 1.0) / 9007199254740992.0;
     double u2 = (double)(brg__splitmix64(state) >> 11) / 9007199254740992.0;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+double brg__now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

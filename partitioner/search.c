@@ -831,12 +831,6 @@ static brg_status search_config(search *x, const config_entry *ce, int *settled)
     return s;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void search_free(search *x) {
     for (int i = 0; i < x->table_count; i++) brg__batch_table_destroy(x->tables[i]);
     free(x->tables);
@@ -974,7 +968,7 @@ static void suggest(const brg_graph *g, const brg_topology *t, const brg__model 
 
 brg_status brg_plan_search(const brg_graph *g, const brg_topology *t, const brg_plan_options *options,
                            brg_plan **out, brg_error *err) {
-    double start = now_seconds();
+    double start = brg__now_seconds();
     if (out) *out = NULL;
     brg__model *m = NULL;
     BRG__CHECK(brg__model_create(&m, g, t, options, err));
@@ -997,7 +991,7 @@ brg_status brg_plan_search(const brg_graph *g, const brg_topology *t, const brg_
                                x.near.known ? x.near.message : "no cut of the layers fits", change);
         }
     }
-    if (s == BRG_OK) s = build_plan(&x, out, now_seconds() - start);
+    if (s == BRG_OK) s = build_plan(&x, out, brg__now_seconds() - start);
     search_free(&x);
     brg__model_destroy(m);
     return s;

@@ -61,9 +61,18 @@ print("throughput: predicted %.0f tokens/s from the measured layers, trained at 
       % (predicted, measured, 100.0 * (measured / predicted - 1.0)))
 EOF
 echo
-# 3. The same pipeline as one process per stage, as on a cluster: mpirun, transfers over MPI.
 # The fingerprint a run printed last.
 fingerprint_of() { sed -n 's/^params fingerprint: //p' <<<"$1"; }
+# Two runs' fingerprints, named by $1 and $3: equal, or the quickstart fails. $5 says what equal means.
+same_fingerprints() {
+    if [ -n "$2" ] && [ "$2" = "$4" ]; then
+        echo "fingerprints: $1 $2, $3 $4: $5"
+    else
+        echo "fingerprints differ: $1 '$2', $3 '$4'" >&2
+        exit 1
+    fi
+}
+# 3. The same pipeline as one process per stage, as on a cluster: mpirun, transfers over MPI.
 if command -v mpirun >/dev/null 2>&1 && [[ $("$brigade" train --help) == *"mpirun -np N"* ]]; then
     mpi=(mpirun --oversubscribe -np 2)
     if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
@@ -74,13 +83,7 @@ if command -v mpirun >/dev/null 2>&1 && [[ $("$brigade" train --help) == *"mpiru
     threads=$(fingerprint_of "$out")
     out=$("${mpi[@]}" "$brigade" "${flags[@]}")
     echo "$out"
-    procs=$(fingerprint_of "$out")
-    if [ -n "$threads" ] && [ "$threads" = "$procs" ]; then
-        echo "fingerprints: threads $threads, mpirun $procs: bitwise the same parameters"
-    else
-        echo "fingerprints differ: threads '$threads', mpirun '$procs'" >&2
-        exit 1
-    fi
+    same_fingerprints threads "$threads" mpirun "$(fingerprint_of "$out")" "bitwise the same parameters"
     echo
 fi
 # 4. Save and resume: 20 steps and a checkpoint, then a second command resuming it up to 40 steps,
@@ -94,13 +97,7 @@ out=$("$brigade" "${flags[@]}" --steps 20 --checkpoint-dir "$ckpt")
 tail -2 <<<"$out"
 out=$("$brigade" "${flags[@]}" --steps 40 --resume "$ckpt" --checkpoint-dir "$ckpt")
 echo "$out"
-resumed=$(fingerprint_of "$out")
-if [ -n "$whole" ] && [ "$whole" = "$resumed" ]; then
-    echo "fingerprints: uninterrupted $whole, resumed $resumed: bitwise the same run"
-else
-    echo "fingerprints differ: uninterrupted '$whole', resumed '$resumed'" >&2
-    exit 1
-fi
+same_fingerprints uninterrupted "$whole" resumed "$(fingerprint_of "$out")" "bitwise the same run"
 echo "checkpoint of step 40 (Hugging Face GPT-2 safetensors, index, config.json): $ckpt/$(cat "$ckpt/latest")"
 echo
 echo "review of the $big plan: $build/quickstart-report.md, with its pictures beside it (quickstart-report-gantt.svg,"

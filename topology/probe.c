@@ -12,21 +12,15 @@
 #define PROBE_COPY_SECONDS 0.1
 #define PROBE_MAX_REPEATS 1000
 
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Best of repeated calls, so that a preempted call does not lower the figure. */
 static double probe_gemm(float *a, float *b, float *c) {
     const int n = PROBE_N;
-    double best = 0.0, start = seconds_now();
+    double best = 0.0, start = brg__now_seconds();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n); /* warm-up */
-    for (int r = 0; r < PROBE_MAX_REPEATS && (r < 3 || seconds_now() - start < PROBE_GEMM_SECONDS); r++) {
-        double t0 = seconds_now();
+    for (int r = 0; r < PROBE_MAX_REPEATS && (r < 3 || brg__now_seconds() - start < PROBE_GEMM_SECONDS); r++) {
+        double t0 = brg__now_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double dt = seconds_now() - t0;
+        double dt = brg__now_seconds() - t0;
         double rate = dt > 0 ? 2.0 * n * (double)n * n / dt : 0.0;
         if (rate > best) best = rate;
     }
@@ -35,13 +29,13 @@ static double probe_gemm(float *a, float *b, float *c) {
 
 /* A copy moves each byte twice through memory (read and write): that is the figure a roofline wants. */
 static double probe_copy(char *src, char *dst) {
-    double best = 0.0, start = seconds_now();
+    double best = 0.0, start = brg__now_seconds();
     memcpy(dst, src, PROBE_COPY_BYTES); /* warm-up: fault the pages in */
-    for (int r = 0; r < PROBE_MAX_REPEATS && (r < 3 || seconds_now() - start < PROBE_COPY_SECONDS); r++) {
+    for (int r = 0; r < PROBE_MAX_REPEATS && (r < 3 || brg__now_seconds() - start < PROBE_COPY_SECONDS); r++) {
         src[r % PROBE_COPY_BYTES] = (char)r;
-        double t0 = seconds_now();
+        double t0 = brg__now_seconds();
         memcpy(dst, src, PROBE_COPY_BYTES);
-        double dt = seconds_now() - t0;
+        double dt = brg__now_seconds() - t0;
         double rate = dt > 0 ? 2.0 * PROBE_COPY_BYTES / dt : 0.0;
         if (rate > best) best = rate;
     }

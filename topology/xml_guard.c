@@ -406,12 +406,6 @@ static brg_status canonical_document(const char *text, size_t size, const char *
  * (glibc's malloc and jemalloc are fork-safe), but a lock another thread held at the fork, a stdio one,
  * would stop it. */
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int hwloc_load_buffer(hwloc_topology_t *out, const char *buffer, int size) {
     hwloc_topology_t hw;
     if (hwloc_topology_init(&hw) != 0) return -1;
@@ -482,10 +476,10 @@ brg_status brg__hwloc_probe(const char *buffer, int size, const char *where, con
     close(verdict[1]);
     char text[2048];
     size_t used = 0;
-    double deadline = now_seconds() + PROBE_SECONDS;
+    double deadline = brg__now_seconds() + PROBE_SECONDS;
     int timed_out = 0;
     for (;;) { /* until the child has closed its end: it has exited (or was killed) */
-        int left_ms = (int)((deadline - now_seconds()) * 1000.0);
+        int left_ms = (int)((deadline - brg__now_seconds()) * 1000.0);
         if (left_ms <= 0) {
             timed_out = 1;
             break;

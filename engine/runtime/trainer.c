@@ -99,7 +99,7 @@ struct brg_trainer {
     int local_begin, local_end;
     brg__transport *mpi;
     int64_t *rank_bytes; /* [ranks] bytes each rank's backend held at the last exchange (MPI) */
-    int node_ranks;      /* ranks sharing this node's cores */
+    int local_rank, node_ranks; /* this process among the ranks sharing its node (picks its GPU), and their number */
     int64_t eval_batches; /* brg_trainer_evaluate: micro-batches, and the last stage's loss sum */
     double eval_loss_sum;
     brg_status status;
@@ -108,12 +108,6 @@ struct brg_trainer {
 
 /* Whether this process runs `rank`. */
 static int is_local(const brg_trainer *t, int rank) { return rank >= t->local_begin && rank < t->local_end; }
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 BRG__PRINTF(3, 4)
 static brg_status trainer_fail(brg_trainer *t, brg_status status, const char *fmt, ...) {
@@ -185,8 +179,7 @@ static brg_status join_job(brg_trainer *t, const brg_train_options *o, brg_error
                               t->mpi->ranks, o->stages, o->stages, o->stages, t->mpi->ranks);
     t->local_begin = t->mpi->rank;
     t->local_end = t->mpi->rank + 1;
-    int local_rank = 0;
-    s = brg__mpi_transport_local_rank(t->mpi, &local_rank, &t->node_ranks, msg);
+    s = brg__mpi_transport_local_rank(t->mpi, &t->local_rank, &t->node_ranks, msg);
     if (s != BRG_OK) return brg__error_set(err, s, "%s", msg);
     s = brg__exchange_check_job(t->mpi, brg__options_hash(o), brg__graph_hash(t->graph), o->consistency_key, msg);
     return s == BRG_OK ? BRG_OK : brg__error_set(err, s, "%s", msg);
@@ -387,13 +380,10 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
     int *devices = calloc((size_t)t->ranks, sizeof *devices);
     for (int r = 0; devices && r < t->ranks; r++) devices[r] = r;
     if (!devices && s == BRG_OK) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
-    int device = 0, local_ranks = 1;
     if (s == BRG_OK && t->mpi && o->backend == BRG_BACKEND_CUDA) {
         /* One GPU per process: the local rank's; NCCL's unique id goes from rank 0 over MPI. */
-        s = brg__mpi_transport_local_rank(t->mpi, &device, &local_ranks, msg);
-        if (s == BRG_OK)
-            s = brg__nccl_fabric_create_rank(&t->nccl, t->mpi->rank, t->ranks, device, brg__mpi_transport_bcast,
-                                             t->mpi, o->timeout_seconds, msg);
+        s = brg__nccl_fabric_create_rank(&t->nccl, t->mpi->rank, t->ranks, t->local_rank, brg__mpi_transport_bcast,
+                                         t->mpi, o->timeout_seconds, msg);
     } else if (s == BRG_OK && o->backend == BRG_BACKEND_CUDA) {
         s = brg__nccl_fabric_create(&t->nccl, t->ranks, devices, o->timeout_seconds, msg);
     } else if (s == BRG_OK && !t->mpi) {
@@ -411,7 +401,7 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         w->host_targets = malloc(bt * sizeof(int32_t));
         if (!w->host_tokens || !w->host_targets) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         if (s == BRG_OK && o->backend == BRG_BACKEND_CUDA)
-            s = brg__backend_cuda_create(&w->be, t->mpi ? device : r, o->precision == BRG_PRECISION_BF16, msg);
+            s = brg__backend_cuda_create(&w->be, t->mpi ? t->local_rank : r, o->precision == BRG_PRECISION_BF16, msg);
         else if (s == BRG_OK)
             s = brg__backend_cpu_create(&w->be, msg);
         if (s == BRG_OK && t->nccl) s = brg__nccl_fabric_attach(t->nccl, r, w->be, msg);
@@ -703,9 +693,9 @@ static brg_status copy_backward(worker *w, vstage *from, int mb) {
 static brg_status run_forward(worker *w, vstage *v, int mb) {
     brg_trainer *t = w->trainer;
     BRG__CHECK(acquire(w, v, mb));
-    double t0 = now_seconds();
+    double t0 = brg__now_seconds();
     BRG__CHECK(wait_all(w, v->mb[mb].act_reqs, v->st->n_recv));
-    double t1 = now_seconds();
+    double t1 = brg__now_seconds();
     w->stats.wait_seconds += t1 - t0;
     if (!v->mb[mb].stashed) {
         v->mb[mb].stashed = 1;
@@ -716,7 +706,7 @@ static brg_status run_forward(worker *w, vstage *v, int mb) {
     brg_status s = brg__stage_forward(v->st, mb);
     if (s == BRG_OK && v->index == t->n_stages - 1) s = brg__stage_loss_sum(v->st, mb, &v->loss_sums[mb]);
     if (s != BRG_OK) return worker_fail(w, s, "stage %d, micro-batch %d, forward: %s", v->index, mb, v->st->msg);
-    double t2 = now_seconds();
+    double t2 = brg__now_seconds();
     w->stats.compute_seconds += t2 - t1;
     record(w, BRG_INSTRUCTION_FORWARD, BRG_TRACE_COMPUTE, mb, v->index, t1, t2);
     v->mb[mb].forward_done = 1;
@@ -727,15 +717,15 @@ static brg_status run_forward(worker *w, vstage *v, int mb) {
 
 static brg_status run_backward(worker *w, vstage *v, int mb, brg__backward_part part) {
     brg_trainer *t = w->trainer;
-    double t0 = now_seconds();
+    double t0 = brg__now_seconds();
     if (part & BRG__BACKWARD_INPUT) {
         BRG__CHECK(wait_all(w, v->mb[mb].grad_reqs, v->st->n_send));
     }
-    double t1 = now_seconds();
+    double t1 = brg__now_seconds();
     w->stats.wait_seconds += t1 - t0;
     brg_status s = brg__stage_backward(v->st, mb, part);
     if (s != BRG_OK) return worker_fail(w, s, "stage %d, micro-batch %d, backward: %s", v->index, mb, v->st->msg);
-    double t2 = now_seconds();
+    double t2 = brg__now_seconds();
     w->stats.compute_seconds += t2 - t1;
     brg_instruction_kind kind = part == BRG__BACKWARD_FULL    ? BRG_INSTRUCTION_BACKWARD
                                 : part == BRG__BACKWARD_INPUT ? BRG_INSTRUCTION_BACKWARD_INPUT
@@ -779,9 +769,9 @@ static brg_status wait_exchange(worker *w, pending *list, int n, const char *wha
             continue;
         }
         char msg[BRG_ERROR_MESSAGE_MAX] = "";
-        double t0 = now_seconds();
+        double t0 = brg__now_seconds();
         s = w->tp->vt->wait(w->tp, list[i].req, msg);
-        w->stats.wait_seconds += now_seconds() - t0;
+        w->stats.wait_seconds += brg__now_seconds() - t0;
         if (s != BRG_OK)
             worker_fail(w, s, "rank %d: %s %s rank %d: %s", w->rank, list[i].is_send ? "sending" : "receiving", what,
                         list[i].peer, msg);
@@ -944,7 +934,7 @@ double brg_lr_at(const brg_train_options *o, int64_t step) {
 
 static brg_status run_optimizer(worker *w, double *norm_out) {
     brg_trainer *t = w->trainer;
-    double t0 = now_seconds();
+    double t0 = brg__now_seconds();
     for (int k = 0; k < t->n_stages; k++)
         if (t->stages[k].rank == w->rank) brg__stage_reduce_grads(t->stages[k].st);
     BRG__CHECK(reduce_tied(w));
@@ -963,7 +953,7 @@ static brg_status run_optimizer(worker *w, double *norm_out) {
     if (kept == BRG_OK && w->rank == t->inject_optimizer_rank)
         kept = brg__message_set(msg, sizeof msg, BRG_ERR_BACKEND, "injected fault in an optimizer kernel");
     if (kept != BRG_OK) return worker_fail(w, kept, "rank %d: after the optimizer step: %s", w->rank, msg);
-    double t1 = now_seconds();
+    double t1 = brg__now_seconds();
     w->stats.compute_seconds += t1 - t0;
     record(w, BRG_INSTRUCTION_OPTIMIZER_STEP, BRG_TRACE_COMPUTE, -1, -1, t0, t1);
     *norm_out = norm;
@@ -974,12 +964,12 @@ static brg_status execute(worker *w, const brg_instruction *in, double *norm) {
     brg_trainer *t = w->trainer;
     vstage *v = in->stage >= 0 ? &t->stages[in->stage] : NULL;
     int mb = in->micro_batch;
-    double t0 = now_seconds();
+    double t0 = brg__now_seconds();
     brg_status s = BRG_OK;
     switch (in->kind) {
     case BRG_INSTRUCTION_LOAD_BATCH:
         s = load_inputs(w, v, mb);
-        record(w, in->kind, BRG_TRACE_COMPUTE, mb, v->index, t0, now_seconds());
+        record(w, in->kind, BRG_TRACE_COMPUTE, mb, v->index, t0, brg__now_seconds());
         return s;
     case BRG_INSTRUCTION_RECV_ACTIVATION:
         BRG__CHECK(acquire(w, v, mb));
@@ -993,15 +983,15 @@ static brg_status execute(worker *w, const brg_instruction *in, double *norm) {
         return run_forward(w, v, mb);
     case BRG_INSTRUCTION_SEND_ACTIVATION:
         s = send_tensors(w, v, mb, 0, in->peer);
-        w->stats.transfer_seconds += now_seconds() - t0;
-        record(w, in->kind, BRG_TRACE_TRANSFER, mb, v->index, t0, now_seconds());
+        w->stats.transfer_seconds += brg__now_seconds() - t0;
+        record(w, in->kind, BRG_TRACE_TRANSFER, mb, v->index, t0, brg__now_seconds());
         v->mb[mb].activations_sent = 1;
         maybe_drop(w, v, mb);
         return s;
     case BRG_INSTRUCTION_SEND_GRAD:
         s = send_tensors(w, v, mb, 1, in->peer);
-        w->stats.transfer_seconds += now_seconds() - t0;
-        record(w, in->kind, BRG_TRACE_TRANSFER, mb, v->index, t0, now_seconds());
+        w->stats.transfer_seconds += brg__now_seconds() - t0;
+        record(w, in->kind, BRG_TRACE_TRANSFER, mb, v->index, t0, brg__now_seconds());
         v->mb[mb].grads_sent = 1;
         maybe_release(w, v, mb);
         return s;
@@ -1235,11 +1225,11 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
     if (brg_data_seq(data) != t->seq)
         return trainer_fail(t, BRG_ERR_INVALID_ARGUMENT, "the data has sequences of %lld tokens, the model %lld",
                             (long long)brg_data_seq(data), (long long)t->seq);
-    double start = now_seconds();
+    double start = brg__now_seconds();
     reset_step_state(t, data, start);
     t->trace_ready = 0;
     run_workers(t, worker_main);
-    double seconds = now_seconds() - start;
+    double seconds = brg__now_seconds() - start;
     const worker *bad = failed_worker(t);
     if (bad) cancel_pending(t);
     if (bad) return trainer_fail(t, bad->status, "step %lld: %s", (long long)t->steps_done + 1, bad->msg);

@@ -60,12 +60,6 @@ static mpi_endpoint *endpoint_of(brg__transport *t) { return (mpi_endpoint *)t; 
 
 int brg__mpi_built(void) { return 1; }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static brg_status mpi_error(char *msg, brg_status status, int code, const char *what) {
     char text[MPI_MAX_ERROR_STRING] = "";
     int len = 0;
@@ -227,8 +221,8 @@ static brg_status mpi_wait(brg__transport *t, brg__request *r, char *msg) {
             break;
         }
         if ((spin & 63) != 63) continue;
-        if (start == 0.0) start = now_seconds();
-        double waited = now_seconds() - start;
+        if (start == 0.0) start = brg__now_seconds();
+        double waited = brg__now_seconds() - start;
         if (notice_arrived(e)) {
             if (e->abort_from >= 0)
                 s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_CANCELLED,
@@ -367,14 +361,14 @@ brg_status brg__mpi_transport_bcast(void *ctx, void *buf, size_t bytes, int root
     MPI_Request req = MPI_REQUEST_NULL;
     int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, e->comm, &req);
     if (rc != MPI_SUCCESS) return mpi_error(msg, BRG_ERR_TRANSPORT, rc, "MPI broadcast");
-    double start = now_seconds();
+    double start = brg__now_seconds();
     for (unsigned spin = 0;; spin++) {
         int flag = 0;
         rc = MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_error(msg, BRG_ERR_TRANSPORT, rc, "MPI broadcast");
         if (flag) return BRG_OK;
         if ((spin & 63) != 63) continue;
-        double waited = now_seconds() - start;
+        double waited = brg__now_seconds() - start;
         if (e->timeout > 0 && waited > e->timeout)
             /* The request stays with MPI: a broadcast cannot be cancelled. The job is failing anyway. */
             return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_TIMEOUT,
