@@ -310,7 +310,10 @@ brg_status brg_checkpoint_save(brg_trainer *t, const char *root, const brg_check
         if (s == BRG_OK && mkdir(dir, 0755) != 0) s = io_error(msg, "creating", dir);
     }
     s = brg__trainer_agree(t, s, msg);
+    /* ZeRO-1: the moments, split across the replicas, whole again for the owners that save them. */
+    if (s == BRG_OK) s = brg__trainer_agree(t, brg__trainer_gather_moments(t, msg), msg);
     if (s == BRG_OK) s = brg__trainer_agree(t, write_shards(t, g, o, dir, msg), msg);
+    brg__trainer_release_moments(t);
     uint64_t fp = 0;
     if (s == BRG_OK && (s = brg_trainer_fingerprint(t, &fp)) != BRG_OK) /* collective */
         brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, s, "computing the fingerprint failed");

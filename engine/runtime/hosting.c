@@ -39,6 +39,10 @@ uint64_t brg__options_hash(const brg_train_options *o) {
     MIX(h, o->warmup_steps);
     MIX(h, o->min_lr);
     MIX(h, o->total_steps);
+    MIX(h, o->data_parallel);
+    MIX(h, o->zero);
+    MIX(h, o->bucket_bytes);
+    if (o->rank_layout) h = mix(h, o->rank_layout, (size_t)o->data_parallel * (size_t)o->stages * sizeof *o->rank_layout);
     return h;
 }
 

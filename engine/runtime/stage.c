@@ -393,8 +393,9 @@ brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part)
             }
             wanted |= call.din[q] != NULL;
         }
-        if (!wanted) continue;
-        BRG__CHECK(s->be->vt->backward(s->be, &call));
+        if (wanted) BRG__CHECK(s->be->vt->backward(s->be, &call));
+        if (s->grad_hook && (part & BRG__BACKWARD_WEIGHT) && slot == s->hook_slot)
+            BRG__CHECK(s->grad_hook(s->hook_ctx, s, i));
     }
     return BRG_OK;
 }
@@ -415,23 +416,41 @@ void brg__stage_zero_grads(brg__stage *s) {
     }
 }
 
-void brg__stage_reduce_grads(brg__stage *s) {
+void brg__stage_reduce_param_grad(brg__stage *s, int64_t p) {
     const brg_graph *g = s->graph;
-    for (int64_t p = 0; p < g->n_params; p++) {
-        if (s->param_consumers[p] < 2) continue;
-        int64_t n = brg__tensor_numel(g->params[p], 1);
-        int first = 1;
-        for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++) {
-            const brg__op *op = stage_op(s, s->op_begin + k / BRG__MAX_INPUTS);
-            int q = (int)(k % BRG__MAX_INPUTS);
-            if (q >= op->n_inputs || op->inputs[q] != g->params[p]) continue;
-            if (first)
-                s->be->vt->copy(s->be, s->param_grad[p], s->consumer_grad[k], (size_t)n * sizeof(float));
-            else
-                s->be->vt->accumulate(s->be, s->param_grad[p], s->consumer_grad[k], n);
-            first = 0;
-        }
+    if (s->param_consumers[p] < 2) return;
+    int64_t n = brg__tensor_numel(g->params[p], 1);
+    int first = 1;
+    for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++) {
+        const brg__op *op = stage_op(s, s->op_begin + k / BRG__MAX_INPUTS);
+        int q = (int)(k % BRG__MAX_INPUTS);
+        if (q >= op->n_inputs || op->inputs[q] != g->params[p]) continue;
+        if (first)
+            s->be->vt->copy(s->be, s->param_grad[p], s->consumer_grad[k], (size_t)n * sizeof(float));
+        else
+            s->be->vt->accumulate(s->be, s->param_grad[p], s->consumer_grad[k], n);
+        first = 0;
     }
+}
+
+void brg__stage_reduce_grads(brg__stage *s) {
+    for (int64_t p = 0; p < s->graph->n_params; p++) brg__stage_reduce_param_grad(s, p);
+}
+
+int64_t brg__stage_first_consumer(const brg__stage *s, int64_t p) {
+    const brg_tensor *param = s->graph->params[p];
+    for (int64_t i = s->op_begin; i < s->op_end; i++) {
+        const brg__op *op = stage_op(s, i);
+        for (int q = 0; q < op->n_inputs; q++)
+            if (op->inputs[q] == param) return i;
+    }
+    return -1;
+}
+
+void brg__stage_release_moments(brg__stage *s, int64_t p) {
+    s->be->vt->free(s->be, s->adam_m[p]);
+    s->be->vt->free(s->be, s->adam_v[p]);
+    s->adam_m[p] = s->adam_v[p] = NULL;
 }
 
 double brg__stage_grad_sum_squares(brg__stage *s, int64_t p) {

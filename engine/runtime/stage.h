@@ -48,6 +48,12 @@ typedef struct brg__stage {
     int *param_consumers;  /* [param] consumers inside this stage */
     unsigned char *grad_owned; /* [param] param_grad is a buffer of its own (else it aliases the consumer's) */
 
+    /* Called after each op's weight gradients of slot `hook_slot` (the step's last micro-batch), in the
+     * backward's order: the op's parameter gradients are final then (data parallelism posts them). NULL: none. */
+    brg_status (*grad_hook)(void *ctx, struct brg__stage *s, int64_t op);
+    void *hook_ctx;
+    int hook_slot;
+
     char msg[BRG_ERROR_MESSAGE_MAX];
 } brg__stage;
 
@@ -85,6 +91,13 @@ brg_status brg__stage_own_param_grad(brg__stage *s, int64_t p);
 void brg__stage_zero_grads(brg__stage *s);
 /* Sums each parameter's consumer gradients inside the stage in op order into param_grad. */
 void brg__stage_reduce_grads(brg__stage *s);
+/* The same for parameter p alone (its consumers' gradients summed in op order into param_grad). */
+void brg__stage_reduce_param_grad(brg__stage *s, int64_t p);
+/* The first (lowest) op of the stage that reads parameter p: its backward is the last to add to p's
+ * gradient. -1: none reads it. */
+int64_t brg__stage_first_consumer(const brg__stage *s, int64_t p);
+/* Frees parameter p's AdamW moments (they live elsewhere: sharded across replicas). */
+void brg__stage_release_moments(brg__stage *s, int64_t p);
 /* Sum of squares of param_grad of parameter p (double, element order). */
 double brg__stage_grad_sum_squares(brg__stage *s, int64_t p);
 /* Scales every gradient, then AdamW on every parameter of the stage. */

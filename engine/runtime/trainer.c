@@ -18,6 +18,7 @@
 
 #include "backend.h"
 #include "cpu/cpu.h"
+#include "dp.h"
 #include "brigade/train.h"
 #include "hosting.h"
 #include "stage.h"
@@ -37,7 +38,8 @@ typedef struct mb_state {
 
 typedef struct vstage {
     int index; /* global virtual stage s */
-    int rank;
+    int rank;  /* its pipeline rank (the schedule's) */
+    int replica, grank; /* its data-parallel replica, and the rank that runs it */
     int first_layer, end_layer; /* layers [first_layer, end_layer) */
     int64_t op_begin, op_end;   /* its ops */
     brg__stage *st;             /* NULL when its rank runs in another process */
@@ -47,7 +49,10 @@ typedef struct vstage {
 
 typedef struct worker {
     struct brg_trainer *trainer;
-    int rank;
+    int rank;            /* among every rank of the job */
+    int prank, replica;  /* its pipeline rank (stage of the schedule) and data-parallel replica */
+    struct vstage *vs;   /* its replica's virtual stages */
+    brg__dp *dp;         /* data parallelism: its group of replicas; NULL with one replica */
     brg__backend *be;
     brg__transport *tp;
     pthread_t thread;
@@ -76,8 +81,11 @@ typedef struct tied_param {
 struct brg_trainer {
     const brg_graph *graph;
     brg_train_options opts;
-    int ranks, n_stages;
-    vstage *stages;
+    int ranks, n_stages; /* ranks: every rank of the job, pp * dp */
+    int pp, dp;          /* pipeline ranks, replicas */
+    int *layout;         /* [dp * pp]: rank of (replica d, pipeline rank p) at d * pp + p */
+    unsigned char *tied_mask; /* [param] summed across pipeline stages */
+    vstage *stages;      /* [dp][n_stages]: replica d's at d * n_stages */
     worker *workers;
     brg_schedule *schedule;
     brg__inproc_fabric *fabric; /* CPU ranks */
@@ -100,14 +108,19 @@ struct brg_trainer {
     brg__transport *mpi;
     int64_t *rank_bytes; /* [ranks] bytes each rank's backend held at the last exchange (MPI) */
     int local_rank, node_ranks; /* this process among the ranks sharing its node (picks its GPU), and their number */
-    int64_t eval_batches; /* brg_trainer_evaluate: micro-batches, and the last stage's loss sum */
-    double eval_loss_sum;
+    int64_t eval_batches; /* brg_trainer_evaluate: micro-batches, and each one's loss sum */
+    double *eval_sums;
     brg_status status;
     char error[BRG_ERROR_MESSAGE_MAX];
 };
 
 /* Whether this process runs `rank`. */
 static int is_local(const brg_trainer *t, int rank) { return rank >= t->local_begin && rank < t->local_end; }
+
+/* The rank of pipeline rank `prank` in replica d. */
+static int rank_of(const brg_trainer *t, int replica, int prank) { return t->layout[replica * t->pp + prank]; }
+/* The rank of w's pipeline peer `prank` (the same replica). */
+static int peer_of(const worker *w, int prank) { return rank_of(w->trainer, w->replica, prank); }
 
 BRG__PRINTF(3, 4)
 static brg_status trainer_fail(brg_trainer *t, brg_status status, const char *fmt, ...) {
@@ -140,6 +153,10 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
     BRG__OPTION(o->hosting == BRG_HOSTING_THREADS || o->hosting == BRG_HOSTING_MPI,
                 "hosting must be threads or mpi, got %d", (int)o->hosting);
     BRG__OPTION(o->stages >= 1 && o->stages <= 256, "stages must be 1 to 256, got %d", o->stages);
+    BRG__OPTION(o->data_parallel >= 1 && o->data_parallel <= 4096 && o->data_parallel * o->stages <= 65536,
+                "data_parallel must be 1 to 4096 with stages x data_parallel <= 65536 ranks, got %d", o->data_parallel);
+    BRG__OPTION(o->zero == 0 || o->zero == 1, "zero must be 0 or 1 (ZeRO-1), got %d", o->zero);
+    BRG__OPTION(o->bucket_bytes >= 0, "bucket_bytes must be >= 0, got %lld", (long long)o->bucket_bytes);
     BRG__OPTION(o->chunks >= 1 && o->chunks <= 64, "chunks must be 1 to 64, got %d", o->chunks);
     BRG__OPTION(o->backend == BRG_BACKEND_CPU || o->backend == BRG_BACKEND_CUDA, "backend must be cpu or cuda, got %d",
                 (int)o->backend);
@@ -172,11 +189,17 @@ static brg_status join_job(brg_trainer *t, const brg_train_options *o, brg_error
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
     brg_status s = brg__mpi_transport_create(&t->mpi, o->mpi_comm, o->timeout_seconds, msg);
     if (s != BRG_OK) return brg__error_set(err, s, "%s", msg);
-    if (t->mpi->ranks != o->stages)
+    int world = o->stages * o->data_parallel;
+    if (t->mpi->ranks != world && o->data_parallel == 1)
         return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
                               "the job has %d processes but the pipeline %d stages: one process runs each stage "
                               "(start %d processes, e.g. mpirun -np %d, or ask for --pp %d)",
                               t->mpi->ranks, o->stages, o->stages, o->stages, t->mpi->ranks);
+    if (t->mpi->ranks != world)
+        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
+                              "the job has %d processes but %d stages x %d replicas make %d ranks: one process runs "
+                              "each (start %d processes, e.g. mpirun -np %d)",
+                              t->mpi->ranks, o->stages, o->data_parallel, world, world, world);
     t->local_begin = t->mpi->rank;
     t->local_end = t->mpi->rank + 1;
     s = brg__mpi_transport_local_rank(t->mpi, &t->local_rank, &t->node_ranks, msg);
@@ -314,7 +337,8 @@ static brg_status find_tied(brg_trainer *t) {
     const brg_graph *g = t->graph;
     t->param_owner = malloc((size_t)(g->n_params ? g->n_params : 1) * sizeof *t->param_owner);
     t->tied = calloc((size_t)(g->n_params ? g->n_params : 1), sizeof *t->tied);
-    if (!t->param_owner || !t->tied) return BRG_ERR_OUT_OF_MEMORY;
+    t->tied_mask = calloc((size_t)(g->n_params ? g->n_params : 1), sizeof *t->tied_mask);
+    if (!t->param_owner || !t->tied || !t->tied_mask) return BRG_ERR_OUT_OF_MEMORY;
     for (int64_t p = 0; p < g->n_params; p++) {
         const brg_tensor *param = g->params[p];
         int n = 0, first_stage = -1, several = 0;
@@ -329,6 +353,7 @@ static brg_status find_tied(brg_trainer *t) {
                     }
         t->param_owner[p] = first_stage;
         if (!several) continue;
+        t->tied_mask[p] = 1;
         tied_param *tp = &t->tied[t->n_tied++];
         tp->param = p;
         tp->consumer_op = malloc((size_t)n * sizeof *tp->consumer_op);
@@ -344,12 +369,42 @@ static brg_status find_tied(brg_trainer *t) {
                         tp->consumer_input[tp->n_consumers++] = q;
                     }
         /* Every holder sums all contributions itself: its gradient needs a buffer of its own. */
-        for (int c = 0; c < tp->n_consumers; c++) {
-            brg__stage *st = t->stages[tp->consumer_stage[c]].st;
-            if (st) BRG__CHECK(brg__stage_own_param_grad(st, p));
-        }
+        for (int d = 0; d < t->dp; d++)
+            for (int c = 0; c < tp->n_consumers; c++) {
+                brg__stage *st = t->stages[d * t->n_stages + tp->consumer_stage[c]].st;
+                if (st) BRG__CHECK(brg__stage_own_param_grad(st, p));
+            }
     }
     return BRG_OK;
+}
+
+static brg_status dp_hook(void *ctx, brg__stage *st, int64_t op) {
+    worker *w = ctx;
+    return brg__dp_grad_ready(w->dp, st, op, st->msg);
+}
+
+/* Each local rank's group of replicas: its pipeline rank in every replica, in replica order. */
+static brg_status create_data_parallel(brg_trainer *t, char *msg) {
+    int *members = calloc((size_t)t->dp, sizeof *members);
+    brg__stage **mine = calloc((size_t)t->n_stages, sizeof *mine);
+    brg_status s = members && mine ? BRG_OK : brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int r = t->local_begin; r < t->local_end && s == BRG_OK; r++) {
+        worker *w = &t->workers[r];
+        int n = 0;
+        for (int k = 0; k < t->n_stages; k++)
+            if (w->vs[k].rank == w->prank) mine[n++] = w->vs[k].st;
+        for (int d = 0; d < t->dp; d++) members[d] = rank_of(t, d, w->prank);
+        int64_t bucket = t->opts.bucket_bytes > 0 ? t->opts.bucket_bytes : (int64_t)4 << 20;
+        s = brg__dp_create(&w->dp, mine, n, t->tied_mask, w->tp, w->be, members, t->dp, t->opts.zero, bucket, msg);
+        for (int k = 0; k < n && s == BRG_OK; k++) {
+            mine[k]->grad_hook = dp_hook;
+            mine[k]->hook_ctx = w;
+            mine[k]->hook_slot = (int)t->opts.micro_batches - 1;
+        }
+    }
+    free(members);
+    free(mine);
+    return s;
 }
 
 static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
@@ -360,14 +415,14 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
     so.stages = o->stages;
     so.chunks = o->chunks;
     so.micro_batches = (int)o->micro_batches;
+    so.data_parallel = o->data_parallel;
     BRG__CHECK(brg_schedule_create(&so, &t->schedule, err));
     if (brg_schedule_check(t->schedule) != BRG_OK)
         return brg__error_set(err, BRG_ERR_INTERNAL, "the generated schedule failed its check: %s",
                               brg_schedule_last_error(t->schedule));
-    t->ranks = o->stages;
     t->n_stages = o->stages * o->chunks;
     int *first = calloc((size_t)t->n_stages + 1, sizeof *first);
-    t->stages = calloc((size_t)t->n_stages, sizeof *t->stages);
+    t->stages = calloc((size_t)t->n_stages * (size_t)t->dp, sizeof *t->stages);
     t->workers = calloc((size_t)t->ranks, sizeof *t->workers);
     t->norm_partials = calloc((size_t)t->ranks * (size_t)(g->n_params + 1), sizeof *t->norm_partials);
     if (!first || !t->stages || !t->workers || !t->norm_partials) {
@@ -395,6 +450,12 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         worker *w = &t->workers[r];
         w->trainer = t;
         w->rank = r;
+        for (int k = 0; k < t->ranks; k++)
+            if (t->layout[k] == r) {
+                w->replica = k / t->pp;
+                w->prank = k % t->pp;
+            }
+        w->vs = &t->stages[(size_t)w->replica * (size_t)t->n_stages];
         if (!is_local(t, r)) continue; /* another process runs it */
         w->tp = t->nccl ? brg__nccl_endpoint(t->nccl, r) : t->mpi ? t->mpi : brg__inproc_endpoint(t->fabric, r);
         w->host_tokens = malloc(bt * sizeof(int32_t));
@@ -406,18 +467,22 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
             s = brg__backend_cpu_create(&w->be, msg);
         if (s == BRG_OK && t->nccl) s = brg__nccl_fabric_attach(t->nccl, r, w->be, msg);
     }
-    float dloss = (float)(1.0 / ((double)o->micro_batches * (double)bt));
-    for (int k = 0; k < t->n_stages && s == BRG_OK; k++) {
-        vstage *v = &t->stages[k];
+    /* Every position of the global batch (every replica's) weighs alike in the loss. */
+    float dloss = (float)(1.0 / ((double)t->dp * (double)o->micro_batches * (double)bt));
+    for (int i = 0; i < t->n_stages * t->dp && s == BRG_OK; i++) {
+        vstage *v = &t->stages[i];
+        int k = i % t->n_stages;
         v->index = k;
         v->rank = brg_schedule_stage_rank(t->schedule, k);
+        v->replica = i / t->n_stages;
+        v->grank = rank_of(t, v->replica, v->rank);
         v->first_layer = first[k];
         v->end_layer = first[k + 1];
         v->op_begin = g->layers[v->first_layer].op_begin;
         v->op_end = g->layers[v->end_layer - 1].op_end;
-        if (!is_local(t, v->rank)) continue;
+        if (!is_local(t, v->grank)) continue;
         brg_recompute policy = o->stage_recompute ? o->stage_recompute[k] : o->recompute;
-        s = brg__stage_create(&v->st, g, t->workers[v->rank].be, v->op_begin, v->op_end, o->micro_batch,
+        s = brg__stage_create(&v->st, g, t->workers[v->grank].be, v->op_begin, v->op_end, o->micro_batch,
                               (int)o->micro_batches, policy, o->seed, dloss, msg);
         v->mb = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->mb) : NULL;
         v->loss_sums = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->loss_sums) : NULL;
@@ -433,8 +498,29 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         s = find_tied(t);
         if (s != BRG_OK) brg__message_set(msg, sizeof msg, s, "out of memory preparing tied parameters");
     }
+    if (s == BRG_OK && t->dp > 1) s = create_data_parallel(t, msg);
     free(first);
     if (s != BRG_OK && msg[0]) brg__error_set(err, s, "%s", msg);
+    return s;
+}
+
+/* The rank of every (replica, pipeline rank): the caller's layout, checked, or replica after replica. */
+static brg_status make_layout(brg_trainer *t, const int *given, brg_error *err) {
+    t->layout = malloc((size_t)t->ranks * sizeof *t->layout);
+    unsigned char *seen = calloc((size_t)t->ranks, 1);
+    brg_status s = t->layout && seen ? BRG_OK : brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int k = 0; k < t->ranks && s == BRG_OK; k++) {
+        int r = given ? given[k] : k;
+        if (r < 0 || r >= t->ranks || seen[r])
+            s = brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
+                               "training option rank_layout: entry %d (stage %d of replica %d) is rank %d: the layout "
+                               "must give each of the %d ranks once",
+                               k, k % t->pp, k / t->pp, r, t->ranks);
+        else
+            seen[r] = 1;
+        if (s == BRG_OK) t->layout[k] = r;
+    }
+    free(seen);
     return s;
 }
 
@@ -462,9 +548,14 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     t->opts.mpi_comm = NULL;
     t->inject_stage = -1;
     t->inject_optimizer_rank = -1;
+    t->opts.rank_layout = NULL;
+    t->pp = opts->stages;
+    t->dp = opts->data_parallel;
+    t->ranks = t->pp * t->dp;
     t->local_begin = 0;
-    t->local_end = opts->stages;
-    brg_status s = find_inputs(t, err);
+    t->local_end = t->ranks;
+    brg_status s = make_layout(t, opts->rank_layout, err);
+    if (s == BRG_OK) s = find_inputs(t, err);
     if (s == BRG_OK && opts->hosting == BRG_HOSTING_MPI) s = join_job(t, opts, err);
     int joined = s == BRG_OK && t->mpi;
     if (s == BRG_OK) {
@@ -495,7 +586,7 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
 
 void brg_trainer_destroy(brg_trainer *t) {
     if (!t) return;
-    for (int k = 0; t->stages && k < t->n_stages; k++) {
+    for (int k = 0; t->stages && k < t->n_stages * t->dp; k++) {
         vstage *v = &t->stages[k];
         for (int64_t j = 0; v->mb && j < t->opts.micro_batches; j++) {
             free(v->mb[j].act_reqs);
@@ -506,6 +597,7 @@ void brg_trainer_destroy(brg_trainer *t) {
         brg__stage_destroy(v->st);
     }
     for (int r = 0; t->workers && r < t->ranks; r++) {
+        brg__dp_destroy(t->workers[r].dp);
         brg__backend_destroy(t->workers[r].be);
         free(t->workers[r].host_tokens);
         free(t->workers[r].host_targets);
@@ -522,6 +614,9 @@ void brg_trainer_destroy(brg_trainer *t) {
     free(t->rank_bytes);
     brg_schedule_destroy(t->schedule);
     free(t->tied);
+    free(t->tied_mask);
+    free(t->layout);
+    free(t->eval_sums);
     free(t->param_owner);
     free(t->norm_partials);
     free(t->stages);
@@ -615,9 +710,12 @@ static brg_status upload_samples(worker *w, vstage *v, int mb, int64_t first) {
     return BRG_OK;
 }
 
+/* Replica d trains on the d-th contiguous share of the step's samples. */
 static brg_status load_inputs(worker *w, vstage *v, int mb) {
     BRG__CHECK(acquire(w, v, mb));
-    return upload_samples(w, v, mb, w->trainer->next_sample + (int64_t)mb * w->trainer->opts.micro_batch);
+    const brg_trainer *t = w->trainer;
+    int64_t index = (int64_t)w->replica * t->opts.micro_batches + mb;
+    return upload_samples(w, v, mb, t->next_sample + index * t->opts.micro_batch);
 }
 
 static brg_status wait_all(worker *w, brg__request **reqs, int64_t n) {
@@ -632,7 +730,8 @@ static brg_status wait_all(worker *w, brg__request **reqs, int64_t n) {
     return first;
 }
 
-static brg_status post_recvs(worker *w, vstage *v, int mb, int grads, int peer) {
+static brg_status post_recvs(worker *w, vstage *v, int mb, int grads, int prank) {
+    int peer = peer_of(w, prank);
     brg__stage *st = v->st;
     const int64_t *list = grads ? st->send : st->recv;
     int64_t n = grads ? st->n_send : st->n_recv;
@@ -648,7 +747,8 @@ static brg_status post_recvs(worker *w, vstage *v, int mb, int grads, int peer) 
     return BRG_OK;
 }
 
-static brg_status send_tensors(worker *w, vstage *v, int mb, int grads, int peer) {
+static brg_status send_tensors(worker *w, vstage *v, int mb, int grads, int prank) {
+    int peer = peer_of(w, prank);
     brg__stage *st = v->st;
     const int64_t *list = grads ? st->recv : st->send;
     int64_t n = grads ? st->n_recv : st->n_send;
@@ -668,7 +768,7 @@ static brg_status send_tensors(worker *w, vstage *v, int mb, int grads, int peer
 
 /* Stages on the same rank (one rank, several chunks) hand values over by copying. */
 static brg_status copy_forward(worker *w, vstage *from, int mb) {
-    vstage *to = &w->trainer->stages[from->index + 1];
+    vstage *to = from + 1; /* the same replica's */
     BRG__CHECK(acquire(w, to, mb));
     for (int64_t k = 0; k < to->st->n_recv; k++) {
         int64_t x = to->st->recv[k];
@@ -679,7 +779,7 @@ static brg_status copy_forward(worker *w, vstage *from, int mb) {
 }
 
 static brg_status copy_backward(worker *w, vstage *from, int mb) {
-    vstage *to = &w->trainer->stages[from->index - 1];
+    vstage *to = from - 1;
     brg_status s = brg__stage_acquire_grads(to->st, mb);
     if (s != BRG_OK) return worker_fail(w, s, "%s", to->st->msg);
     for (int64_t k = 0; k < from->st->n_recv; k++) {
@@ -742,14 +842,15 @@ static brg_status run_backward(worker *w, vstage *v, int mb, brg__backward_part 
 
 /* ---- the step's end: tied gradients, global norm, optimizer ---------------------------------- */
 
-static int rank_holds(const brg_trainer *t, const tied_param *tp, int rank) {
+/* Whether pipeline rank `prank` holds a copy of the tied parameter. */
+static int rank_holds(const brg_trainer *t, const tied_param *tp, int prank) {
     for (int c = 0; c < tp->n_consumers; c++)
-        if (t->stages[tp->consumer_stage[c]].rank == rank) return 1;
+        if (t->stages[tp->consumer_stage[c]].rank == prank) return 1;
     return 0;
 }
 
-static float *consumer_grad_of(const brg_trainer *t, const tied_param *tp, int c) {
-    const brg__stage *st = t->stages[tp->consumer_stage[c]].st;
+static float *consumer_grad_of(const worker *w, const tied_param *tp, int c) {
+    const brg__stage *st = w->vs[tp->consumer_stage[c]].st;
     return st->consumer_grad[(tp->consumer_op[c] - st->op_begin) * BRG__MAX_INPUTS + tp->consumer_input[c]];
 }
 
@@ -788,7 +889,7 @@ static brg_status reduce_tied(worker *w) {
     const brg_graph *g = t->graph;
     if (t->n_tied <= 0) return BRG_OK;
     size_t capacity = 0;
-    for (int i = 0; i < t->n_tied; i++) capacity += (size_t)t->tied[i].n_consumers * (size_t)t->ranks;
+    for (int i = 0; i < t->n_tied; i++) capacity += (size_t)t->tied[i].n_consumers * (size_t)t->pp;
     pending *list = calloc(capacity, sizeof *list);
     float ***parts = calloc((size_t)t->n_tied, sizeof *parts);
     int n = 0;
@@ -796,14 +897,14 @@ static brg_status reduce_tied(worker *w) {
     /* Receives: the others' consumers' gradients, into buffers of their own. */
     for (int i = 0; i < t->n_tied && s == BRG_OK; i++) {
         const tied_param *tp = &t->tied[i];
-        if (!rank_holds(t, tp, w->rank)) continue;
+        if (!rank_holds(t, tp, w->prank)) continue;
         size_t bytes = (size_t)brg__tensor_numel(g->params[tp->param], 1) * sizeof(float);
         parts[i] = calloc((size_t)tp->n_consumers, sizeof **parts);
         if (!parts[i]) s = worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory reducing tied gradients");
         for (int c = 0; c < tp->n_consumers && s == BRG_OK; c++) {
-            int from = t->stages[tp->consumer_stage[c]].rank;
+            int from = peer_of(w, t->stages[tp->consumer_stage[c]].rank);
             if (from == w->rank) {
-                parts[i][c] = consumer_grad_of(t, tp, c);
+                parts[i][c] = consumer_grad_of(w, tp, c);
                 continue;
             }
             parts[i][c] = w->be->vt->alloc(w->be, bytes);
@@ -823,12 +924,13 @@ static brg_status reduce_tied(worker *w) {
         const tied_param *tp = &t->tied[i];
         size_t bytes = (size_t)brg__tensor_numel(g->params[tp->param], 1) * sizeof(float);
         for (int c = 0; c < tp->n_consumers && s == BRG_OK; c++) {
-            if (t->stages[tp->consumer_stage[c]].rank != w->rank) continue;
-            for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
-                if (r == w->rank || !rank_holds(t, tp, r)) continue;
+            if (t->stages[tp->consumer_stage[c]].rank != w->prank) continue;
+            for (int q = 0; q < t->pp && s == BRG_OK; q++) {
+                if (q == w->prank || !rank_holds(t, tp, q)) continue;
+                int r = peer_of(w, q);
                 list[n] = (pending){NULL, r, 1};
                 s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_TIED, c, 0, tp->param),
-                                         consumer_grad_of(t, tp, c), bytes, &list[n].req);
+                                         consumer_grad_of(w, tp, c), bytes, &list[n].req);
                 if (s == BRG_OK) n++;
                 else worker_fail(w, s, "rank %d: posting tied gradients to rank %d", w->rank, r);
             }
@@ -845,14 +947,14 @@ static brg_status reduce_tied(worker *w) {
         int64_t count = brg__tensor_numel(g->params[tp->param], 1);
         size_t bytes = (size_t)count * sizeof(float);
         for (int k = 0; k < t->n_stages && s == BRG_OK; k++) {
-            vstage *v = &t->stages[k];
-            if (v->rank != w->rank || !v->st->param[tp->param]) continue;
+            vstage *v = &w->vs[k];
+            if (v->rank != w->prank || !v->st->param[tp->param]) continue;
             float *total = v->st->param_grad[tp->param];
             w->be->vt->copy(w->be, total, parts[i][0], bytes);
             for (int c = 1; c < tp->n_consumers; c++) w->be->vt->accumulate(w->be, total, parts[i][c], count);
         }
         for (int c = 0; c < tp->n_consumers; c++)
-            if (t->stages[tp->consumer_stage[c]].rank != w->rank) w->be->vt->free(w->be, parts[i][c]);
+            if (t->stages[tp->consumer_stage[c]].rank != w->prank) w->be->vt->free(w->be, parts[i][c]);
         free(parts[i]);
     }
     free(parts);
@@ -868,36 +970,40 @@ static brg_status global_norm(worker *w, double *norm) {
     const brg_graph *g = t->graph;
     int64_t np = g->n_params;
     double *host = &t->norm_partials[(size_t)w->rank * (size_t)(np + 1)];
+    int zero = brg__dp_zero(w->dp);
     for (int64_t p = 0; p < np; p++) {
         int owner = t->param_owner[p];
-        host[p] = owner >= 0 && t->stages[owner].rank == w->rank ? brg__stage_grad_sum_squares(t->stages[owner].st, p) : 0.0;
+        int mine = owner >= 0 && w->vs[owner].rank == w->prank;
+        host[p] = !mine ? 0.0 : zero ? brg__dp_sum_squares(w->dp, p) : brg__stage_grad_sum_squares(w->vs[owner].st, p);
     }
     size_t bytes = (size_t)(np ? np : 1) * sizeof(double);
-    double *all = malloc((size_t)t->ranks * bytes);
-    void *device = w->be->vt->alloc(w->be, (size_t)t->ranks * bytes);
+    double *all = malloc((size_t)t->pp * bytes);
+    void *device = w->be->vt->alloc(w->be, (size_t)t->pp * bytes);
     if (!all || !device) {
         free(all);
         w->be->vt->free(w->be, device);
         return worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory exchanging gradient norms");
     }
-    unsigned char *slots = device;
-    w->be->vt->upload(w->be, slots + (size_t)w->rank * bytes, host, bytes);
+    unsigned char *slots = device; /* [pipeline rank] */
+    w->be->vt->upload(w->be, slots + (size_t)w->prank * bytes, host, bytes);
     /* Every receive posted before any send is waited on (see reduce_tied). */
-    pending *list = calloc((size_t)(2 * t->ranks), sizeof *list);
+    pending *list = calloc((size_t)(2 * t->pp), sizeof *list);
     int n = 0;
     brg_status s = list ? BRG_OK : worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory exchanging gradient norms");
-    for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
-        if (r == w->rank) continue;
+    for (int q = 0; q < t->pp && s == BRG_OK; q++) {
+        if (q == w->prank) continue;
+        int r = peer_of(w, q);
         list[n] = (pending){NULL, r, 0};
-        s = w->tp->vt->post_recv(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)r * bytes, bytes,
+        s = w->tp->vt->post_recv(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)q * bytes, bytes,
                                  &list[n].req);
         if (s == BRG_OK) n++;
         else worker_fail(w, s, "rank %d: posting the receive of norm partials from rank %d", w->rank, r);
     }
-    for (int r = 0; r < t->ranks && s == BRG_OK; r++) {
-        if (r == w->rank) continue;
+    for (int q = 0; q < t->pp && s == BRG_OK; q++) {
+        if (q == w->prank) continue;
+        int r = peer_of(w, q);
         list[n] = (pending){NULL, r, 1};
-        s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)w->rank * bytes, bytes,
+        s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)w->prank * bytes, bytes,
                                  &list[n].req);
         if (s == BRG_OK) n++;
         else worker_fail(w, s, "rank %d: posting norm partials to rank %d", w->rank, r);
@@ -907,11 +1013,11 @@ static brg_status global_norm(worker *w, double *norm) {
         if (s == BRG_OK) s = waited;
     }
     free(list);
-    if (s == BRG_OK) w->be->vt->download(w->be, all, device, (size_t)t->ranks * bytes);
+    if (s == BRG_OK) w->be->vt->download(w->be, all, device, (size_t)t->pp * bytes);
     double squares = 0.0;
     for (int64_t p = 0; p < np && s == BRG_OK; p++) {
         int owner = t->param_owner[p];
-        if (owner >= 0) squares += all[(size_t)t->stages[owner].rank * (size_t)np + (size_t)p];
+        if (owner >= 0) squares += all[(size_t)t->stages[owner].rank * (size_t)(np ? np : 1) + (size_t)p];
     }
     free(all);
     w->be->vt->free(w->be, device);
@@ -932,21 +1038,51 @@ double brg_lr_at(const brg_train_options *o, int64_t step) {
     return min + (lr - min) * (1.0 - progress);
 }
 
+/* Data parallelism, after backward: the tied parameters' sums across stages, then every bucket's sum
+ * across replicas (the last posted now, the others long since), waited for. */
+static brg_status reduce_replicas(worker *w) {
+    double t0 = brg__now_seconds();
+    BRG__CHECK(reduce_tied(w));
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    double t1 = brg__now_seconds();
+    brg_status s = brg__dp_reduce(w->dp, msg);
+    if (s == BRG_OK && brg__dp_zero(w->dp)) s = brg__dp_norm_partials(w->dp, msg);
+    double t2 = brg__now_seconds();
+    w->stats.allreduce_wait_seconds += t2 - t1;
+    w->stats.wait_seconds += t2 - t1;
+    w->stats.transfer_seconds += t1 - t0;
+    record(w, BRG_INSTRUCTION_ALLREDUCE_GRADS, BRG_TRACE_TRANSFER, -1, -1, t1, t2);
+    if (s != BRG_OK) return worker_fail(w, s, "rank %d (stage %d, replica %d): summing gradients across replicas: %s",
+                                        w->rank, w->prank, w->replica, msg);
+    return BRG_OK;
+}
+
 static brg_status run_optimizer(worker *w, double *norm_out) {
     brg_trainer *t = w->trainer;
     double t0 = brg__now_seconds();
-    for (int k = 0; k < t->n_stages; k++)
-        if (t->stages[k].rank == w->rank) brg__stage_reduce_grads(t->stages[k].st);
-    BRG__CHECK(reduce_tied(w));
+    if (!w->dp) {
+        for (int k = 0; k < t->n_stages; k++)
+            if (w->vs[k].rank == w->prank) brg__stage_reduce_grads(w->vs[k].st);
+        BRG__CHECK(reduce_tied(w));
+    } /* else reduce_replicas did it, at ALLREDUCE_GRADS */
     double norm = 0.0;
     BRG__CHECK(global_norm(w, &norm));
     float scale = 1.0f;
     if (t->opts.grad_clip > 0.0f && norm > t->opts.grad_clip) scale = (float)(t->opts.grad_clip / norm);
     const brg_train_options *o = &t->opts;
-    for (int k = 0; k < t->n_stages; k++)
-        if (t->stages[k].rank == w->rank)
-            brg__stage_optimizer_step(t->stages[k].st, scale, (float)brg_lr_at(o, t->steps_done + 1), o->beta1,
-                                      o->beta2, o->eps, o->weight_decay, (int)t->steps_done + 1);
+    float lr = (float)brg_lr_at(o, t->steps_done + 1);
+    if (brg__dp_zero(w->dp)) {
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        brg_status s = brg__dp_optimizer_step(w->dp, scale, lr, o->beta1, o->beta2, o->eps, o->weight_decay,
+                                              (int)t->steps_done + 1, msg);
+        if (s != BRG_OK) return worker_fail(w, s, "rank %d (stage %d, replica %d): ZeRO-1 optimizer step: %s", w->rank,
+                                            w->prank, w->replica, msg);
+    } else {
+        for (int k = 0; k < t->n_stages; k++)
+            if (w->vs[k].rank == w->prank)
+                brg__stage_optimizer_step(w->vs[k].st, scale, lr, o->beta1, o->beta2, o->eps, o->weight_decay,
+                                          (int)t->steps_done + 1);
+    }
     /* The optimizer's entries return nothing: a fault in them is the backend's kept error. */
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
     brg_status kept = w->be->vt->status ? w->be->vt->status(w->be, msg) : BRG_OK;
@@ -962,7 +1098,7 @@ static brg_status run_optimizer(worker *w, double *norm_out) {
 
 static brg_status execute(worker *w, const brg_instruction *in, double *norm) {
     brg_trainer *t = w->trainer;
-    vstage *v = in->stage >= 0 ? &t->stages[in->stage] : NULL;
+    vstage *v = in->stage >= 0 ? &w->vs[in->stage] : NULL;
     int mb = in->micro_batch;
     double t0 = brg__now_seconds();
     brg_status s = BRG_OK;
@@ -1002,7 +1138,8 @@ static brg_status execute(worker *w, const brg_instruction *in, double *norm) {
     case BRG_INSTRUCTION_BACKWARD_WEIGHT:
         return run_backward(w, v, mb, BRG__BACKWARD_WEIGHT);
     case BRG_INSTRUCTION_ALLREDUCE_GRADS:
-        return worker_fail(w, BRG_ERR_UNSUPPORTED, "data-parallel gradient all-reduce is not supported by this runtime");
+        if (!w->dp) return worker_fail(w, BRG_ERR_INTERNAL, "rank %d: a gradient all-reduce with one replica", w->rank);
+        return reduce_replicas(w);
     case BRG_INSTRUCTION_OPTIMIZER_STEP:
         return run_optimizer(w, norm);
     case BRG_INSTRUCTION_KIND_COUNT:
@@ -1016,10 +1153,16 @@ static void *worker_main(void *arg) {
     brg_trainer *t = w->trainer;
     brg__cpu_set_threads(t->threads_per_rank);
     int64_t n = 0;
-    const brg_instruction *stream = brg_schedule_stream(t->schedule, w->rank, &n);
+    const brg_instruction *stream = brg_schedule_stream(t->schedule, w->prank, &n);
     double norm = 0.0;
-    for (int64_t i = 0; i < n && w->status == BRG_OK; i++)
+    for (int64_t i = 0; i < n && w->status == BRG_OK; i++) {
         if (execute(w, &stream[i], &norm) != BRG_OK) break;
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        brg_status s = w->dp ? brg__dp_progress(w->dp, msg) : BRG_OK; /* the buckets move between instructions */
+        if (s != BRG_OK)
+            worker_fail(w, s, "rank %d (stage %d, replica %d): summing gradients across replicas: %s", w->rank, w->prank,
+                        w->replica, msg);
+    }
     if (w->status != BRG_OK) w->tp->vt->stop_all(w->tp, w->status);
     t->norm_partials[(size_t)w->rank * (size_t)(t->graph->n_params + 1) + (size_t)t->graph->n_params] = norm;
     return NULL;
@@ -1053,10 +1196,10 @@ static void *eval_main(void *arg) {
     worker *w = arg;
     brg_trainer *t = w->trainer;
     brg__cpu_set_threads(t->threads_per_rank);
-    for (int64_t j = 0; j < t->eval_batches && w->status == BRG_OK; j++)
+    for (int64_t j = w->replica; j < t->eval_batches && w->status == BRG_OK; j += t->dp) /* replicas share the batches */
         for (int k = 0; k < t->n_stages && w->status == BRG_OK; k++) {
-            vstage *v = &t->stages[k];
-            if (v->rank != w->rank) continue;
+            vstage *v = &w->vs[k];
+            if (v->rank != w->prank) continue;
             brg__stage *st = v->st;
             char msg[BRG_ERROR_MESSAGE_MAX] = "";
             brg_status s = brg__stage_acquire(st, 0);
@@ -1069,16 +1212,16 @@ static void *eval_main(void *arg) {
                 for (int64_t q = 0; q < st->n_recv && s == BRG_OK; q++) {
                     const brg_tensor *x = t->graph->tensors[st->recv[q]];
                     brg__request *req = NULL;
-                    s = w->tp->vt->post_recv(w->tp, t->stages[k - 1].rank, brg__transfer_tag(TAG_EVAL, k - 1, mb, x->index),
+                    s = w->tp->vt->post_recv(w->tp, peer_of(w, v[-1].rank), brg__transfer_tag(TAG_EVAL, k - 1, mb, x->index),
                                              st->acts[0][x->index], brg__stage_tensor_bytes(st, x), &req);
                     if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
                     if (s != BRG_OK) worker_fail(w, s, "rank %d: evaluation: receiving from rank %d: %s", w->rank,
-                                                 t->stages[k - 1].rank, msg);
+                                                 peer_of(w, v[-1].rank), msg);
                 }
             else if (k > 0)
                 for (int64_t q = 0; q < st->n_recv; q++) { /* the previous stage is on this rank: in its slot 0 */
                     int64_t x = st->recv[q];
-                    w->be->vt->copy(w->be, st->acts[0][x], t->stages[k - 1].st->acts[0][x],
+                    w->be->vt->copy(w->be, st->acts[0][x], v[-1].st->acts[0][x],
                                     brg__stage_tensor_bytes(st, t->graph->tensors[x]));
                 }
             if (s == BRG_OK) s = upload_samples(w, v, 0, j * t->opts.micro_batch);
@@ -1086,20 +1229,20 @@ static void *eval_main(void *arg) {
                 worker_fail(w, s, "stage %d, evaluation batch %lld: %s", k, (long long)j, st->msg);
             double sum = 0.0;
             if (s == BRG_OK && k == t->n_stages - 1 && (s = brg__stage_loss_sum(st, 0, &sum)) == BRG_OK)
-                t->eval_loss_sum += sum;
+                t->eval_sums[j] = sum;
             if (s == BRG_OK && remote_next(t, v))
                 for (int64_t q = 0; q < st->n_send && s == BRG_OK; q++) {
                     const brg_tensor *x = t->graph->tensors[st->send[q]];
                     brg__request *req = NULL;
-                    s = w->tp->vt->post_send(w->tp, t->stages[k + 1].rank, brg__transfer_tag(TAG_EVAL, k, mb, x->index),
+                    s = w->tp->vt->post_send(w->tp, peer_of(w, v[1].rank), brg__transfer_tag(TAG_EVAL, k, mb, x->index),
                                              st->acts[0][x->index], brg__stage_tensor_bytes(st, x), &req);
                     if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
                     if (s != BRG_OK) worker_fail(w, s, "rank %d: evaluation: sending to rank %d: %s", w->rank,
-                                                 t->stages[k + 1].rank, msg);
+                                                 peer_of(w, v[1].rank), msg);
                 }
             /* The next stage on this rank copies from slot 0 first; release the one before. */
-            if (k > 0 && t->stages[k - 1].rank == w->rank) brg__stage_release(t->stages[k - 1].st, 0);
-            if (k + 1 == t->n_stages || t->stages[k + 1].rank != w->rank || s != BRG_OK) brg__stage_release(st, 0);
+            if (k > 0 && v[-1].rank == w->prank) brg__stage_release(v[-1].st, 0);
+            if (k + 1 == t->n_stages || v[1].rank != w->prank || s != BRG_OK) brg__stage_release(st, 0);
         }
     if (w->status != BRG_OK) w->tp->vt->stop_all(w->tp, w->status);
     return NULL;
@@ -1112,7 +1255,9 @@ brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches,
         return trainer_fail(t, BRG_ERR_INVALID_ARGUMENT, "the evaluation data has sequences of %lld tokens, the model %lld",
                             (long long)brg_data_seq(data), (long long)t->seq);
     t->eval_batches = batches;
-    t->eval_loss_sum = 0.0;
+    free(t->eval_sums);
+    t->eval_sums = calloc((size_t)batches, sizeof *t->eval_sums);
+    if (!t->eval_sums) return trainer_fail(t, BRG_ERR_OUT_OF_MEMORY, "evaluation: out of memory");
     for (int r = t->local_begin; r < t->local_end; r++) {
         worker *w = &t->workers[r];
         w->data = data;
@@ -1122,17 +1267,19 @@ brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches,
     run_workers(t, eval_main);
     const worker *bad = failed_worker(t);
     if (bad) return trainer_fail(t, bad->status, "evaluation: %s", bad->msg);
-    double sum = t->eval_loss_sum;
-    if (t->mpi) { /* the last rank's sum, to every rank */
-        double *all = calloc((size_t)t->ranks, sizeof *all);
+    if (t->mpi) { /* each batch's sum from the last stage that ran it, to every rank */
+        double *all = calloc((size_t)t->ranks * (size_t)batches, sizeof *all);
         char msg[BRG_ERROR_MESSAGE_MAX] = "";
-        brg_status s = all ? brg__exchange_allgather(t->mpi, brg__transfer_tag(TAG_EVAL, 0xffff, 0, 0), &sum, all,
-                                                     sizeof sum, msg)
+        brg_status s = all ? brg__exchange_allgather(t->mpi, brg__transfer_tag(TAG_EVAL, 0xffff, 0, 0), t->eval_sums, all,
+                                                     (size_t)batches * sizeof *all, msg)
                            : BRG_ERR_OUT_OF_MEMORY;
-        if (s == BRG_OK) sum = all[t->ranks - 1];
+        for (int64_t j = 0; j < batches && s == BRG_OK; j++)
+            t->eval_sums[j] = all[(size_t)rank_of(t, (int)(j % t->dp), t->pp - 1) * (size_t)batches + (size_t)j];
         free(all);
         if (s != BRG_OK) return trainer_fail(t, s, "evaluation: %s", msg);
     }
+    double sum = 0.0;
+    for (int64_t j = 0; j < batches; j++) sum += t->eval_sums[j]; /* in batch order, however many replicas */
     *loss = sum / ((double)batches * (double)t->opts.micro_batch * (double)t->seq);
     return BRG_OK;
 }
@@ -1140,7 +1287,7 @@ brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches,
 /* ---- the step -------------------------------------------------------------------------------- */
 
 static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
-    for (int k = 0; k < t->n_stages; k++) {
+    for (int k = 0; k < t->n_stages * t->dp; k++) {
         vstage *v = &t->stages[k];
         if (!v->st) continue;
         for (int64_t j = 0; j < t->opts.micro_batches; j++) {
@@ -1161,15 +1308,16 @@ static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
         w->step_start = start;
         w->be->vt->reset_peak(w->be);
         w->held_at_start = w->be->vt->allocated(w->be);
+        if (w->dp) brg__dp_begin_step(w->dp);
     }
 }
 
 /* Frees the receives a failed step posted but never waited for. */
 static void cancel_pending(brg_trainer *t) {
-    for (int k = 0; k < t->n_stages; k++) {
+    for (int k = 0; k < t->n_stages * t->dp; k++) {
         vstage *v = &t->stages[k];
         if (!v->st) continue;
-        brg__transport *tp = t->workers[v->rank].tp;
+        brg__transport *tp = t->workers[v->grank].tp;
         for (int64_t j = 0; j < t->opts.micro_batches; j++) {
             for (int64_t q = 0; q < v->st->n_recv; q++)
                 if (v->mb[j].act_reqs[q]) tp->vt->cancel(tp, v->mb[j].act_reqs[q]);
@@ -1193,6 +1341,18 @@ static const worker *failed_worker(const brg_trainer *t) {
     return echo;
 }
 
+/* The AdamW moments a rank holds: its stages' (those not sharded) and its ZeRO-1 parts. */
+static int64_t rank_moment_bytes(const brg_trainer *t, const worker *w) {
+    int64_t bytes = brg__dp_zero(w->dp) ? brg__dp_moment_bytes(w->dp) : 0;
+    for (int k = 0; k < t->n_stages; k++) {
+        const brg__stage *st = w->vs[k].st;
+        if (w->vs[k].rank != w->prank || !st) continue;
+        for (int64_t p = 0; p < t->graph->n_params; p++)
+            if (st->adam_m[p]) bytes += 2 * brg__tensor_numel(t->graph->params[p], 1) * (int64_t)sizeof(float);
+    }
+    return bytes;
+}
+
 /* What each rank tells the others at the end of a step (MPI hosting). */
 typedef struct rank_summary {
     brg_rank_stats stats;
@@ -1213,7 +1373,8 @@ static brg_status share_summaries(brg_trainer *t, double local_loss, double *los
             if (r != t->mpi->rank) t->workers[r].stats = all[r].stats;
             t->rank_bytes[r] = all[r].allocated;
         }
-        *loss_sum = all[t->ranks - 1].loss_sum;
+        *loss_sum = 0.0; /* the replicas' last stages, in replica order */
+        for (int d = 0; d < t->dp; d++) *loss_sum += all[rank_of(t, d, t->pp - 1)].loss_sum;
     }
     free(all);
     return s == BRG_OK ? BRG_OK : trainer_fail(t, s, "step %lld: %s", (long long)t->steps_done + 1, msg);
@@ -1239,15 +1400,22 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
         if (w->stats.bubble < 0) w->stats.bubble = 0;
         w->stats.peak_bytes = w->be->vt->peak(w->be);
         w->stats.activation_peak_bytes = w->stats.peak_bytes - w->held_at_start;
+        w->stats.stage = w->prank;
+        w->stats.replica = w->replica;
+        w->stats.moment_bytes = rank_moment_bytes(t, w);
     }
-    const vstage *last = &t->stages[t->n_stages - 1];
     double loss_sum = 0.0;
-    for (int64_t j = 0; last->st && j < t->opts.micro_batches; j++) loss_sum += last->loss_sums[j];
+    for (int d = 0; d < t->dp; d++) {
+        const vstage *last = &t->stages[(size_t)d * (size_t)t->n_stages + (size_t)t->n_stages - 1];
+        double replica_sum = 0.0;
+        for (int64_t j = 0; last->st && j < t->opts.micro_batches; j++) replica_sum += last->loss_sums[j];
+        loss_sum += replica_sum;
+    }
     if (t->mpi) BRG__CHECK(share_summaries(t, loss_sum, &loss_sum));
     t->steps_done++;
-    t->next_sample += t->opts.micro_batches * t->opts.micro_batch;
+    t->next_sample += brg__trainer_step_samples(t);
     t->trace_ready = t->opts.record_trace;
-    int64_t tokens = t->opts.micro_batches * t->opts.micro_batch * t->seq;
+    int64_t tokens = brg__trainer_step_samples(t) * t->seq;
     double loss = loss_sum / (double)tokens;
     if (!isfinite(loss))
         return trainer_fail(t, BRG_ERR_BACKEND, "step %lld: the loss is %g (diverged; lower the learning rate)",
@@ -1283,6 +1451,8 @@ brg_status brg_trainer_rank_stats(const brg_trainer *t, int rank, brg_rank_stats
 }
 
 int brg_trainer_rank_count(const brg_trainer *t) { return t ? t->ranks : 0; }
+
+int brg__trainer_replicas(const brg_trainer *t) { return t ? t->dp : 0; }
 
 brg_status brg_trainer_split(const brg_trainer *t, int *first_layers, int capacity, int *count) {
     if (!t || !count || (!first_layers && capacity > 0)) return BRG_ERR_INVALID_ARGUMENT;
@@ -1356,21 +1526,39 @@ static int compare_names(const void *a, const void *b) {
     return strcmp((*(const brg_tensor *const *)a)->name, (*(const brg_tensor *const *)b)->name);
 }
 
-/* The copy of parameter p held by its owner stage, when this process runs that stage. */
-static const float *param_copy(const brg_trainer *t, int64_t p, brg__backend **be) {
+/* The copy of parameter p held by its owner stage in `replica`, when this process runs that stage. */
+static const vstage *owner_stage(const brg_trainer *t, int64_t p, int replica) {
     int owner = t->param_owner[p];
-    if (owner < 0 || !is_local(t, t->stages[owner].rank)) return NULL;
-    *be = t->workers[t->stages[owner].rank].be;
-    return t->stages[owner].st->param[p];
+    if (owner < 0) return NULL;
+    const vstage *v = &t->stages[(size_t)replica * (size_t)t->n_stages + (size_t)owner];
+    return is_local(t, v->grank) ? v : NULL;
 }
 
-/* Each parameter's hash (of its bytes) by its owner's process; 0 for parameters owned elsewhere or
- * read by no op. */
-static brg_status local_param_hashes(const brg_trainer *t, uint64_t *h) {
+static const float *param_copy_of(const brg_trainer *t, int64_t p, int replica, brg__backend **be) {
+    const vstage *v = owner_stage(t, p, replica);
+    if (!v) return NULL;
+    *be = t->workers[v->grank].be;
+    return v->st->param[p];
+}
+
+/* The owner copy of the first replica this process runs it for. */
+static const float *param_copy(const brg_trainer *t, int64_t p, brg__backend **be) {
+    for (int d = 0; d < t->dp; d++) {
+        const float *x = param_copy_of(t, p, d, be);
+        if (x) return x;
+    }
+    return NULL;
+}
+
+/* Each parameter's hash (of its bytes) in each replica ([replica][param]), by its owner's process; 0 for
+ * parameters owned elsewhere or read by no op. */
+static brg_status local_param_hashes(const brg_trainer *t, uint64_t *hashes) {
     const brg_graph *g = t->graph;
-    for (int64_t p = 0; p < g->n_params; p++) {
+    for (int64_t i = 0; i < (int64_t)t->dp * g->n_params; i++) {
+        int64_t p = i % g->n_params;
+        uint64_t *h = hashes + (i - p);
         brg__backend *be = NULL;
-        const float *src = param_copy(t, p, &be);
+        const float *src = param_copy_of(t, p, (int)(i / g->n_params), &be);
         h[p] = 0;
         if (!src) continue;
         int64_t n = brg__tensor_numel(g->params[p], 1);
@@ -1383,25 +1571,39 @@ static brg_status local_param_hashes(const brg_trainer *t, uint64_t *h) {
     return BRG_OK;
 }
 
+/* Whether every replica's parameters hash alike (h: [replica][param], np per replica); names the first
+ * that differs in the trainer's error. */
+static brg_status check_replicas(const brg_trainer *t, const uint64_t *h, size_t np) {
+    for (int d = 1; d < t->dp; d++)
+        for (int64_t p = 0; p < t->graph->n_params; p++)
+            if (h[(size_t)d * np + (size_t)p] != h[p])
+                return trainer_fail((brg_trainer *)t, BRG_ERR_INTERNAL,
+                                    "replica %d's parameter '%s' differs from replica 0's: the replicas diverged", d,
+                                    t->graph->params[p]->name);
+    return BRG_OK;
+}
+
 brg_status brg_trainer_fingerprint(const brg_trainer *t, uint64_t *out) {
     if (!t || !out) return BRG_ERR_INVALID_ARGUMENT;
     const brg_graph *g = t->graph;
-    size_t np = (size_t)(g->n_params ? g->n_params : 1);
+    size_t np = (size_t)(g->n_params ? g->n_params : 1), nd = (size_t)t->dp;
     brg_tensor **sorted = malloc(np * sizeof *sorted);
-    uint64_t *h = calloc(np, sizeof *h);
-    uint64_t *all = t->mpi && t->mpi->rank == 0 ? calloc(np * (size_t)t->ranks, sizeof *all) : NULL;
+    uint64_t *h = calloc(np * nd, sizeof *h);
+    uint64_t *all = t->mpi && t->mpi->rank == 0 ? calloc(np * nd * (size_t)t->ranks, sizeof *all) : NULL;
     brg_status st = sorted && h && (!t->mpi || t->mpi->rank != 0 || all) ? BRG_OK : BRG_ERR_OUT_OF_MEMORY;
     if (st == BRG_OK) st = local_param_hashes(t, h);
     if (t->mpi) { /* collective: every rank takes part, even after a local failure */
         char msg[BRG_ERROR_MESSAGE_MAX];
         uint64_t tag = brg__transfer_tag(TAG_FINGERPRINT, 0, 0, 0);
-        brg_status s = h ? brg__exchange_gather(t->mpi, tag, h, all, np * sizeof *h, msg) : BRG_ERR_OUT_OF_MEMORY;
+        brg_status s = h ? brg__exchange_gather(t->mpi, tag, h, all, np * nd * sizeof *h, msg) : BRG_ERR_OUT_OF_MEMORY;
         if (st == BRG_OK) st = s;
-        for (int64_t p = 0; st == BRG_OK && all && p < g->n_params; p++) {
+        for (size_t i = 0; st == BRG_OK && all && i < nd * (size_t)g->n_params; i++) { /* from each replica's owner */
+            size_t d = i / (size_t)g->n_params, p = i % (size_t)g->n_params;
             int owner = t->param_owner[p];
-            h[p] = owner >= 0 ? all[(size_t)t->stages[owner].rank * np + (size_t)p] : 0;
+            h[d * np + p] = owner >= 0 ? all[(size_t)rank_of(t, (int)d, t->stages[owner].rank) * np * nd + d * np + p] : 0;
         }
     }
+    if (st == BRG_OK && (!t->mpi || t->mpi->rank == 0)) st = check_replicas(t, h, np);
     uint64_t fp = BRG__FNV_OFFSET;
     if (st == BRG_OK && sorted && h) {
         memcpy(sorted, g->params, (size_t)g->n_params * sizeof *sorted);
@@ -1462,25 +1664,26 @@ brg_status brg__trainer_set_progress(brg_trainer *t, int64_t steps_done, int64_t
     return BRG_OK;
 }
 
-int brg__trainer_owns_param(const brg_trainer *t, int64_t p) {
+int brg__trainer_owns_param(const brg_trainer *t, int64_t p) { /* replica 0's owner copy */
     brg__backend *be = NULL;
-    return t && p >= 0 && p < t->graph->n_params && param_copy(t, p, &be) != NULL;
+    return t && p >= 0 && p < t->graph->n_params && param_copy_of(t, p, 0, &be) != NULL;
 }
 
 int brg__trainer_holds_param(const brg_trainer *t, int64_t p) {
     if (!t || p < 0 || p >= t->graph->n_params) return 0;
-    for (int k = 0; k < t->n_stages; k++)
+    for (int k = 0; k < t->n_stages * t->dp; k++)
         if (t->stages[k].st && t->stages[k].st->param[p]) return 1;
     return 0;
 }
 
 brg_status brg__trainer_read_param_state(const brg_trainer *t, int64_t p, float *param, float *m, float *v) {
     if (!t || p < 0 || p >= t->graph->n_params || !param || !m || !v) return BRG_ERR_INVALID_ARGUMENT;
-    int owner = t->param_owner[p];
-    if (owner < 0 || !is_local(t, t->stages[owner].rank)) return BRG_ERR_NOT_FOUND;
-    const brg__stage *st = t->stages[owner].st;
+    const vstage *owner = owner_stage(t, p, 0);
+    if (!owner) return BRG_ERR_NOT_FOUND;
+    const brg__stage *st = owner->st;
+    if (!st->adam_m[p]) return BRG_ERR_INVALID_USAGE; /* ZeRO-1 shards: brg__trainer_gather_moments first */
     size_t bytes = (size_t)brg__tensor_numel(t->graph->params[p], 1) * sizeof(float);
-    brg__backend *be = t->workers[t->stages[owner].rank].be;
+    brg__backend *be = t->workers[owner->grank].be;
     be->vt->download(be, param, st->param[p], bytes);
     be->vt->download(be, m, st->adam_m[p], bytes);
     be->vt->download(be, v, st->adam_v[p], bytes);
@@ -1491,13 +1694,17 @@ brg_status brg__trainer_write_param_state(brg_trainer *t, int64_t p, const float
                                           const float *v) {
     if (!t || p < 0 || p >= t->graph->n_params || !param || !m || !v) return BRG_ERR_INVALID_ARGUMENT;
     size_t bytes = (size_t)brg__tensor_numel(t->graph->params[p], 1) * sizeof(float);
-    for (int k = 0; k < t->n_stages; k++) {
+    for (int k = 0; k < t->n_stages * t->dp; k++) {
         brg__stage *st = t->stages[k].st;
         if (!st || !st->param[p]) continue;
-        brg__backend *be = t->workers[t->stages[k].rank].be;
-        be->vt->upload(be, st->param[p], param, bytes);
-        be->vt->upload(be, st->adam_m[p], m, bytes);
-        be->vt->upload(be, st->adam_v[p], v, bytes);
+        const worker *w = &t->workers[t->stages[k].grank];
+        w->be->vt->upload(w->be, st->param[p], param, bytes);
+        if (st->adam_m[p]) {
+            w->be->vt->upload(w->be, st->adam_m[p], m, bytes);
+            w->be->vt->upload(w->be, st->adam_v[p], v, bytes);
+        } else {
+            BRG__CHECK(brg__dp_set_moments(w->dp, st, p, m, v)); /* ZeRO-1: this replica's part */
+        }
     }
     return BRG_OK;
 }
@@ -1521,10 +1728,36 @@ const brg_graph *brg__trainer_graph(const brg_trainer *t) { return t ? t->graph 
 
 int brg__trainer_param_owner_process(const brg_trainer *t, int64_t p) {
     if (!t || p < 0 || p >= t->graph->n_params || t->param_owner[p] < 0) return -1;
-    return t->mpi ? t->stages[t->param_owner[p]].rank : 0;
+    return t->mpi ? rank_of(t, 0, t->stages[t->param_owner[p]].rank) : 0;
 }
 
-int64_t brg__trainer_step_samples(const brg_trainer *t) { return t ? t->opts.micro_batch * t->opts.micro_batches : 0; }
+int64_t brg__trainer_step_samples(const brg_trainer *t) {
+    return t ? (int64_t)t->dp * t->opts.micro_batch * t->opts.micro_batches : 0;
+}
+
+static void *gather_main(void *arg) {
+    worker *w = arg;
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status s = w->dp ? brg__dp_gather_moments(w->dp, msg) : BRG_OK;
+    if (s != BRG_OK) {
+        worker_fail(w, s, "rank %d: gathering the ZeRO-1 moments: %s", w->rank, msg);
+        w->tp->vt->stop_all(w->tp, s);
+    }
+    return NULL;
+}
+
+brg_status brg__trainer_gather_moments(brg_trainer *t, char *msg) {
+    if (!t || t->dp == 1 || !t->opts.zero) return BRG_OK;
+    for (int r = t->local_begin; r < t->local_end; r++) t->workers[r].status = BRG_OK;
+    run_workers(t, gather_main); /* collective over each group: every member at once */
+    const worker *bad = failed_worker(t);
+    if (!bad) return BRG_OK;
+    return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, bad->status, "%s", bad->msg);
+}
+
+void brg__trainer_release_moments(brg_trainer *t) {
+    for (int r = t->local_begin; r < t->local_end; r++) brg__dp_release_moments(t->workers[r].dp);
+}
 
 int brg__trainer_process_rank(const brg_trainer *t) { return t && t->mpi ? t->mpi->rank : 0; }
 int brg__trainer_process_count(const brg_trainer *t) { return t && t->mpi ? t->mpi->ranks : 1; }

@@ -52,4 +52,12 @@ int64_t brg__trainer_step_samples(const brg_trainer *t);
  * process's own failure, or (msg) the first rank that failed. Threads: `mine`. Collective under MPI. */
 brg_status brg__trainer_agree(brg_trainer *t, brg_status mine, char *msg);
 
+/* Replicas (data_parallel). */
+int brg__trainer_replicas(const brg_trainer *t);
+
+/* ZeRO-1: every replica's AdamW moment parts gathered into full moments on every stage (so that
+ * brg__trainer_read_param_state reads them), and freed again. Collective; no-ops without ZeRO-1. */
+brg_status brg__trainer_gather_moments(brg_trainer *t, char *msg);
+void brg__trainer_release_moments(brg_trainer *t);
+
 #endif

@@ -234,6 +234,23 @@ static brg_status inproc_wait(brg__transport *t, brg__request *r, char *msg) {
     return st;
 }
 
+static int inproc_test(brg__transport *t, brg__request *r) {
+    if (!r) return 0;
+    brg__inproc_fabric *f = fabric_of(t);
+    if (!r->is_recv && f->capacity > 0) return 1;
+    int done = 0;
+    pthread_mutex_lock(&f->lock);
+    if (f->aborted != BRG_OK) {
+        done = 1; /* the wait returns at once, with the abort */
+    } else if (!r->is_recv) {
+        done = queue(f, t->rank, r->peer)->posted > r->seq;
+    } else {
+        for (message *m = queue(f, r->peer, t->rank)->head; m && !done; m = m->next) done = m->seq == r->seq;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return done;
+}
+
 static void inproc_stop_all(brg__transport *t, brg_status status) {
     brg__inproc_fabric *f = fabric_of(t);
     pthread_mutex_lock(&f->lock);
@@ -254,6 +271,7 @@ static const brg__transport_vtable inproc_vtable = {
     .post_send = inproc_post_send,
     .post_recv = inproc_post_recv,
     .wait = inproc_wait,
+    .test = inproc_test,
     .cancel = inproc_cancel,
     .stop_all = inproc_stop_all,
     .destroy = inproc_destroy,

@@ -29,6 +29,9 @@ typedef struct brg__transport_vtable {
     /* Waits for a request, then frees it. BRG_OK, BRG_ERR_CANCELLED (aborted), BRG_ERR_TIMEOUT,
      * BRG_ERR_TRANSPORT (size or tag mismatch); the message goes to msg. */
     brg_status (*wait)(brg__transport *t, brg__request *req, char *msg);
+    /* Whether a posted request has completed, so that a wait on it returns at once; never blocks and
+     * keeps the request. 1: complete, 0: not yet. May be NULL (then only a wait completes a request). */
+    int (*test)(brg__transport *t, brg__request *req);
     /* Frees a posted request that will never be waited for (after a failure). */
     void (*cancel)(brg__transport *t, brg__request *req);
     /* Stops every rank's transfers with `status` (first call wins). */
@@ -118,5 +121,55 @@ void brg__mpi_set_piece_bytes(size_t bytes);
 
 /* This rank's index among the ranks of the endpoint's communicator on its node, and their number. */
 brg_status brg__mpi_transport_local_rank(brg__transport *t, int *local_rank, int *local_ranks, char *msg);
+
+/* ---- collectives over a group of ranks (engine/transport/collective.c) ----
+ *
+ * A group is some ranks of one transport (the replicas of one pipeline stage). Its collectives run on
+ * the transport's point-to-point messages, so every transport has them, and they reduce in one fixed
+ * order: element i of a sum is ((b0 + b1) + b2) + ... over the members in member order, whatever the
+ * transport, the process layout or the message sizes. So every member ends with bitwise the same
+ * result, and a run is bitwise the same under threads, MPI or NCCL. (MPI_Iallreduce promises neither:
+ * Open MPI picks its algorithm, and with it the order of the additions, by message size, communicator
+ * size and tuning parameters.) The bandwidth is a ring's: each member sends and receives
+ * (size - 1) / size of the buffer once to reduce-scatter and once to all-gather.
+ *
+ * Collectives are posted in order and run in that order, one after another, each member progressing its
+ * own: brg__group_progress advances them without blocking (call it between pieces of other work: that is
+ * the overlap), brg__group_wait_all until every posted one is done. Every member must post the same
+ * collectives, with the same sizes, in the same order. */
+struct brg__backend;
+typedef struct brg__group brg__group;
+
+typedef enum brg__collective_kind {
+    BRG__ALLREDUCE = 0,      /* every member: the sum of every member's buf (float) */
+    BRG__REDUCE_SCATTER = 1, /* member i: part i of the sum, in part i of its buf; the other parts undefined */
+    BRG__ALLGATHER = 2,      /* every member: part i of member i's buf, for every i */
+    BRG__BROADCAST = 3,      /* every member: root's buf */
+} brg__collective_kind;
+
+/* The group of transport ranks members[0..size) (distinct; t->rank among them), its messages tagged
+ * with `id` (distinct per group of a transport); buffers are memory of backend be, which sums them.
+ * BRG_OK, BRG_ERR_INVALID_ARGUMENT (msg says why), BRG_ERR_OUT_OF_MEMORY. */
+brg_status brg__group_create(brg__group **out, brg__transport *t, struct brg__backend *be, const int *members, int size,
+                             int id, char *msg);
+void brg__group_destroy(brg__group *g); /* cancels what is still pending */
+int brg__group_size(const brg__group *g);
+int brg__group_index(const brg__group *g); /* this rank's position among the members */
+
+/* Part i of a buffer of count elements among size members: contiguous, the first count % size parts one
+ * element longer. */
+void brg__group_part(int64_t count, int size, int i, int64_t *offset, int64_t *length);
+
+/* Queues a collective over count elements of elem_bytes each at buf (device memory; 4-byte floats for the
+ * reductions), root: BRG__BROADCAST's source member. buf must stay untouched until the collective is
+ * done. BRG_OK, BRG_ERR_INVALID_ARGUMENT, BRG_ERR_OUT_OF_MEMORY, or a transport status (msg). */
+brg_status brg__group_post(brg__group *g, brg__collective_kind kind, void *buf, int64_t count, size_t elem_bytes,
+                           int root, char *msg);
+/* Advances the queued collectives as far as they go without waiting. BRG_OK or a failure (msg). */
+brg_status brg__group_progress(brg__group *g, char *msg);
+/* Until every posted collective is done. BRG_OK, or the first failure (the rest are cancelled). */
+brg_status brg__group_wait_all(brg__group *g, char *msg);
+/* Collectives posted and not yet done. */
+int brg__group_pending(const brg__group *g);
 
 #endif

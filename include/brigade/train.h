@@ -134,12 +134,25 @@ typedef struct brg_train_options {
     int64_t warmup_steps; /* >= 0 */
     float min_lr;         /* in [0, lr] */
     int64_t total_steps;  /* cosine, linear */
+    /* Data parallelism: data_parallel replicas of the pipeline, stages * data_parallel ranks in all. Each
+     * step's global batch is data_parallel * micro_batches * micro_batch samples, replica d training on the
+     * d-th contiguous share (so the samples of a step do not depend on data_parallel); the replicas'
+     * gradients are summed in buckets of about bucket_bytes (0: 4 MiB) posted as backward produces them,
+     * in replica order, so every replica keeps bitwise the same parameters. rank_layout (data_parallel *
+     * stages entries, a permutation of the ranks; borrowed during create): the rank of stage p of replica
+     * d is rank_layout[d * stages + p]; NULL: d * stages + p (each replica's stages on consecutive ranks).
+     * zero = 1: ZeRO-1, each replica keeps AdamW's moments of 1 / data_parallel of the parameters (ignored
+     * with one replica). */
+    int data_parallel;
+    int zero;
+    const int *rank_layout;
+    int64_t bucket_bytes;
 } brg_train_options;
 
 #define BRG_TRAIN_OPTIONS_INIT                                                                             \
     {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0, 1, 1, BRG_SCHEDULE_1F1B, BRG_RECOMPUTE_NONE, NULL, 0, \
      600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0, 0, BRG_HOSTING_THREADS, NULL, 0, BRG_LR_CONSTANT, 0, \
-     0.0f, 0}
+     0.0f, 0, 1, 0, NULL, 0}
 
 /* The learning rate of step `step` (from 1) under o's schedule. */
 double brg_lr_at(const brg_train_options *o, int64_t step);
@@ -153,6 +166,9 @@ typedef struct brg_rank_stats {
     int64_t peak_bytes;      /* the rank's backend at its peak in the step */
     int64_t activation_peak_bytes; /* peak minus what the rank held at the step's start */
     int peak_in_flight;      /* micro-batches whose activations were held at once, at most */
+    int stage, replica;      /* the rank's pipeline stage and data-parallel replica */
+    int64_t moment_bytes;    /* AdamW moments the rank holds (under ZeRO-1, its shards) */
+    double allreduce_wait_seconds; /* waiting for the gradient sums after backward (not hidden by it) */
 } brg_rank_stats;
 
 typedef struct brg_step_stats {
@@ -189,11 +205,11 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
  * batches < 1, another sequence length); a backend or transport status (the trainer is then in error). */
 brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches, double *loss);
 
-/* Figures of rank `rank` in the last step (under MPI hosting, every rank's, exchanged at the step's end).
+/* Figures of rank `rank` (0 .. brg_trainer_rank_count - 1) in the last step (under MPI hosting, every rank's, exchanged at the step's end).
  * BRG_OK, BRG_ERR_INVALID_ARGUMENT or BRG_ERR_NOT_FOUND. */
 brg_status brg_trainer_rank_stats(const brg_trainer *t, int rank, brg_rank_stats *out);
 
-/* Number of ranks (pipeline stages). */
+/* Number of ranks (stages x data_parallel). */
 int brg_trainer_rank_count(const brg_trainer *t);
 
 /* First layer of each virtual stage (stages * chunks entries) into first_layers; *count receives the
