@@ -232,6 +232,7 @@ typedef struct brg__config {
     int ranks, replicas, chunks;
     int64_t micro_batch, micro_batches;
     brg_schedule_kind kind;
+    int zero; /* ZeRO-1: AdamW moments split across the replicas of each stage */
 } brg__config;
 
 /* Everything the simulator and the report need for one (config, placement, cuts, policies). */

@@ -343,11 +343,6 @@ brg_status brg_plan_train_options(const brg_plan *plan, const brg_graph *g, brg_
     BRG__CHECK(brg_plan_check(plan, g, NULL, err));
     const brg__config *c = &plan->config;
     int S = c->ranks * c->chunks;
-    if (c->replicas > 1)
-        return brg__error_set(err, BRG_ERR_UNSUPPORTED,
-                              "the plan has %d data-parallel replicas, and the runtime runs one pipeline replica: plan "
-                              "with data_parallel 1 (brigade plan --dp 1)",
-                              c->replicas);
     if ((S > 1 && (!split || split_capacity < S - 1)) || !stage_recompute || stage_recompute_capacity < S)
         return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
                               "brg_plan_train_options: the plan has %d virtual stages: split needs room for %d and "
@@ -358,6 +353,9 @@ brg_status brg_plan_train_options(const brg_plan *plan, const brg_graph *g, brg_
         return brg__error_set(err, BRG_ERR_UNSUPPORTED, "the plan trains in %s, and the runtime trains in fp32 or bf16",
                               brg_precision_name(plan->precision));
     opts->stages = c->ranks;
+    opts->data_parallel = c->replicas;
+    opts->zero = c->replicas > 1 ? c->zero : 0;
+    opts->rank_layout = NULL; /* brg_plan_rank_layout */
     opts->chunks = c->chunks;
     opts->schedule = c->kind;
     opts->micro_batch = c->micro_batch;
@@ -371,5 +369,16 @@ brg_status brg_plan_train_options(const brg_plan *plan, const brg_graph *g, brg_
     opts->recompute = plan->policy[0];
     opts->backend = plan->device_kind == BRG_DEVICE_GPU ? BRG_BACKEND_CUDA : BRG_BACKEND_CPU;
     opts->precision = precision;
+    return BRG_OK;
+}
+
+brg_status brg_plan_rank_layout(const brg_plan *plan, int *layout, int capacity, int *count) {
+    if (!plan || !count || (!layout && capacity > 0)) return BRG_ERR_INVALID_ARGUMENT;
+    const brg__config *c = &plan->config;
+    *count = c->ranks * c->replicas;
+    if (capacity < *count) return BRG_ERR_INVALID_ARGUMENT;
+    /* Rank k runs on device k (the topology's order: node after node, a node's GPUs in order). */
+    for (int d = 0; d < c->replicas; d++)
+        for (int r = 0; r < c->ranks; r++) layout[d * c->ranks + r] = plan->devices[r * c->replicas + d];
     return BRG_OK;
 }

@@ -654,7 +654,7 @@ brg_status brg_plan_load_string(const char *json, const char *origin, brg_plan *
     plan->global_batch = h.global_batch;
     plan->precision = h.precision;
     plan->device_kind = h.device_kind;
-    plan->config = (brg__config){(int)h.ranks, (int)h.replicas, (int)h.chunks, h.micro_batch, h.micro_batches, h.kind};
+    plan->config = (brg__config){(int)h.ranks, (int)h.replicas, (int)h.chunks, h.micro_batch, h.micro_batches, h.kind, 0};
     int predicted = 0;
     if ((s = read_names(&rd, root, plan)) != BRG_OK || (s = read_stages(&rd, root, plan, &h)) != BRG_OK ||
         (s = read_ranks(&rd, root, plan, &h, &predicted)) != BRG_OK || (s = read_predicted(&rd, root, plan)) != BRG_OK)

@@ -682,7 +682,7 @@ static brg_status enumerate_configs(search *x, config_entry **out, int *count) {
                         continue;
                     }
                     if ((int64_t)R * v * mb > BRG_SCHEDULE_MAX_PASSES) continue;
-                    brg__config c = {R, D, v, b, mb, (brg_schedule_kind)kind};
+                    brg__config c = {R, D, v, b, mb, (brg_schedule_kind)kind, 0};
                     BRG__CHECK(add_config(out, count, &capacity, &c, brg__config_lower_bound(x->m, &c, bt)));
                 }
             }

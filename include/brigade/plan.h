@@ -315,12 +315,19 @@ brg_status brg_plan_check(const brg_plan *plan, const brg_graph *g, const brg_to
  * for p * v - 1 entries: split_capacity), and stage_recompute (into stage_recompute[0 .. p*v - 1],
  * capacity stage_recompute_capacity), recompute (the policy of stage 0), backend (CUDA where the plan's
  * devices are GPUs, else CPU) and precision. The other fields are left as they are; split and
- * stage_recompute borrow the caller's arrays. Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL, capacities
- * too small); BRG_ERR_MISMATCH (as brg_plan_check); BRG_ERR_UNSUPPORTED (d > 1: the runtime runs one
- * pipeline replica; err says so). */
+ * stage_recompute borrow the caller's arrays; data_parallel (d) and zero (the plan's ZeRO-1) too, with
+ * rank_layout NULL (brg_plan_rank_layout gives the plan's). Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL,
+ * capacities too small); BRG_ERR_MISMATCH (as brg_plan_check); BRG_ERR_UNSUPPORTED (a precision the
+ * runtime does not train in). */
 brg_status brg_plan_train_options(const brg_plan *plan, const brg_graph *g, brg_train_options *opts, int *split,
                                   int split_capacity, brg_recompute *stage_recompute, int stage_recompute_capacity,
                                   brg_error *err);
+
+/* Which rank runs each (replica, stage) of the plan: layout[d * stages + r] = the rank of stage r of
+ * replica d, rank k running on the topology's device k (the order devices are listed in: node after
+ * node). *count receives stages x replicas. For brg_train_options.rank_layout. BRG_OK,
+ * BRG_ERR_INVALID_ARGUMENT (NULL, capacity too small). */
+brg_status brg_plan_rank_layout(const brg_plan *plan, int *layout, int capacity, int *count);
 
 /* "none", "full", "selective"; "unknown" outside the enum. */
 const char *brg_recompute_name(brg_recompute policy);

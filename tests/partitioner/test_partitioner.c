@@ -131,7 +131,7 @@ static void check_memory_case(const memory_case *mc) {
     int first[16];
     BRG_ASSERT_OK(brg__balanced_split(g, S, first), "");
     first[S] = brg_graph_layer_count(g);
-    brg__config c = {mc->stages, 1, mc->chunks, b, mb, mc->kind};
+    brg__config c = {mc->stages, 1, mc->chunks, b, mb, mc->kind, 0};
     brg__evaluation e;
     BRG_ASSERT_OK(brg__evaluation_alloc(&e, S, mc->stages), "");
     BRG_ASSERT_OK(brg__evaluate(m, bt, se, &c, &p, first, mc->policy, &e), "");
@@ -502,7 +502,7 @@ static int brute_force_case(uint64_t seed, int free_config, int *exhaustive_case
     double best = INFINITY;
     int64_t violations = 0;
     if (!free_config) {
-        brg__config c = {ranks, replicas, chunks, b, m, kind};
+        brg__config c = {ranks, replicas, chunks, b, m, kind, 0};
         best = brute_force_config(model, &c, &violations);
     } else {
         int64_t per_replica = o.global_batch / replicas;
@@ -833,10 +833,22 @@ static void test_plan_roundtrip_and_train_options(void) {
     brg_trainer_destroy(tr);
     brg_data_destroy(data);
     BRG_ASSERT_STATUS(brg_plan_train_options(loaded, g, &o, split, 0, policy, 64, &err), BRG_ERR_INVALID_ARGUMENT);
-    /* More than one replica: the runtime cannot run it. */
+    /* Two replicas: the options and the plan's rank layout train, every replica alike. */
     brg_plan *wide = small_plan(g, t, 2);
-    BRG_ASSERT_STATUS(brg_plan_train_options(wide, g, &o, split, 64, policy, 64, &err), BRG_ERR_UNSUPPORTED);
-    BRG_ASSERT_CONTAINS(err.message, "data-parallel");
+    BRG_ASSERT_OK(brg_plan_train_options(wide, g, &o, split, 64, policy, 64, &err), err.message);
+    BRG_ASSERT_EQ_INT(o.data_parallel, 2);
+    int layout[64], ranks = 0;
+    BRG_ASSERT_OK(brg_plan_rank_layout(wide, layout, 64, &ranks), "layout");
+    BRG_ASSERT_EQ_INT(ranks, o.stages * 2);
+    BRG_ASSERT_STATUS(brg_plan_rank_layout(wide, layout, 1, &ranks), BRG_ERR_INVALID_ARGUMENT);
+    o.rank_layout = layout;
+    brg_data_synthetic_create(&data, 64, 32, 1, &err);
+    BRG_ASSERT_OK(brg_trainer_create(&tr, g, &o, &err), err.message);
+    uint64_t fp = 0;
+    if (tr) BRG_ASSERT_OK(brg_trainer_step(tr, data, NULL), brg_trainer_last_error(tr));
+    if (tr) BRG_ASSERT_OK(brg_trainer_fingerprint(tr, &fp), brg_trainer_last_error(tr));
+    brg_trainer_destroy(tr);
+    brg_data_destroy(data);
     brg_plan_destroy(wide);
     free(a);
     free(b);
