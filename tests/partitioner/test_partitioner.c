@@ -513,7 +513,7 @@ static int brute_force_case(uint64_t seed, int free_config, int *exhaustive_case
                 for (int v = 1; v <= 4; v++) {
                     int interleaved = k == BRG_SCHEDULE_INTERLEAVED_1F1B;
                     if (interleaved != (v > 1) || (interleaved && (ranks < 2 || mm % ranks || ranks * v > layers))) continue;
-                    brg__config c = {ranks, replicas, v, bb, mm, (brg_schedule_kind)k};
+                    brg__config c = {ranks, replicas, v, bb, mm, (brg_schedule_kind)k, 0};
                     best = fmin(best, brute_force_config(model, &c, &violations));
                 }
         }
