@@ -128,6 +128,7 @@ brg_status brg__dp_create(brg__dp **out, brg__stage **stages, int n, const unsig
             bk->v = be->vt->alloc(be, bytes);
         }
         if (!bk->buf || (zero && (!bk->m || !bk->v))) s = oom(msg);
+        if (s == BRG_OK) s = brg__group_reserve(dp->group, bk->count, msg);
     }
     if (s != BRG_OK) {
         brg__dp_destroy(dp);

@@ -30,6 +30,8 @@ struct brg__group {
     collective *queue; /* [head, tail) pending, a ring of `capacity` */
     int head, tail, capacity;
     uint16_t next_seq;
+    unsigned char *scratch; /* reserved for the head's reduction (brg__group_reserve), or NULL */
+    size_t scratch_bytes;
     brg__request **reqs; /* the head's requests of its current phase: [2 * size] */
     int *req_peer;
     int n_reqs;
@@ -97,7 +99,8 @@ void brg__group_destroy(brg__group *g) {
     if (!g) return;
     if (g->reqs) cancel_requests(g);
     for (int i = g->head; g->queue && i != g->tail; i = (i + 1) % g->capacity)
-        if (g->queue[i].scratch) g->be->vt->free(g->be, g->queue[i].scratch);
+        if (g->queue[i].scratch && g->queue[i].scratch != g->scratch) g->be->vt->free(g->be, g->queue[i].scratch);
+    if (g->scratch) g->be->vt->free(g->be, g->scratch);
     free(g->queue);
     free(g->members);
     free(g->reqs);
@@ -153,7 +156,9 @@ static brg_status start_phase(brg__group *g, collective *c, char *msg) {
     brg__group_part(c->count, n, me, &my_off, &my_len);
     if (c->phase == 1) { /* parts to reduce: part j of my buf to member j; mine from each into scratch[j] */
         size_t part = (size_t)my_len * c->elem;
-        if (n > 1 && part) {
+        if (n > 1 && part && (size_t)n * part <= g->scratch_bytes) {
+            c->scratch = g->scratch;
+        } else if (n > 1 && part) {
             c->scratch = g->be->vt->alloc(g->be, (size_t)n * part);
             if (!c->scratch) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         }
@@ -217,7 +222,7 @@ static brg_status step_head(brg__group *g, int block, int *moved, char *msg) {
     *moved = 1;
     if (c->phase == 1) {
         reduce_part(g, c);
-        if (c->scratch) g->be->vt->free(g->be, c->scratch);
+        if (c->scratch && c->scratch != g->scratch) g->be->vt->free(g->be, c->scratch);
         c->scratch = NULL;
         if (c->kind == BRG__ALLREDUCE) {
             c->phase = 2;
@@ -237,7 +242,7 @@ static brg_status advance(brg__group *g, int block, char *msg) {
         if (s != BRG_OK) { /* the group is spent: drop what is queued */
             cancel_requests(g);
             for (int i = g->head; i != g->tail; i = (i + 1) % g->capacity)
-                if (g->queue[i].scratch) g->be->vt->free(g->be, g->queue[i].scratch);
+                if (g->queue[i].scratch && g->queue[i].scratch != g->scratch) g->be->vt->free(g->be, g->queue[i].scratch);
             g->head = g->tail = 0;
             return s;
         }
@@ -248,3 +253,19 @@ static brg_status advance(brg__group *g, int block, char *msg) {
 
 brg_status brg__group_progress(brg__group *g, char *msg) { return advance(g, 0, msg); }
 brg_status brg__group_wait_all(brg__group *g, char *msg) { return advance(g, 1, msg); }
+
+brg_status brg__group_reserve(brg__group *g, int64_t count, char *msg) {
+    if (!g || count < 0) return BRG_ERR_INVALID_ARGUMENT;
+    int64_t off = 0, len = 0;
+    brg__group_part(count, g->size, 0, &off, &len); /* part 0 is the longest */
+    size_t bytes = g->size > 1 ? (size_t)g->size * (size_t)len * sizeof(float) : 0;
+    if (bytes <= g->scratch_bytes) return BRG_OK;
+    if (brg__group_pending(g) > 0)
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_USAGE, "group: reserving with collectives pending");
+    unsigned char *p = g->be->vt->alloc(g->be, bytes);
+    if (!p) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    if (g->scratch) g->be->vt->free(g->be, g->scratch);
+    g->scratch = p;
+    g->scratch_bytes = bytes;
+    return BRG_OK;
+}

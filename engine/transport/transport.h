@@ -169,6 +169,9 @@ brg_status brg__group_post(brg__group *g, brg__collective_kind kind, void *buf, 
 brg_status brg__group_progress(brg__group *g, char *msg);
 /* Until every posted collective is done. BRG_OK, or the first failure (the rest are cancelled). */
 brg_status brg__group_wait_all(brg__group *g, char *msg);
+/* Keeps the scratch memory a reduction of up to `count` floats needs (size x its longest part): from
+ * then on such reductions allocate nothing, so the memory a step holds does not depend on timing. */
+brg_status brg__group_reserve(brg__group *g, int64_t count, char *msg);
 /* Collectives posted and not yet done. */
 int brg__group_pending(const brg__group *g);
 
