@@ -53,6 +53,8 @@ typedef struct train_args {
     int64_t val_every, val_batches;
     int64_t save_every;
     int64_t keep;
+    int64_t global_batch;       /* --global-batch: samples per step, all replicas together */
+    int layout[4096];           /* the plan's rank layout */
     brg_model_config model_cfg;
     brg_train_options opts;
     brg_launch launch; /* alone, or one rank of an mpirun / srun job */
@@ -67,6 +69,8 @@ enum {
     GIVEN_SPLIT = 16,
     GIVEN_MICRO_BATCH = 32,
     GIVEN_MICRO_BATCHES = 64,
+    GIVEN_DP = 128,
+    GIVEN_ZERO = 256,
 };
 
 static void usage(FILE *f) {
@@ -105,7 +109,18 @@ static void usage(FILE *f) {
     fprintf(f,
             "pipeline:\n"
             "  --pp N                pipeline stages, one thread each (default 1); under mpirun or srun, one\n"
-            "                        process each: N must be the job's size (default: the job's size)\n"
+            "                        process each: N x --dp must be the job's size (default: the job's size / --dp)\n"
+            "  --dp D                data-parallel replicas of the pipeline (default 1): pp x D ranks, replica d\n"
+            "                        on ranks d*pp .. d*pp+pp-1, each training on its share of every step's\n"
+            "                        samples; --micro-batches counts one replica's (a step trains on\n"
+            "                        D x micro-batches x micro-batch samples, whatever D: bitwise the same\n"
+            "                        parameters on every replica, close to one replica's at equal global batch)\n"
+            "  --global-batch N      samples per step, all replicas together: sets --micro-batches to\n"
+            "                        N / (D x micro-batch), which must divide evenly\n"
+            "  --zero 0|1            1: ZeRO-1, each replica keeps AdamW's moments of 1/D of the parameters\n"
+            "                        (default 0; a note, and no effect, with one replica)\n"
+            "  --bucket-mb X         gradients summed across replicas in buckets of about X MiB, each posted as\n"
+            "                        soon as backward has finished it (default 4)\n"
             "  --schedule KIND       gpipe, 1f1b, interleaved or zb-h1 (default 1f1b)\n"
             "  --chunks V            virtual stages per pipeline stage, for interleaved (default 1; 2 with interleaved)\n"
             "  --recompute POLICY    none, full or selective: what a stage keeps of a micro-batch until its\n"
@@ -118,8 +133,9 @@ static void usage(FILE *f) {
             "  --trace FILE          write the last step's timeline as Chrome trace JSON (opens in Perfetto)\n"
             "  --timeout S           a stage waiting longer than S seconds on another fails the run (default 600)\n"
             "  --plan FILE           run a plan from brigade plan: it sets --pp, --chunks, --schedule, --split,\n"
-            "                        --micro-batch, --micro-batches and each stage's recomputation; the plan must\n"
-            "                        have been made for this model and this machine, with one replica (--dp 1)\n"
+            "                        --micro-batch, --micro-batches, --dp, --zero, each stage's recomputation and\n"
+            "                        which rank runs which (stage, replica); the plan must have been made for\n"
+            "                        this model and this machine\n"
             "\n"
             );
     fprintf(f,
@@ -229,6 +245,23 @@ static int parse_args(int argc, char **argv, train_args *a) {
             a->given |= GIVEN_PP;
             if (brg_cli_int64(command, flag, v, 1, 64, &n)) return BRG_EXIT_USAGE;
             a->opts.stages = (int)n;
+        } else if (strcmp(flag, "--dp") == 0) {
+            VALUE();
+            a->given |= GIVEN_DP;
+            if (brg_cli_int64(command, flag, v, 1, 4096, &n)) return BRG_EXIT_USAGE;
+            a->opts.data_parallel = (int)n;
+        } else if (strcmp(flag, "--zero") == 0) {
+            VALUE();
+            a->given |= GIVEN_ZERO;
+            if (brg_cli_int64(command, flag, v, 0, 1, &n)) return BRG_EXIT_USAGE;
+            a->opts.zero = (int)n;
+        } else if (strcmp(flag, "--bucket-mb") == 0) {
+            VALUE();
+            if (brg_cli_double(command, flag, v, 1.0 / 1024, 65536.0, &x)) return BRG_EXIT_USAGE;
+            a->opts.bucket_bytes = (int64_t)(x * 1048576.0);
+        } else if (strcmp(flag, "--global-batch") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 1, INT64_C(1) << 30, &a->global_batch)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--chunks") == 0) {
             VALUE();
             a->given |= GIVEN_CHUNKS;
@@ -368,6 +401,11 @@ static int plan_conflict(const train_args *a, const brg_train_options *planned, 
     if ((a->given & GIVEN_MICRO_BATCH) && o->micro_batch != planned->micro_batch)
         return snprintf(buf, size, "--micro-batch %lld conflicts with the plan's micro-batch of %lld",
                         (long long)o->micro_batch, (long long)planned->micro_batch) > 0;
+    if ((a->given & GIVEN_DP) && o->data_parallel != planned->data_parallel)
+        return snprintf(buf, size, "--dp %d conflicts with the plan's %d replicas", o->data_parallel,
+                        planned->data_parallel) > 0;
+    if ((a->given & GIVEN_ZERO) && o->zero != planned->zero && planned->data_parallel > 1)
+        return snprintf(buf, size, "--zero %d conflicts with the plan's ZeRO-1 %s", o->zero, planned->zero ? "on" : "off") > 0;
     if ((a->given & GIVEN_MICRO_BATCHES) && o->micro_batches != planned->micro_batches)
         return snprintf(buf, size, "--micro-batches %lld conflicts with the plan's %lld micro-batches",
                         (long long)o->micro_batches, (long long)planned->micro_batches) > 0;
@@ -428,11 +466,14 @@ static int apply_plan(train_args *a, const brg_graph *g) {
         for (int k = 0; k < planned.split_count; k++) a->split[k] = split[k];
         planned.split = planned.split_count ? a->split : NULL;
         planned.stage_recompute = a->stage_recompute;
+        int ranks = 0;
+        if (brg_plan_rank_layout(plan, a->layout, 4096, &ranks) == BRG_OK) planned.rank_layout = a->layout;
         a->opts = planned;
         brg_plan_summary sm;
         brg_plan_get_summary(plan, &sm);
-        printf("plan %s: %d stage%s x %d chunk%s, %s, micro-batch %lld x %lld; recompute per stage:", a->plan,
-               sm.pipeline_stages, sm.pipeline_stages > 1 ? "s" : "", sm.chunks, sm.chunks > 1 ? "s" : "",
+        printf("plan %s: %d stage%s x %d chunk%s x %d replica%s%s, %s, micro-batch %lld x %lld; recompute per stage:",
+               a->plan, sm.pipeline_stages, sm.pipeline_stages > 1 ? "s" : "", sm.chunks, sm.chunks > 1 ? "s" : "",
+               planned.data_parallel, planned.data_parallel > 1 ? "s" : "", planned.zero ? " (ZeRO-1)" : "",
                brg_schedule_kind_name(sm.schedule), (long long)sm.micro_batch, (long long)sm.micro_batches);
         for (int k = 0; k < planned.stage_recompute_count; k++) printf(" %s", recompute_name(a->stage_recompute[k]));
         if (sm.predicted)
@@ -526,7 +567,11 @@ static json_t *rank_figures(const brg_trainer *tr) {
         brg_rank_stats rs;
         if (brg_trainer_rank_stats(tr, r, &rs) != BRG_OK) continue;
         json_t *o = json_object();
-        json_object_set_new(o, "stage", json_integer(r));
+        json_object_set_new(o, "rank", json_integer(r));
+        json_object_set_new(o, "stage", json_integer(rs.stage));
+        json_object_set_new(o, "replica", json_integer(rs.replica));
+        json_object_set_new(o, "moment_bytes", json_integer(rs.moment_bytes));
+        json_object_set_new(o, "allreduce_wait_seconds", json_real(rs.allreduce_wait_seconds));
         json_object_set_new(o, "compute_seconds", json_real(rs.compute_seconds));
         json_object_set_new(o, "transfer_seconds", json_real(rs.transfer_seconds));
         json_object_set_new(o, "wait_seconds", json_real(rs.wait_seconds));
@@ -555,6 +600,10 @@ static void format_stage_peaks(const brg_trainer *tr, char *buf, size_t size) {
 static void print_plan(const train_args *a, const brg_trainer *tr, const brg_graph *g) {
     int first[512], n = 0;
     if (brg_trainer_split(tr, first, 512, &n) != BRG_OK) return;
+    if (a->opts.data_parallel > 1)
+        printf("data parallel: %d replicas of the pipeline, %lld samples per step%s\n", a->opts.data_parallel,
+               (long long)(a->opts.data_parallel * a->opts.micro_batch * a->opts.micro_batches),
+               a->opts.zero ? ", ZeRO-1 (AdamW moments split across the replicas)" : "");
     printf("pipeline: %d stage%s x %d chunk%s, %s, recompute %s; layers per virtual stage:", a->opts.stages,
            a->opts.stages > 1 ? "s" : "", a->opts.chunks, a->opts.chunks > 1 ? "s" : "",
            brg_schedule_kind_name(a->opts.schedule), recompute_name(a->opts.recompute));
@@ -576,14 +625,16 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
         return BRG_EXIT_USAGE;
     }
     if (a->launch.world > 1)
-        printf("job: %d processes launched by %s, one per stage; transfers over %s\n", a->launch.world,
+        printf("job: %d processes launched by %s, one per rank; transfers over %s\n", a->launch.world,
                a->launch.launcher, a->opts.backend == BRG_BACKEND_CUDA ? "NCCL" : "MPI");
     int64_t params = brg_graph_param_count(g);
     char mem[32], peaks[512];
     format_bytes(brg_trainer_memory_bytes(tr), mem, sizeof mem);
-    printf("model %s: %" PRId64 " parameters, %d layers; %" PRId64 " x %" PRId64 " samples of %" PRId64
+    char replicas[48] = "";
+    if (a->opts.data_parallel > 1) snprintf(replicas, sizeof replicas, " x %d replicas", a->opts.data_parallel);
+    printf("model %s: %" PRId64 " parameters, %d layers; %" PRId64 " x %" PRId64 " samples%s of %" PRId64
            " tokens per step; data: %s; memory %s\n",
-           cfg->name, params, brg_graph_layer_count(g), a->opts.micro_batches, a->opts.micro_batch, cfg->seq,
+           cfg->name, params, brg_graph_layer_count(g), a->opts.micro_batches, a->opts.micro_batch, replicas, cfg->seq,
            a->data ? a->data : "synthetic (repeating random patterns)", mem);
     print_plan(a, tr, g);
     run_record r = {.steps = json_array(), .ranks = json_array()};
@@ -702,6 +753,29 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
 
 static int train_model(train_args *a, int argc, char **argv);
 
+/* --global-batch into micro-batches per replica; the note on ZeRO-1 with one replica. */
+static int resolve_batch(train_args *a) {
+    brg_train_options *o = &a->opts;
+    if (a->global_batch) {
+        int64_t per_step = (int64_t)o->data_parallel * o->micro_batch;
+        if (a->global_batch % per_step != 0) {
+            rank_error(&a->launch, "--global-batch %lld is not a multiple of %d replicas x a micro-batch of %lld = %lld "
+                                   "samples (each replica runs whole micro-batches)",
+                       (long long)a->global_batch, o->data_parallel, (long long)o->micro_batch, (long long)per_step);
+            return BRG_EXIT_USAGE;
+        }
+        if ((a->given & GIVEN_MICRO_BATCHES) && o->micro_batches != a->global_batch / per_step) {
+            rank_error(&a->launch, "--global-batch %lld gives %lld micro-batches per replica, not --micro-batches %lld",
+                       (long long)a->global_batch, (long long)(a->global_batch / per_step), (long long)o->micro_batches);
+            return BRG_EXIT_USAGE;
+        }
+        o->micro_batches = a->global_batch / per_step;
+    }
+    if (o->zero && o->data_parallel == 1 && a->launch.rank == 0)
+        printf("note: --zero 1 with one replica: nothing to split the optimizer state across; it is kept whole\n");
+    return 0;
+}
+
 /* A hash of the command line, which every rank of a job must share. */
 static uint64_t command_line_key(int argc, char **argv) {
     uint64_t h = 0xcbf29ce484222325ULL;
@@ -713,12 +787,28 @@ static uint64_t command_line_key(int argc, char **argv) {
     return h;
 }
 
-/* Under mpirun or srun: one stage per process, --pp the job's size. */
+/* Under mpirun or srun: one rank (a stage of a replica) per process, --pp x --dp the job's size. */
 static int join_launch(train_args *a, int argc, char **argv) {
     const brg_launch *l = &a->launch;
     if (l->world <= 1) return 0;
-    if (!(a->given & GIVEN_PP) && !a->plan) a->opts.stages = l->world;
-    if (a->opts.stages != l->world) {
+    int dp = a->opts.data_parallel;
+    if (!(a->given & GIVEN_PP) && !a->plan) {
+        if (l->world % dp != 0) {
+            rank_error(l, "--dp %d does not divide the %d processes %s started (one process per stage of each "
+                          "replica: start a multiple of %d)",
+                       dp, l->world, l->launcher, dp);
+            return BRG_EXIT_USAGE;
+        }
+        a->opts.stages = l->world / dp;
+    }
+    if (a->opts.stages * dp != l->world && dp > 1) {
+        rank_error(l, "%s%s gives %d pipeline stages x %d replicas = %d ranks, but %s started %d processes: one "
+                      "process runs each rank (start %d)",
+                   a->plan ? "the plan " : "--pp", a->plan ? a->plan : "", a->opts.stages, dp, a->opts.stages * dp,
+                   l->launcher, l->world, a->opts.stages * dp);
+        return BRG_EXIT_USAGE;
+    }
+    if (a->opts.stages != l->world && dp == 1) {
         rank_error(l, "%s%s gives %d pipeline stages, but %s started %d processes: one process runs each "
                               "stage (start %d, or ask for --pp %d)",
                            a->plan ? "the plan " : "--pp", a->plan ? a->plan : "", a->opts.stages, l->launcher,
@@ -778,7 +868,8 @@ static int train_model(train_args *a, int argc, char **argv) {
         brg_data_destroy(data);
         return BRG_EXIT_FAILURE;
     }
-    if ((a->plan && (rc = apply_plan(a, g)) != 0) || (rc = join_launch(a, argc, argv)) != 0) {
+    if ((a->plan && (rc = apply_plan(a, g)) != 0) || (rc = join_launch(a, argc, argv)) != 0 ||
+        (rc = resolve_batch(a)) != 0) {
         brg_graph_destroy(g);
         brg_data_destroy(data);
         return rc;

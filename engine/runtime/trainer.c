@@ -100,6 +100,7 @@ struct brg_trainer {
     int64_t next_sample;
     int inject_stage, inject_micro_batch;
     int inject_optimizer_rank; /* -1: none */
+    int inject_replica;        /* -1: none */
     int trace_ready;
     int threads_per_rank; /* CPU kernel threads of each rank */
     /* Hosting: this process runs ranks [local_begin, local_end): all of them as threads, or one of an MPI
@@ -548,6 +549,7 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     t->opts.mpi_comm = NULL;
     t->inject_stage = -1;
     t->inject_optimizer_rank = -1;
+    t->inject_replica = -1;
     t->opts.rank_layout = NULL;
     t->pp = opts->stages;
     t->dp = opts->data_parallel;
@@ -1042,6 +1044,9 @@ double brg_lr_at(const brg_train_options *o, int64_t step) {
  * across replicas (the last posted now, the others long since), waited for. */
 static brg_status reduce_replicas(worker *w) {
     double t0 = brg__now_seconds();
+    if (w->replica == w->trainer->inject_replica) /* its buckets are on their way: the others wait on them */
+        return worker_fail(w, BRG_ERR_BACKEND, "rank %d (stage %d, replica %d): injected failure while summing gradients",
+                           w->rank, w->prank, w->replica);
     BRG__CHECK(reduce_tied(w));
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
     double t1 = brg__now_seconds();
@@ -1770,4 +1775,8 @@ void brg__trainer_inject_failure(brg_trainer *t, int stage, int micro_batch) {
     if (!t) return;
     t->inject_stage = stage;
     t->inject_micro_batch = micro_batch;
+}
+
+void brg__trainer_inject_replica_failure(brg_trainer *t, int replica) {
+    if (t) t->inject_replica = replica;
 }

@@ -12,6 +12,10 @@ void brg__trainer_inject_failure(brg_trainer *t, int stage, int micro_batch);
  * void entry) would (rank -1 turns it off). */
 void brg__trainer_inject_optimizer_fault(brg_trainer *t, int rank);
 
+/* Makes every rank of data-parallel replica `replica` fail at its gradient sum (its buckets already
+ * posted, the other replicas waiting on them), as a replica that dies mid all-reduce (-1 turns it off). */
+void brg__trainer_inject_replica_failure(brg_trainer *t, int replica);
+
 /* Cuts g's layers into n contiguous parts minimizing the largest part's forward + backward FLOPs;
  * first_layers[k] receives part k's first layer. BRG_OK, BRG_ERR_INVALID_ARGUMENT (n < 1 or n > layers),
  * BRG_ERR_OUT_OF_MEMORY. */

@@ -346,6 +346,16 @@ static void test_replica_failure(void) {
         CU_ASSERT(strstr(brg_trainer_last_error(t), "injected") != NULL);
     }
     brg_trainer_destroy(t);
+    /* A replica that fails mid all-reduce: the other's ranks stop too, with the failing rank's message. */
+    t = NULL;
+    BRG_ASSERT_OK(brg_trainer_create(&t, g, &o, &err), err.message);
+    if (t) {
+        brg__trainer_inject_replica_failure(t, 1);
+        brg_step_stats st;
+        BRG_ASSERT_STATUS(brg_trainer_step(t, d, &st), BRG_ERR_BACKEND);
+        CU_ASSERT(strstr(brg_trainer_last_error(t), "replica 1): injected failure while summing gradients") != NULL);
+    }
+    brg_trainer_destroy(t);
     brg_data_destroy(d);
     o.data_parallel = 0;
     BRG_ASSERT_STATUS(brg_trainer_create(&t, g, &o, &err), BRG_ERR_INVALID_ARGUMENT);
