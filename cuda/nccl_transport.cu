@@ -682,6 +682,24 @@ static void nccl_abort(brg__transport *t, brg_status status) {
     abort_comms(e);
 }
 
+/* Whether a wait would return at once: the transfer has run on its stream, or the request already failed.
+ * Issues held posts first, so that collectives posted between computations start moving. */
+static int nccl_test(brg__transport *t, brg__request *r) {
+    endpoint *e = endpoint_of(t);
+    brg__nccl_fabric *f = e->fabric;
+    if (!r) return 0;
+    cudaSetDevice(e->device);
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    if (issue_held(e, msg) != BRG_OK) return 1; /* the wait reports it */
+    pthread_mutex_lock(&f->lock);
+    int failed = r->status != BRG_OK || f->aborted != BRG_OK;
+    completion *done = r->done;
+    pthread_mutex_unlock(&f->lock);
+    if (failed || e->comms_aborted) return 1;
+    if (!done) return 0;
+    return cudaEventQuery(done->event) != cudaErrorNotReady;
+}
+
 static void nccl_destroy(brg__transport *t) { (void)t; /* endpoints belong to the fabric */ }
 
 static const brg__transport_vtable nccl_vtable = {
@@ -689,6 +707,7 @@ static const brg__transport_vtable nccl_vtable = {
     /* post_send */ nccl_post_send,
     /* post_recv */ nccl_post_recv,
     /* wait */ nccl_wait,
+    /* test */ nccl_test,
     /* cancel */ nccl_cancel,
     /* stop_all */ nccl_abort,
     /* destroy */ nccl_destroy,
