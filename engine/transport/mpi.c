@@ -106,6 +106,20 @@ static void free_request(mpi_endpoint *e, brg__request *r) {
     }
 }
 
+/* A send given up on may still read its buffer: past the eager limit, MPI reads it only once the receive
+ * is posted, which may have happened (a peer that posted its receives, then failed or heard of a failure).
+ * Progress it a little while, so that it is done before the caller frees the buffer; a send whose receive
+ * never comes reads nothing more, and is freed. */
+static void finish_send(MPI_Request *req) {
+    double start = brg__now_seconds();
+    for (int flag = 0; !flag;) {
+        if (MPI_Test(req, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
+        if (!flag && brg__now_seconds() - start > 1.0) break;
+        if (!flag) sched_yield();
+    }
+    if (*req != MPI_REQUEST_NULL) MPI_Request_free(req); /* never matched: dies with the job */
+}
+
 static void release_request(mpi_endpoint *e, brg__request *r) {
     for (int i = 0; i < r->n; i++)
         if (r->reqs[i] != MPI_REQUEST_NULL) {
@@ -113,7 +127,7 @@ static void release_request(mpi_endpoint *e, brg__request *r) {
                 MPI_Cancel(&r->reqs[i]);
                 MPI_Wait(&r->reqs[i], MPI_STATUS_IGNORE);
             } else {
-                MPI_Request_free(&r->reqs[i]); /* the send completes on its own, or dies with the job */
+                finish_send(&r->reqs[i]);
             }
         }
     free_request(e, r);
