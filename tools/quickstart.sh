@@ -4,7 +4,8 @@
 # measures a small GPT's layers on this machine, plans it for this machine's cores, and trains it with that
 # plan through the pipeline on the built-in synthetic task (repeating random 4-token patterns), printing
 # every step, the parameters' fingerprint, and the predicted throughput beside the measured one; then runs
-# a 2-stage pipeline as two threads and as two processes under mpirun and shows their fingerprints equal,
+# a 2-stage pipeline, and 2 data-parallel replicas, as two threads and as two processes under mpirun and
+# shows their fingerprints equal,
 # and saves a checkpoint that a second command resumes, ending with the uninterrupted run's fingerprint.
 #   tools/quickstart.sh [cluster.json]
 #   BRG_BUILD=dir         build directory (default build-release)
@@ -78,6 +79,16 @@ if command -v mpirun >/dev/null 2>&1 && [[ $("$brigade" train --help) == *"mpiru
     if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
     flags=(train --model "$model" --pp 2 --schedule 1f1b --micro-batch 2 --micro-batches 8 --steps 30 --lr 2e-3 --log-every 10)
     echo "== $model as a 2-stage pipeline: two threads of one process, then two processes under mpirun =="
+    out=$("$brigade" "${flags[@]}")
+    echo "$out"
+    threads=$(fingerprint_of "$out")
+    out=$("${mpi[@]}" "$brigade" "${flags[@]}")
+    echo "$out"
+    same_fingerprints threads "$threads" mpirun "$(fingerprint_of "$out")" "bitwise the same parameters"
+    echo
+    # Two replicas of the model (data parallelism, ZeRO-1): threads, then two processes.
+    flags=(train --model "$model" --dp 2 --zero 1 --micro-batch 2 --global-batch 16 --steps 30 --lr 2e-3 --log-every 10)
+    echo "== $model as 2 data-parallel replicas with ZeRO-1: two threads, then two processes under mpirun =="
     out=$("$brigade" "${flags[@]}")
     echo "$out"
     threads=$(fingerprint_of "$out")
