@@ -215,6 +215,14 @@ static void test_fingerprints_equal_threads(void) {
                                             "3", "--schedule", "zb-h1", "--recompute", "full", "--steps", "3",
                                             "--micro-batches", "6", NULL},
                            "3", NULL);
+    /* Data parallelism: 2 replicas x 2 stages, ZeRO-1, several buckets; 3 replicas of one stage. */
+    expect_same_as_threads((const char *[]){"train", "--model", SMALL, "--pp", "2", "--dp", "2", "--zero", "1",
+                                            "--bucket-mb", "0.01", "--steps", "3", "--global-batch", "16", "--micro-batch",
+                                            "2", NULL},
+                           "4", NULL);
+    expect_same_as_threads((const char *[]){"train", "--model", SMALL, "--dp", "3", "--steps", "3", "--global-batch",
+                                            "12", "--micro-batch", "2", NULL},
+                           "3", NULL);
     /* TCP alone, no shared memory: as between nodes. */
     expect_same_as_threads((const char *[]){"train", "--model", SMALL, "--pp", "4", "--schedule", "gpipe",
                                             "--recompute", "selective", "--steps", "3", "--micro-batches", "8", NULL},
@@ -237,6 +245,17 @@ static void test_plan(void) {
     CU_ASSERT(j.exit_code != 0);
     BRG_ASSERT_CONTAINS(j.err, "gives 2 pipeline stages, but mpirun started 3 processes");
     CU_ASSERT(!strstr(j.out, "step "));
+    job_free(&j);
+    /* A plan with two replicas: its rank layout, under mpirun as in threads; a launch of another size refused. */
+    r = brg_test_run_brigade((const char *[]){"plan", "--model", SMALL, "--cpu", "--pp", "1", "--dp", "2",
+                                               "--global-batch", "8", "-o", plan, NULL});
+    BRG_ASSERT_EQ_INT(r->exit_code, 0);
+    expect_same_as_threads((const char *[]){"train", "--model", SMALL, "--plan", plan, "--steps", "2", NULL}, "2", NULL);
+    job_start(&j, (const char *[]){"-np", "3", "BRIGADE", "train", "--model", SMALL, "--plan", plan, "--steps", "2",
+                                   NULL});
+    CU_ASSERT(job_wait(&j, 60) == 0);
+    CU_ASSERT(j.exit_code != 0);
+    BRG_ASSERT_CONTAINS(j.err, "gives 1 pipeline stages x 2 replicas = 2 ranks, but mpirun started 3 processes");
     job_free(&j);
     unlink(plan);
 }
@@ -349,6 +368,12 @@ static void test_bad_launches(void) {
     } cases[] = {
         {(const char *[]){"-np", "3", "BRIGADE", "train", "--model", SMALL, "--pp", "2", NULL},
          "--pp gives 2 pipeline stages, but mpirun started 3 processes"},
+        {(const char *[]){"-np", "3", "BRIGADE", "train", "--model", SMALL, "--dp", "2", NULL},
+         "--dp 2 does not divide the 3 processes mpirun started"},
+        {(const char *[]){"-np", "4", "BRIGADE", "train", "--model", SMALL, "--dp", "2", "--pp", "1", NULL},
+         "--pp gives 1 pipeline stages x 2 replicas = 2 ranks, but mpirun started 4 processes"},
+        {(const char *[]){"-np", "2", "BRIGADE", "train", "--model", SMALL, "--dp", "2", "--global-batch", "6", NULL},
+         "--global-batch 6 is not a multiple of 2 replicas x a micro-batch of 4 = 8 samples"},
         /* Ranks started with other flags: one process per command line (MPMD). */
         {(const char *[]){"-np", "1", "BRIGADE", "train", "--model", SMALL, "--lr", "1e-3", ":", "-np", "1",
                           "BRIGADE", "train", "--model", SMALL, "--lr", "2e-3", NULL},
