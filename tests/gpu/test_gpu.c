@@ -562,6 +562,9 @@ typedef struct run {
     char error[BRG_ERROR_MESSAGE_MAX];
 } run;
 
+/* Data-parallel replicas of the runs below (the same global batch of 4 micro-batches), ZeRO-1. */
+static int train_replicas = 1, train_zero = 0;
+
 static run train(const char *spec, brg_backend_kind backend, brg_precision precision, int stages, int steps) {
     run r;
     memset(&r, 0, sizeof r);
@@ -575,7 +578,10 @@ static run train(const char *spec, brg_backend_kind backend, brg_precision preci
     if (r.status == BRG_OK) r.status = brg_data_synthetic_create(&d, cfg.vocab, cfg.seq, 7, &err);
     brg_train_options o = BRG_TRAIN_OPTIONS_INIT;
     o.micro_batch = 2;
-    o.micro_batches = 4;
+    o.micro_batches = 4 / train_replicas;
+    o.data_parallel = train_replicas;
+    o.zero = train_zero;
+    o.bucket_bytes = 16384; /* several buckets, posted during backward */
     o.stages = stages;
     o.backend = backend;
     o.precision = precision;
@@ -640,6 +646,27 @@ static void test_pipeline_on_one_gpu_matches_one_stage(void) {
         }
         free(one.wte);
     }
+}
+
+/* Two replicas (pp 1 and 2, ZeRO-1 off and on) on the GPUs there are (ranks sharing a GPU copy): the
+ * replicas agree (the fingerprint checks them) and the losses are one replica's within 1e-5 (the sums
+ * across replicas add in another order). */
+static void test_data_parallel_matches_one_replica(void) {
+    run one = train(SMALL_GPT, BRG_BACKEND_CUDA, BRG_PRECISION_FP32, 1, 3);
+    BRG_ASSERT_OK(one.status, one.error);
+    for (int stages = 1; stages <= 2; stages++)
+        for (int zero = 0; zero <= 1; zero++) {
+            train_replicas = 2;
+            train_zero = zero;
+            run dp = train(SMALL_GPT, BRG_BACKEND_CUDA, BRG_PRECISION_FP32, stages, 3);
+            train_replicas = 1;
+            train_zero = 0;
+            BRG_ASSERT_OK(dp.status, dp.error);
+            for (int s = 0; s < 3 && dp.status == BRG_OK && one.status == BRG_OK; s++)
+                BRG_ASSERT_NEAR(dp.losses[s], one.losses[s], 1e-5 * one.losses[s]);
+            free(dp.wte);
+        }
+    free(one.wte);
 }
 
 /* A stage that fails mid-step ends the step with its error on every rank: no hang. */
@@ -857,6 +884,7 @@ int main(int argc, char **argv) {
     }
     static const brg_test_case cases[] = {
         {"embedding", test_embedding},
+        {"data_parallel_matches_one_replica", test_data_parallel_matches_one_replica},
         {"linear", test_linear},
         {"linear_odd_sizes", test_linear_odd_sizes},
         {"linear_gelu_fused", test_linear_gelu_fused},
