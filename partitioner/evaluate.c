@@ -18,6 +18,9 @@ brg_status brg__evaluation_alloc(brg__evaluation *e, int stages, int ranks) {
     e->transfer = calloc(S, sizeof(double));
     e->boundary_bytes = calloc(S, sizeof(int64_t));
     e->allreduce = calloc(R, sizeof(double));
+    e->allreduce_total = calloc(R, sizeof(double));
+    e->rank_dp_bytes = calloc(R, sizeof(int64_t));
+    e->rank_moment_bytes = calloc(R, sizeof(int64_t));
     e->optimizer = calloc(R, sizeof(double));
     e->busy = calloc(R, sizeof(double));
     e->memory = calloc(S, sizeof *e->memory);
@@ -27,7 +30,8 @@ brg_status brg__evaluation_alloc(brg__evaluation *e, int stages, int ranks) {
     e->rank_total = calloc(R, sizeof(int64_t));
     e->rank_in_flight = calloc(R, sizeof(int));
     if (!e->forward || !e->backward || !e->backward_input || !e->backward_weight || !e->recompute || !e->transfer ||
-        !e->boundary_bytes || !e->allreduce || !e->optimizer || !e->busy || !e->memory || !e->rank_static ||
+        !e->boundary_bytes || !e->allreduce || !e->allreduce_total || !e->rank_dp_bytes || !e->rank_moment_bytes ||
+        !e->optimizer || !e->busy || !e->memory || !e->rank_static ||
         !e->rank_activation || !e->rank_workspace || !e->rank_total || !e->rank_in_flight) {
         brg__evaluation_free(e);
         return BRG_ERR_OUT_OF_MEMORY;
@@ -45,6 +49,9 @@ void brg__evaluation_free(brg__evaluation *e) {
     free(e->transfer);
     free(e->boundary_bytes);
     free(e->allreduce);
+    free(e->allreduce_total);
+    free(e->rank_dp_bytes);
+    free(e->rank_moment_bytes);
     free(e->optimizer);
     free(e->busy);
     free(e->memory);
@@ -81,6 +88,111 @@ static double ring_allreduce(const brg__plan_placement *p, int k, double bytes) 
     int d = p->replicas;
     if (d < 2 || bytes <= 0) return 0.0;
     return 2.0 * (d - 1) / d * bytes / p->ring_bandwidth[k] + 2.0 * (d - 1) * p->ring_latency[k];
+}
+
+/* Data parallelism on pipeline rank r, as engine/runtime/dp.c lays it out: one piece per (virtual stage
+ * of r, parameter it reads); the untied ones (read in one virtual stage only) in the order the last
+ * micro-batch's backward finishes them (later stages first, inside a stage by the first op reading the
+ * parameter, from the last), packed into buckets that close once they reach bucket_bytes; the tied ones in
+ * one last bucket, summed across their stages first. What it allocates: every bucket, a scratch for the
+ * largest reduction, and under ZeRO-1 the moments of this replica's part of every bucket in place of the
+ * stages' moments. */
+typedef struct dp_layout {
+    int64_t elements;      /* of every bucket */
+    int64_t exposed_elements; /* of the buckets posted last: the last untied bucket and the tied one */
+    int64_t static_bytes;  /* what the runtime adds to the rank (may be negative under ZeRO-1) */
+    int64_t moment_bytes;  /* the rank's AdamW moments (as requested, before the allocator rounds them) */
+} dp_layout;
+
+typedef struct dp_piece {
+    int64_t first_op, param, numel;
+} dp_piece;
+
+static int compare_dp_pieces(const void *a, const void *b) {
+    const dp_piece *x = a, *y = b;
+    if (x->first_op != y->first_op) return x->first_op < y->first_op ? 1 : -1;
+    return (x->param > y->param) - (x->param < y->param);
+}
+
+static brg_status dp_rank_layout(const brg__model *m, const brg__config *c, const int *first, int r, int zero,
+                                 dp_layout *out) {
+    memset(out, 0, sizeof *out);
+    const brg_graph *g = m->graph;
+    int S = c->ranks * c->chunks, d = c->replicas;
+    int64_t np = g->n_params, bucket_elements = ((int64_t)4 << 20) / 4; /* the runtime's default bucket_bytes */
+    int *stage_of = malloc((size_t)(np ? np : 1) * sizeof *stage_of);
+    unsigned char *tied = calloc((size_t)(np ? np : 1), 1);
+    int64_t *first_op = malloc((size_t)(np ? np : 1) * sizeof *first_op);
+    dp_piece *pieces = malloc((size_t)(np ? np : 1) * (size_t)c->chunks * 2 * sizeof *pieces);
+    if (!stage_of || !tied || !first_op || !pieces) {
+        free(stage_of);
+        free(tied);
+        free(first_op);
+        free(pieces);
+        return BRG_ERR_OUT_OF_MEMORY;
+    }
+    for (int64_t p = 0; p < np; p++) stage_of[p] = -1;
+    for (int s = 0; s < S; s++)
+        for (int64_t i = m->layer_op_begin[first[s]]; i < m->layer_op_begin[first[s + 1]]; i++)
+            for (int q = 0; q < g->ops[i].n_inputs; q++) {
+                const brg_tensor *t = g->ops[i].inputs[q];
+                if (t->kind != BRG_TENSOR_PARAMETER) continue;
+                if (stage_of[t->param_index] >= 0 && stage_of[t->param_index] != s) tied[t->param_index] = 1;
+                stage_of[t->param_index] = s;
+            }
+    int n = 0, n_tied = 0;
+    dp_piece *tied_pieces = pieces + (size_t)np * (size_t)c->chunks;
+    for (int v = c->chunks - 1; v >= 0; v--) { /* the rank's virtual stages, from the last */
+        int s = v * c->ranks + r, begin = n;
+        for (int64_t p = 0; p < np; p++) first_op[p] = -1;
+        for (int64_t i = m->layer_op_begin[first[s]]; i < m->layer_op_begin[first[s + 1]]; i++)
+            for (int q = 0; q < g->ops[i].n_inputs; q++) {
+                const brg_tensor *t = g->ops[i].inputs[q];
+                if (t->kind == BRG_TENSOR_PARAMETER && first_op[t->param_index] < 0) first_op[t->param_index] = i;
+            }
+        for (int64_t p = 0; p < np; p++) {
+            if (first_op[p] < 0) continue;
+            dp_piece pc = {first_op[p], p, brg__tensor_numel(g->params[p], 1)};
+            if (tied[p])
+                tied_pieces[n_tied++] = pc;
+            else
+                pieces[n++] = pc;
+        }
+        qsort(pieces + begin, (size_t)(n - begin), sizeof *pieces, compare_dp_pieces);
+    }
+    int64_t count = 0, largest = 0, last = 0;
+    int64_t moments_freed = 0, parts = 0, buffers = 0, exact_parts = 0;
+    for (int i = 0; i <= n; i++) { /* i == n: the tied bucket */
+        if (i < n) {
+            count += pieces[i].numel;
+            moments_freed += 2 * brg__alloc_round(m->kind, pieces[i].numel * 4);
+            if (count < bucket_elements && i < n - 1) continue;
+        } else {
+            for (int k = 0; k < n_tied; k++) {
+                count += tied_pieces[k].numel;
+                moments_freed += 2 * brg__alloc_round(m->kind, tied_pieces[k].numel * 4);
+            }
+            if (n_tied == 0) break;
+        }
+        int64_t part = count / d + (count % d ? 1 : 0); /* replica 0's: the longest */
+        buffers += brg__alloc_round(m->kind, (count ? count : 1) * 4);
+        parts += 2 * brg__alloc_round(m->kind, (part ? part : 1) * 4);
+        exact_parts += 2 * part * 4;
+        if (count > largest) largest = count;
+        out->elements += count;
+        last = i < n ? count : last + count;
+        count = 0;
+    }
+    out->exposed_elements = last;
+    int64_t longest = largest / d + (largest % d ? 1 : 0);
+    int64_t scratch = d > 1 && longest ? brg__alloc_round(m->kind, (int64_t)d * longest * 4) : 0;
+    out->static_bytes = buffers + scratch + (zero ? parts - moments_freed : 0);
+    out->moment_bytes = zero ? exact_parts : 8 * (out->elements);
+    free(stage_of);
+    free(tied);
+    free(first_op);
+    free(pieces);
+    return BRG_OK;
 }
 
 /* Consumers of each shared parameter held by rank r. */
@@ -174,17 +286,46 @@ brg_status brg__evaluate(const brg__model *m, const brg__batch_table *bt, const 
         held_by_rank(m, c, first, r, held);
         int64_t walk = brg__memory_walk_peak(&se->walks[r], chunk_memory);
         int64_t transient = brg__optimizer_transient(m, held, R);
+        dp_layout dl = {0};
+        if (c->replicas > 1 && dp_rank_layout(m, c, first, r, c->zero, &dl) != BRG_OK) {
+            if (held != held_stack) free(held);
+            return BRG_ERR_OUT_OF_MEMORY;
+        }
+        statics += dl.static_bytes;
+        if (c->zero && c->replicas > 1) { /* the replicas' sums of squares, exchanged after backward (dp.c) */
+            int64_t norms = brg__alloc_round(m->kind, (int64_t)c->replicas * (m->param_tensors ? m->param_tensors : 1) * 8);
+            if (norms > transient) transient = norms;
+        }
+        e->rank_dp_bytes[r] = dl.static_bytes;
+        e->rank_moment_bytes[r] = c->replicas > 1 ? dl.moment_bytes : 2 * params; /* 1 replica: rounded */
         e->rank_static[r] = statics;
         e->rank_activation[r] = walk > transient ? walk : transient;
         e->rank_workspace[r] = workspace;
         e->rank_total[r] = statics + e->rank_activation[r] + workspace;
         e->rank_in_flight[r] = se->peak_in_flight[r];
-        e->allreduce[r] = ring_allreduce(p, r, (double)params);
-        /* AdamW reads the value, gradient and moments and writes three of them back: 7 fp32 per parameter. */
+        /* The sums across replicas: buckets posted as the last micro-batch's backward finishes them move
+         * while the rest of it runs; what is exposed is the larger of the buckets posted last (the last
+         * untied one and the tied one, posted after the step's end) and what the window of the last
+         * micro-batch's backward on this rank cannot hide. Under ZeRO-1 a reduce-scatter (half an
+         * all-reduce's traffic) there, and an all-gather of the updated parameters after the optimizer,
+         * exposed. */
+        double bytes = 4.0 * (double)dl.elements, last = 4.0 * (double)dl.exposed_elements, window = 0.0;
+        for (int v = 0; v < c->chunks; v++) window += e->backward[v * R + r];
+        double total = ring_allreduce(p, r, bytes), tail = ring_allreduce(p, r, last);
+        if (c->zero) {
+            total *= 0.5;
+            tail *= 0.5;
+        }
+        e->allreduce_total[r] = total;
+        e->allreduce[r] = fmax(tail, total - window);
+        double gather = c->zero ? 0.5 * ring_allreduce(p, r, bytes) : 0.0;
+        /* AdamW reads the value, gradient and moments and writes three of them back: 7 fp32 per parameter
+         * (under ZeRO-1, of this replica's part). */
         double slowest_bandwidth = INFINITY;
         for (int k = 0; k < m->class_count; k++)
             if (p->rank_classes[r] & (1u << k)) slowest_bandwidth = fmin(slowest_bandwidth, m->classes[k].memory_bandwidth);
-        e->optimizer[r] = 7.0 * (double)params / (slowest_bandwidth * m->memory_efficiency) +
+        double updated = c->zero && c->replicas > 1 ? (double)params / c->replicas : (double)params;
+        e->optimizer[r] = 7.0 * updated / (slowest_bandwidth * m->memory_efficiency) + gather +
                           tied_exchange(m, c, p, first, r, held);
         e->busy[r] = busy + e->allreduce[r] + e->optimizer[r];
         if (e->rank_total[r] > p->rank_usable[r]) e->feasible = 0;

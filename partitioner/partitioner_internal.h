@@ -242,7 +242,10 @@ typedef struct brg__evaluation {
     double *transfer;       /* [S - 1] */
     double memory_bound_share; /* of pass time, over the stages */
     int64_t *boundary_bytes; /* [S - 1] per micro-batch, not rounded */
-    double *allreduce, *optimizer, *busy; /* [ranks] */
+    double *allreduce, *optimizer, *busy; /* [ranks]; allreduce: what backward does not hide */
+    double *allreduce_total;  /* [ranks] the sums across replicas in all, hidden or not */
+    int64_t *rank_dp_bytes;   /* [ranks] what data parallelism adds (buckets, scratch; ZeRO-1's change) */
+    int64_t *rank_moment_bytes; /* [ranks] AdamW moments held */
     brg__stage_memory *memory;   /* [S] */
     int64_t *rank_static, *rank_activation, *rank_workspace, *rank_total; /* [ranks] */
     int *rank_in_flight;     /* [ranks] */

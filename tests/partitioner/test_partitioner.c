@@ -98,6 +98,7 @@ typedef struct memory_case {
     int stages, chunks;
     brg_schedule_kind kind;
     brg_recompute policy[8]; /* per virtual stage */
+    int replicas, zero;      /* data parallelism (0: one replica) */
 } memory_case;
 
 /* Predicts each rank's activation peak for the case and trains two steps to measure it. The model follows
@@ -107,11 +108,12 @@ typedef struct memory_case {
  * activations: more than 5% in every case here. */
 static void check_memory_case(const memory_case *mc) {
     brg_graph *g = build(mc->spec);
-    brg_topology *t = cpu_node(mc->stages, 8000000000ULL);
+    int d = mc->replicas ? mc->replicas : 1;
+    brg_topology *t = cpu_node(mc->stages * d, 8000000000ULL);
     CU_ASSERT_FATAL(g && t);
     int S = mc->stages * mc->chunks, mb = 2 * mc->stages, b = 2;
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
-    o.global_batch = mb * b;
+    o.global_batch = mb * b * d;
     brg_error err = {0};
     brg__model *m = NULL;
     brg__batch_table *bt = NULL;
@@ -127,11 +129,11 @@ static void check_memory_case(const memory_case *mc) {
     so.chunks = mc->chunks;
     so.micro_batches = mb;
     BRG_ASSERT_OK(brg__schedule_cache_get(sc, &so, &se, &err), err.message);
-    BRG_ASSERT_OK(brg__plan_placement_device_order(m, mc->stages, 1, &p), "");
+    BRG_ASSERT_OK(brg__plan_placement_device_order(m, mc->stages, d, &p), "");
     int first[16];
     BRG_ASSERT_OK(brg__balanced_split(g, S, first), "");
     first[S] = brg_graph_layer_count(g);
-    brg__config c = {mc->stages, 1, mc->chunks, b, mb, mc->kind, 0};
+    brg__config c = {mc->stages, d, mc->chunks, b, mb, mc->kind, mc->zero};
     brg__evaluation e;
     BRG_ASSERT_OK(brg__evaluation_alloc(&e, S, mc->stages), "");
     BRG_ASSERT_OK(brg__evaluate(m, bt, se, &c, &p, first, mc->policy, &e), "");
@@ -151,19 +153,27 @@ static void check_memory_case(const memory_case *mc) {
     to.split_count = S - 1;
     to.stage_recompute = mc->policy;
     to.stage_recompute_count = S;
+    to.data_parallel = d;
+    to.zero = mc->zero;
     BRG_ASSERT_OK(brg_trainer_create(&tr, g, &to, &err), err.message);
     for (int step = 0; step < 2 && tr; step++) BRG_ASSERT_OK(brg_trainer_step(tr, data, NULL), brg_trainer_last_error(tr));
-    for (int r = 0; tr && r < mc->stages; r++) {
+    for (int k = 0; tr && k < mc->stages * d; k++) {
         brg_rank_stats rs;
-        brg_trainer_rank_stats(tr, r, &rs);
+        brg_trainer_rank_stats(tr, k, &rs);
+        int r = rs.stage;
         double predicted = (double)e.rank_activation[r], measured = (double)rs.activation_peak_bytes;
         double total = (double)e.rank_total[r];
+        if (d > 1 && rs.moment_bytes != e.rank_moment_bytes[r] && rs.replica == 0) {
+            fprintf(stderr, "%s, d %d zero %d, rank %d: moments predicted %lld measured %lld\n", mc->spec, d, mc->zero, r,
+                    (long long)e.rank_moment_bytes[r], (long long)rs.moment_bytes);
+            CU_FAIL("moment bytes");
+        }
         int ok = fabs(predicted - measured) <= 0.02 * measured && fabs(total - (double)rs.peak_bytes) <= 0.02 * (double)rs.peak_bytes;
         if (!ok)
-            fprintf(stderr, "%s, %s, p %d v %d, rank %d: activations predicted %.0f measured %.0f; peak predicted %.0f "
-                            "measured %lld\n",
-                    mc->spec, brg_schedule_kind_name(mc->kind), mc->stages, mc->chunks, r, predicted, measured, total,
-                    (long long)rs.peak_bytes);
+            fprintf(stderr, "%s, %s, p %d v %d d %d zero %d, rank %d replica %d: activations predicted %.0f measured %.0f; "
+                            "peak predicted %.0f measured %lld\n",
+                    mc->spec, brg_schedule_kind_name(mc->kind), mc->stages, mc->chunks, d, mc->zero, r, rs.replica,
+                    predicted, measured, total, (long long)rs.peak_bytes);
         CU_ASSERT(ok);
     }
     brg_trainer_destroy(tr);
@@ -185,7 +195,7 @@ static void test_memory_matches_runtime(void) {
         for (int kind = 0; kind < BRG_SCHEDULE_KIND_COUNT; kind++)
             for (int pol = 0; pol < 4; pol++) {
                 memory_case mc = {models[mi], kind == BRG_SCHEDULE_INTERLEAVED_1F1B ? 2 : 4,
-                                  kind == BRG_SCHEDULE_INTERLEAVED_1F1B ? 2 : 1, (brg_schedule_kind)kind, {N}};
+                                  kind == BRG_SCHEDULE_INTERLEAVED_1F1B ? 2 : 1, (brg_schedule_kind)kind, {N}, 0, 0};
                 for (int s = 0; s < 8; s++) {
                     static const brg_recompute mixed[4] = {BRG_RECOMPUTE_FULL, BRG_RECOMPUTE_NONE, BRG_RECOMPUTE_SELECTIVE,
                                                            BRG_RECOMPUTE_NONE};
@@ -195,6 +205,23 @@ static void test_memory_matches_runtime(void) {
                 cases++;
             }
     BRG_ASSERT_EQ_INT(cases, 32);
+}
+
+/* The same with replicas: the gradient buckets, the reduction's scratch, and ZeRO-1's moment parts in
+ * place of whole moments, as the runtime allocates them (engine/runtime/dp.c). */
+static void test_memory_matches_runtime_data_parallel(void) {
+    const brg_recompute N = BRG_RECOMPUTE_NONE;
+    const char *models[] = {"gpt:layers=6,hidden=64,heads=4,vocab=64,seq=32", "skipnet:layers=3,hidden=64,vocab=64,seq=32"};
+    int cases = 0;
+    for (int mi = 0; mi < 2; mi++)
+        for (int pp = 1; pp <= 2; pp++)
+            for (int d = 2; d <= 3; d++)
+                for (int zero = 0; zero <= 1; zero++) {
+                    memory_case mc = {models[mi], pp, 1, BRG_SCHEDULE_1F1B, {N, N, N, N, N, N, N, N}, d, zero};
+                    check_memory_case(&mc);
+                    cases++;
+                }
+    BRG_ASSERT_EQ_INT(cases, 16);
 }
 
 /* Per-stage recomputation (the runtime's extension for plans) trains bitwise like one stage. */
@@ -1186,6 +1213,7 @@ int main(int argc, char **argv) {
         {"alloc_round_matches_jemalloc", test_alloc_round_matches_jemalloc},
         {"format_helpers", test_format_helpers},
         {"memory_matches_runtime", test_memory_matches_runtime},
+        {"memory_matches_runtime_data_parallel", test_memory_matches_runtime_data_parallel},
         {"per_stage_recompute_bitwise", test_per_stage_recompute_bitwise},
         {"search_matches_brute_force", test_search_matches_brute_force},
         {"topology_power8", test_topology_power8},
