@@ -93,10 +93,11 @@ static double ring_allreduce(const brg__plan_placement *p, int k, double bytes) 
 /* Data parallelism on pipeline rank r, as engine/runtime/dp.c lays it out: one piece per (virtual stage
  * of r, parameter it reads); the untied ones (read in one virtual stage only) in the order the last
  * micro-batch's backward finishes them (later stages first, inside a stage by the first op reading the
- * parameter, from the last), packed into buckets that close once they reach bucket_bytes; the tied ones in
- * one last bucket, summed across their stages first. What it allocates: every bucket, a scratch for the
- * largest reduction, and under ZeRO-1 the moments of this replica's part of every bucket in place of the
- * stages' moments. */
+ * parameter, from the last), then the tied ones (summed across their stages first), in one flat buffer
+ * where the gradients then live (their own buffers freed); buckets are ranges of exactly bucket_bytes of
+ * it, the untied region's then the tied one's. What it allocates: the flat buffer, a scratch for the
+ * largest bucket's reduction, and under ZeRO-1 the moments of this replica's part of every bucket in place
+ * of the stages' moments. */
 typedef struct dp_layout {
     int64_t elements;      /* of every bucket */
     int64_t exposed_elements; /* of the buckets posted last: the last untied bucket and the tied one */
@@ -160,34 +161,36 @@ static brg_status dp_rank_layout(const brg__model *m, const brg__config *c, cons
         }
         qsort(pieces + begin, (size_t)(n - begin), sizeof *pieces, compare_dp_pieces);
     }
-    int64_t count = 0, largest = 0, last = 0;
-    int64_t moments_freed = 0, parts = 0, buffers = 0, exact_parts = 0;
-    for (int i = 0; i <= n; i++) { /* i == n: the tied bucket */
-        if (i < n) {
-            count += pieces[i].numel;
-            moments_freed += 2 * brg__alloc_round(m->kind, pieces[i].numel * 4);
-            if (count < bucket_elements && i < n - 1) continue;
-        } else {
-            for (int k = 0; k < n_tied; k++) {
-                count += tied_pieces[k].numel;
-                moments_freed += 2 * brg__alloc_round(m->kind, tied_pieces[k].numel * 4);
-            }
-            if (n_tied == 0) break;
-        }
-        int64_t part = count / d + (count % d ? 1 : 0); /* replica 0's: the longest */
-        buffers += brg__alloc_round(m->kind, (count ? count : 1) * 4);
-        parts += 2 * brg__alloc_round(m->kind, (part ? part : 1) * 4);
-        exact_parts += 2 * part * 4;
-        if (count > largest) largest = count;
-        out->elements += count;
-        last = i < n ? count : last + count;
-        count = 0;
+    /* One flat buffer holds every piece's gradient (each piece's own buffer freed); buckets are ranges of
+     * exactly bucket_elements of it, the untied region's and then the tied region's. */
+    int64_t untied = 0, tied_total = 0, grads_freed = 0, moments_freed = 0;
+    for (int i = 0; i < n; i++) {
+        untied += pieces[i].numel;
+        grads_freed += brg__alloc_round(m->kind, pieces[i].numel * 4);
     }
-    out->exposed_elements = last;
+    for (int k = 0; k < n_tied; k++) {
+        tied_total += tied_pieces[k].numel;
+        grads_freed += brg__alloc_round(m->kind, tied_pieces[k].numel * 4);
+    }
+    moments_freed = 2 * grads_freed;
+    int64_t parts = 0, exact_parts = 0, largest = 0, last = 0;
+    const int64_t regions[2] = {untied, tied_total};
+    for (int k = 0; k < 2; k++)
+        for (int64_t at = 0; at < regions[k]; at += bucket_elements) {
+            int64_t count = regions[k] - at < bucket_elements ? regions[k] - at : bucket_elements;
+            int64_t part = count / d + (count % d ? 1 : 0); /* replica 0's: the longest */
+            parts += 2 * brg__alloc_round(m->kind, (part ? part : 1) * 4);
+            exact_parts += 2 * part * 4;
+            if (count > largest) largest = count;
+            if (k == 0) last = count;
+        }
+    out->elements = untied + tied_total;
+    out->exposed_elements = last + tied_total;
     int64_t longest = largest / d + (largest % d ? 1 : 0);
     int64_t scratch = d > 1 && longest ? brg__alloc_round(m->kind, (int64_t)d * longest * 4) : 0;
-    out->static_bytes = buffers + scratch + (zero ? parts - moments_freed : 0);
-    out->moment_bytes = zero ? exact_parts : 8 * (out->elements);
+    int64_t flat = brg__alloc_round(m->kind, (out->elements ? out->elements : 1) * 4);
+    out->static_bytes = flat - grads_freed + scratch + (zero ? parts - moments_freed : 0);
+    out->moment_bytes = zero ? exact_parts : 8 * out->elements;
     free(stage_of);
     free(tied);
     free(first_op);

@@ -2,12 +2,14 @@
  * replicas (its data-parallel group), in buckets posted while backward still runs, and optionally ZeRO-1
  * (the AdamW moments split across the group). Internal.
  *
- * Buckets. The rank's parameter gradients, in the order the last micro-batch's backward finishes them
- * (virtual stages from the last, ops from the last), are packed into buckets of about bucket_bytes; a
- * bucket is posted (all-reduce, or reduce-scatter under ZeRO-1) as soon as its last gradient is final
+ * Buckets. The rank's parameter gradients live in one flat buffer (the stages' gradients are views into
+ * it: no copy, no memory of its own), laid out in the order the last micro-batch's backward finishes them
+ * (virtual stages from the last, ops from the last); buckets are ranges of exactly bucket_bytes of it (a
+ * large parameter spans several, so no reduction needs more scratch than a bucket). A bucket is posted
+ * (all-reduce, or reduce-scatter under ZeRO-1) as soon as every gradient in it is final
  * (brg__dp_grad_ready, from the stage's backward hook), and the transport moves it while backward goes
  * on (brg__dp_progress between instructions). Parameters tied across pipeline stages are summed over
- * their stages first (at the step's end), so they go in one last bucket posted then.
+ * their stages first (at the step's end), so they go in a last region of buckets posted then.
  *
  * ZeRO-1. Each bucket is cut into one contiguous part per member (brg__group_part); member i keeps the
  * moments of part i only, receives the sum of part i (reduce-scatter), updates those parameter elements,

@@ -172,6 +172,7 @@ brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend 
     s->param_consumers = calloc_array(np, sizeof *s->param_consumers, &failed);
     s->consumer_grad = calloc_array(no * BRG__MAX_INPUTS, sizeof *s->consumer_grad, &failed);
     s->grad_owned = calloc_array(np, sizeof *s->grad_owned, &failed);
+    s->grad_lent = calloc_array(np, sizeof *s->grad_lent, &failed);
     if (!failed) find_roles(s, &failed);
     if (!failed) alloc_params(s, seed, &failed);
     int64_t scratch = 0;
@@ -217,8 +218,11 @@ void brg__stage_destroy(brg__stage *s) {
         free(s->act_grads[slot]);
         free(s->aux[slot]);
     }
-    for (int64_t p = 0; s->param && s->grad_owned && p < g->n_params; p++) {
-        if (s->grad_owned[p]) be->vt->free(be, s->param_grad[p]);
+    for (int64_t p = 0; s->param && s->grad_owned && s->grad_lent && p < g->n_params; p++) {
+        if (s->grad_lent[p] && !s->grad_owned[p]) /* the consumer's buffer is the view: not ours to free */
+            for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++)
+                if (s->consumer_grad[k] == s->param_grad[p]) s->consumer_grad[k] = NULL;
+        if (s->grad_owned[p] && !s->grad_lent[p]) be->vt->free(be, s->param_grad[p]);
         be->vt->free(be, s->param[p]);
         be->vt->free(be, s->adam_m[p]);
         be->vt->free(be, s->adam_v[p]);
@@ -238,6 +242,7 @@ void brg__stage_destroy(brg__stage *s) {
     free(s->param_grad);
     free(s->param_consumers);
     free(s->grad_owned);
+    free(s->grad_lent);
     free(s->consumer_grad);
     free(s->recv);
     free(s->send);
@@ -445,6 +450,19 @@ int64_t brg__stage_first_consumer(const brg__stage *s, int64_t p) {
             if (op->inputs[q] == param) return i;
     }
     return -1;
+}
+
+void brg__stage_lend_grad(brg__stage *s, int64_t p, float *view) {
+    if (!s->param[p] || s->grad_lent[p]) return;
+    if (s->grad_owned[p]) {
+        s->be->vt->free(s->be, s->param_grad[p]);
+    } else {
+        for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++)
+            if (s->consumer_grad[k] && s->consumer_grad[k] == s->param_grad[p]) s->consumer_grad[k] = view;
+        s->be->vt->free(s->be, s->param_grad[p]);
+    }
+    s->param_grad[p] = view;
+    s->grad_lent[p] = 1;
 }
 
 void brg__stage_release_moments(brg__stage *s, int64_t p) {

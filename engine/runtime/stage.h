@@ -47,6 +47,7 @@ typedef struct brg__stage {
     float **consumer_grad; /* [(op - op_begin) * BRG__MAX_INPUTS + input] */
     int *param_consumers;  /* [param] consumers inside this stage */
     unsigned char *grad_owned; /* [param] param_grad is a buffer of its own (else it aliases the consumer's) */
+    unsigned char *grad_lent;  /* [param] param_grad (and its consumer's, if one) is a view into a bucket */
 
     /* Called after each op's weight gradients of slot `hook_slot` (the step's last micro-batch), in the
      * backward's order: the op's parameter gradients are final then (data parallelism posts them). NULL: none. */
@@ -96,6 +97,10 @@ void brg__stage_reduce_param_grad(brg__stage *s, int64_t p);
 /* The first (lowest) op of the stage that reads parameter p: its backward is the last to add to p's
  * gradient. -1: none reads it. */
 int64_t brg__stage_first_consumer(const brg__stage *s, int64_t p);
+/* Makes parameter p's gradient live at `view` (numel floats of a data-parallel bucket, owned by the
+ * caller, outliving the stage): the one consumer's buffer, or the buffer of the sum, is freed and replaced
+ * by the view, so the bucket costs no memory of its own. */
+void brg__stage_lend_grad(brg__stage *s, int64_t p, float *view);
 /* Frees parameter p's AdamW moments (they live elsewhere: sharded across replicas). */
 void brg__stage_release_moments(brg__stage *s, int64_t p);
 /* Sum of squares of param_grad of parameter p (double, element order). */
