@@ -58,6 +58,8 @@ static brg_status check_options(const brg_plan_options *o, brg_error *err) {
     OPTION(o->model_flops_per_sample >= 0 && isfinite(o->model_flops_per_sample),
            "model_flops_per_sample must be >= 0, got %g", o->model_flops_per_sample);
     OPTION(o->alternatives >= 0 && o->alternatives <= 16, "alternatives must be 0..16, got %d", o->alternatives);
+    OPTION(o->zero == 0 || o->zero == 1 || o->zero == BRG_PLAN_ZERO_AUTO, "zero must be 0, 1 or BRG_PLAN_ZERO_AUTO, got %d",
+           o->zero);
     OPTION(o->max_simulated_instructions >= 1, "max_simulated_instructions must be >= 1, got %lld",
            (long long)o->max_simulated_instructions);
     OPTION((o->flags & ~(unsigned)(BRG_PLAN_TOPOLOGY_BLIND | BRG_PLAN_HEURISTIC)) == 0,

@@ -157,6 +157,7 @@ static void fill_structure(brg_plan *plan) {
     sm->tokens_per_sample = plan->tokens_per_sample;
     sm->pipeline_stages = R;
     sm->data_parallel = c->replicas;
+    sm->zero = c->zero;
     sm->chunks = c->chunks;
     sm->global_batch = plan->global_batch;
     sm->micro_batch = c->micro_batch;
@@ -224,6 +225,16 @@ void brg__plan_set_predictions(brg_plan *plan, const brg__model *m, const brg__e
         rk->allreduce_seconds = e->allreduce[r];
         rk->optimizer_seconds = e->optimizer[r];
         rk->allreduce_link = p->ring_kind[r];
+        rk->allreduce_total_seconds = e->allreduce_total[r];
+        rk->allreduce_bytes = 0;
+        rk->moment_bytes = e->rank_moment_bytes[r];
+        if (c->replicas > 1) { /* the gradients in one flat buffer, ZeRO-1's moment parts */
+            int64_t elements = 0;
+            for (int v = 0; v < c->chunks; v++) elements += plan->stages[v * c->ranks + r].parameters;
+            rk->allreduce_bytes = 4 * elements;
+            if (c->zero) rk->optimizer_bytes = e->rank_moment_bytes[r];
+            rk->gradient_bytes = e->rank_static[r] - rk->parameter_bytes - rk->optimizer_bytes;
+        }
         if (rk->allreduce_seconds > sm->allreduce_seconds) sm->allreduce_seconds = rk->allreduce_seconds;
         if (rk->total_bytes > sm->peak_memory_bytes) sm->peak_memory_bytes = rk->total_bytes;
     }

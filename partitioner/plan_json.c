@@ -106,6 +106,7 @@ brg_status brg_plan_to_json(const brg_plan *plan, char **out) {
     json_object_set_new(root, "schedule", json_string(brg_schedule_kind_name(c->kind)));
     json_object_set_new(root, "pipeline_stages", json_integer(R));
     json_object_set_new(root, "data_parallel", json_integer(c->replicas));
+    json_object_set_new(root, "zero", json_integer(c->zero));
     json_object_set_new(root, "chunks", json_integer(c->chunks));
     json_object_set_new(root, "micro_batch", json_integer(c->micro_batch));
     json_object_set_new(root, "micro_batches", json_integer(c->micro_batches));
@@ -313,7 +314,7 @@ static brg_status read_names(const reader *rd, json_t *root, brg_plan *plan) {
 
 typedef struct header {
     int layers;
-    int64_t devices, nodes, ranks, replicas, chunks, micro_batch, micro_batches, global_batch;
+    int64_t devices, nodes, ranks, replicas, chunks, micro_batch, micro_batches, global_batch, zero;
     brg_schedule_kind kind;
     brg_precision precision;
     brg_device_kind device_kind;
@@ -322,8 +323,8 @@ typedef struct header {
 static brg_status read_header(const reader *rd, json_t *root, brg_plan *plan, header *h) {
     brg__json_path top = {.depth = 0};
     static const char *const known[] = {"format", "version", "model", "topology", "global_batch", "precision", "schedule",
-                                        "pipeline_stages", "data_parallel", "chunks", "micro_batch", "micro_batches",
-                                        "stages", "ranks", "predicted", NULL};
+                                        "pipeline_stages", "data_parallel", "zero", "chunks", "micro_batch",
+                                        "micro_batches", "stages", "ranks", "predicted", NULL};
     const char *format;
     int64_t version;
     BRG__CHECK(get_string(rd, root, top, "format", &format));
@@ -388,6 +389,8 @@ static brg_status read_header(const reader *rd, json_t *root, brg_plan *plan, he
     }
     BRG__CHECK(get_int(rd, root, top, "pipeline_stages", 1, h->devices, &h->ranks));
     BRG__CHECK(get_int(rd, root, top, "data_parallel", 1, h->devices, &h->replicas));
+    h->zero = 0; /* a plan written before ZeRO-1: off */
+    if (json_object_get(root, "zero")) BRG__CHECK(get_int(rd, root, top, "zero", 0, 1, &h->zero));
     BRG__CHECK(get_int(rd, root, top, "chunks", 1, 64, &h->chunks));
     BRG__CHECK(get_int(rd, root, top, "micro_batch", 1, h->global_batch, &h->micro_batch));
     BRG__CHECK(get_int(rd, root, top, "micro_batches", 1, 65535, &h->micro_batches));
@@ -654,7 +657,7 @@ brg_status brg_plan_load_string(const char *json, const char *origin, brg_plan *
     plan->global_batch = h.global_batch;
     plan->precision = h.precision;
     plan->device_kind = h.device_kind;
-    plan->config = (brg__config){(int)h.ranks, (int)h.replicas, (int)h.chunks, h.micro_batch, h.micro_batches, h.kind, 0};
+    plan->config = (brg__config){(int)h.ranks, (int)h.replicas, (int)h.chunks, h.micro_batch, h.micro_batches, h.kind, (int)h.zero};
     int predicted = 0;
     if ((s = read_names(&rd, root, plan)) != BRG_OK || (s = read_stages(&rd, root, plan, &h)) != BRG_OK ||
         (s = read_ranks(&rd, root, plan, &h, &predicted)) != BRG_OK || (s = read_predicted(&rd, root, plan)) != BRG_OK)

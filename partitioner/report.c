@@ -86,8 +86,8 @@ static void config_line(const brg_plan *plan, char *buf, size_t size) {
                  n[BRG_RECOMPUTE_SELECTIVE], n[BRG_RECOMPUTE_NONE]);
     char chunks[64] = "";
     if (c->chunks > 1) snprintf(chunks, sizeof chunks, " with %d chunks per stage", c->chunks);
-    snprintf(buf, size, "p %d x d %d, %s%s, micro-batch %lld x %lld micro-batches per replica; recompute: %s", c->ranks,
-             c->replicas, brg__schedule_title(c->kind), chunks, (long long)c->micro_batch, (long long)c->micro_batches,
+    snprintf(buf, size, "p %d x d %d%s, %s%s, micro-batch %lld x %lld micro-batches per replica; recompute: %s", c->ranks,
+             c->replicas, c->zero && c->replicas > 1 ? " (ZeRO-1)" : "", brg__schedule_title(c->kind), chunks, (long long)c->micro_batch, (long long)c->micro_batches,
              recompute);
 }
 
@@ -223,6 +223,44 @@ static void stage_table(const brg_plan *plan, brg__sb *b, int markdown) {
     if (markdown) brg__sb_printf(b, "\n");
 }
 
+/* Per pipeline rank: its data-parallel group, the gradient bytes summed across it per step, how much of
+ * the sums the last micro-batch's backward hides, and the moments each replica holds. */
+static void data_parallel_table(const brg_plan *plan, brg__sb *b, int markdown) {
+    const brg__config *c = &plan->config;
+    if (c->replicas < 2 || !plan->predicted) return;
+    if (markdown)
+        brg__sb_printf(b, "### Data parallelism (%d replicas%s)\n\n| stage | devices of its replicas | summed per step | "
+                          "sums in all | exposed (not hidden by backward) | AdamW moments per device |\n"
+                          "|---|---|---|---|---|---|\n",
+                       c->replicas, c->zero ? ", ZeRO-1: reduce-scatter, then all-gather of the parameters" : ", all-reduce");
+    else
+        brg__sb_printf(b, "\nDATA PARALLEL (%d replicas%s; sums posted as backward finishes each bucket)\n"
+                          "  %-5s %-22s %14s %12s %12s %14s\n",
+                       c->replicas, c->zero ? ", ZeRO-1: reduce-scatter + parameter all-gather" : ", all-reduce", "stage",
+                       "devices", "summed/step", "in all", "exposed", "moments/device");
+    for (int r = 0; r < c->ranks; r++) {
+        const brg_plan_rank *rk = &plan->ranks[r];
+        char devices[64] = "", bytes[32], total[32], exposed[32], moments[32];
+        size_t used = 0;
+        for (int i = 0; i < rk->device_count && used < sizeof devices - 8; i++) {
+            if (i == 3 && rk->device_count > 4) {
+                used += (size_t)snprintf(devices + used, sizeof devices - used, ",..,%d", rk->devices[rk->device_count - 1]);
+                break;
+            }
+            used += (size_t)snprintf(devices + used, sizeof devices - used, "%s%d", i ? "," : "", rk->devices[i]);
+        }
+        brg__format_bytes((double)rk->allreduce_bytes, bytes, sizeof bytes);
+        brg__format_seconds(rk->allreduce_total_seconds, total, sizeof total);
+        brg__format_seconds(rk->allreduce_seconds, exposed, sizeof exposed);
+        brg__format_bytes((double)rk->moment_bytes, moments, sizeof moments);
+        if (markdown)
+            brg__sb_printf(b, "| %d | %s | %s | %s | %s | %s |\n", r, devices, bytes, total, exposed, moments);
+        else
+            brg__sb_printf(b, "  %-5d %-22s %14s %12s %12s %14s\n", r, devices, bytes, total, exposed, moments);
+    }
+    if (markdown) brg__sb_printf(b, "\n");
+}
+
 static void comparison_table(const brg_plan *plan, brg__sb *b, int markdown) {
     if (!plan->comparison_count) return;
     double base = plan->comparisons[0].iteration_seconds;
@@ -281,6 +319,7 @@ brg_status brg_plan_report_text(const brg_plan *plan, char **out) {
     predictions(plan, &b, 0);
     binds(plan, &b, 0);
     stage_table(plan, &b, 0);
+    data_parallel_table(plan, &b, 0);
     comparison_table(plan, &b, 0);
     footer(plan, &b, 0);
     if (b.failed || !b.data) {
@@ -334,6 +373,7 @@ brg_status brg_plan_write_report(const brg_plan *plan, const char *markdown_path
     binds(plan, &b, 1);
     brg__sb_printf(&b, "![%s](%s)\n\n", titles[0], relative[0]);
     stage_table(plan, &b, 1);
+    data_parallel_table(plan, &b, 1);
     brg__sb_printf(&b, "![%s](%s)\n\n![%s](%s)\n\n", titles[1], relative[1], titles[2], relative[2]);
     comparison_table(plan, &b, 1);
     footer(plan, &b, 1);

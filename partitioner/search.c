@@ -224,7 +224,8 @@ static double stage_cost(cut_context *k, int s, int a, int e, brg_recompute *pol
             if (chunk < 64) k->chunks[chunk] = sm;
             int64_t walk = brg__memory_walk_peak(&k->se->walks[r], k->chunks);
             int64_t transient = brg__optimizer_transient(m, held, R);
-            int64_t total = sm.params + sm.gradients + sm.optimizer + sm.workspace + (walk > transient ? walk : transient);
+            int64_t optimizer = c->zero && c->replicas > 1 ? sm.optimizer / c->replicas : sm.optimizer; /* ZeRO-1, about */
+            int64_t total = sm.params + sm.gradients + optimizer + sm.workspace + (walk > transient ? walk : transient);
             if ((double)total > (double)k->p->rank_usable[r] / c->chunks) {
                 if (fixed != BRG_PLAN_RECOMPUTE_AUTO) break;
                 continue;
@@ -382,12 +383,14 @@ static double stage_finish(const cut_context *k, int s, int a, int e, brg_recomp
     brg__stage_memory sm;
     brg__stage_memory_get(k->bt, m, a, e, pol, &sm);
     double params = (double)sm.params, fin = 0.0;
-    int d = p->replicas;
-    if (d > 1) fin += 2.0 * (d - 1) / d * params / p->ring_bandwidth[r] + 2.0 * (d - 1) * p->ring_latency[r];
+    int d = p->replicas, zero = k->c->zero && d > 1;
+    /* The sums across replicas may hide behind backward entirely (0 here); ZeRO-1's all-gather of the
+     * updated parameters cannot, and its optimizer updates 1/d of them. */
+    if (zero) fin += (d - 1.0) / d * params / p->ring_bandwidth[r] + (d - 1) * p->ring_latency[r];
     double slowest = INFINITY;
     for (int c = 0; c < m->class_count; c++)
         if (p->rank_classes[r] & (1u << c)) slowest = fmin(slowest, m->classes[c].memory_bandwidth);
-    return fin + 7.0 * params / (slowest * m->memory_efficiency);
+    return fin + 7.0 * params / (zero ? d : 1) / (slowest * m->memory_efficiency);
 }
 
 static brg_status branch(bnb *b, int s, double pre, double drain, double prev_bc, double prev_transfer, double bound) {
@@ -538,7 +541,8 @@ double brg__config_lower_bound(const brg__model *m, const brg__config *c, const 
     /* The ranks' average step end: their passes, optimizer steps and all-reduces, the parameters spread evenly
      * and every ring as fast as the fastest link (all pairs on up to 256 devices; beyond, no all-reduce term). */
     double params = 4.0 * (double)m->parameters / c->ranks;
-    double finish = 7.0 * params / (bandwidth * m->memory_efficiency);
+    int zero = c->zero && c->replicas > 1;
+    double finish = 7.0 * params / (zero ? c->replicas : 1) / (bandwidth * m->memory_efficiency);
     if (c->replicas > 1 && m->devices <= 256) {
         double ring = 0.0;
         for (int a = 0; a < m->devices; a++)
@@ -546,7 +550,11 @@ double brg__config_lower_bound(const brg__model *m, const brg__config *c, const 
                 brg_link l;
                 if (a != b && brg_topology_link(m->topology, a, b, &l) == BRG_OK) ring = fmax(ring, l.bandwidth);
             }
-        if (ring > 0) finish += 2.0 * (c->replicas - 1) / c->replicas * params / ring;
+        /* What the last micro-batch's backward (at most a micro-batch's work per rank) cannot hide;
+         * ZeRO-1: a reduce-scatter, hidden the same way, and an all-gather that is not. */
+        double ar = ring > 0 ? 2.0 * (c->replicas - 1) / c->replicas * params / ring : 0.0;
+        double window = work / c->ranks;
+        finish += zero ? 0.5 * ar + fmax(0.0, 0.5 * ar - window) : fmax(0.0, ar - window);
     }
     double bound = fmax((double)c->micro_batches * work / c->ranks + finish, trip);
     if (c->chunks == 1) bound = fmax(bound, staircase_bound(m, c, bt));
@@ -682,8 +690,12 @@ static brg_status enumerate_configs(search *x, config_entry **out, int *count) {
                         continue;
                     }
                     if ((int64_t)R * v * mb > BRG_SCHEDULE_MAX_PASSES) continue;
-                    brg__config c = {R, D, v, b, mb, (brg_schedule_kind)kind, 0};
-                    BRG__CHECK(add_config(out, count, &capacity, &c, brg__config_lower_bound(x->m, &c, bt)));
+                    for (int zero = 0; zero <= 1; zero++) { /* ZeRO-1: weighed where there are replicas */
+                        if (zero && (D < 2 || o->zero == 0)) continue;
+                        if (!zero && D > 1 && o->zero == 1) continue;
+                        brg__config c = {R, D, v, b, mb, (brg_schedule_kind)kind, zero};
+                        BRG__CHECK(add_config(out, count, &capacity, &c, brg__config_lower_bound(x->m, &c, bt)));
+                    }
                 }
             }
         }

@@ -52,6 +52,8 @@ static void usage(FILE *f) {
             "search (each defaults to searching it):\n"
             "  --pp N                pipeline stages\n"
             "  --dp N                data-parallel replicas (p x d = the devices)\n"
+            "  --zero 0|1|auto       ZeRO-1, AdamW moments split across the replicas: off, on, or weighed by the\n"
+            "                        search against its extra all-gather (default auto)\n"
             "  --micro-batch B       samples per micro-batch\n"
             "  --schedule KIND       auto, gpipe, 1f1b, interleaved or zb-h1\n"
             "  --chunks V            virtual stages per stage (interleaved)\n"
@@ -125,6 +127,12 @@ static int parse_args(int argc, char **argv, plan_args *a) {
             VALUE();
             if (brg_cli_int64(command, flag, v, 1, BRG_TOPOLOGY_MAX_DEVICES, &n)) return BRG_EXIT_USAGE;
             a->opts.data_parallel = (int)n;
+        } else if (strcmp(flag, "--zero") == 0) {
+            VALUE();
+            static const char *const zeros[3] = {"0", "1", "auto"};
+            int k = 0;
+            if (brg_cli_choice(command, flag, v, zeros, 3, &k)) return BRG_EXIT_USAGE;
+            a->opts.zero = k == 2 ? BRG_PLAN_ZERO_AUTO : k;
         } else if (strcmp(flag, "--micro-batch") == 0) {
             VALUE();
             if (brg_cli_int64(command, flag, v, 1, INT64_C(1) << 40, &a->opts.micro_batch)) return BRG_EXIT_USAGE;

@@ -94,6 +94,7 @@ typedef struct brg_profile brg_profile;
 #define BRG_PLAN_SCHEDULE_AUTO (-1)
 #define BRG_PLAN_RECOMPUTE_AUTO (-1)
 #define BRG_PLAN_PRECISION_AUTO (-1)
+#define BRG_PLAN_ZERO_AUTO (-1)
 
 typedef enum brg_plan_flags {
     BRG_PLAN_DEFAULT = 0,
@@ -141,12 +142,15 @@ typedef struct brg_plan_options {
     int alternatives;           /* next-best plans (other p, d, b, m, schedule or chunks) to keep, 0..16 */
     int64_t max_simulated_instructions; /* search budget: instructions simulated in all, >= 1 */
     unsigned flags;             /* brg_plan_flags, or-ed */
+    int zero;                   /* ZeRO-1 (AdamW moments split across the replicas of each stage): 0 off, 1 on
+                                   wherever d > 1, or BRG_PLAN_ZERO_AUTO: weighed by the search (its memory
+                                   against its all-gather) */
 } brg_plan_options;
 
 #define BRG_PLAN_OPTIONS_INIT                                                                               \
     {0, BRG_PLAN_AUTO, BRG_PLAN_AUTO, BRG_PLAN_AUTO, BRG_PLAN_SCHEDULE_AUTO, BRG_PLAN_AUTO,                \
      BRG_PLAN_RECOMPUTE_AUTO, BRG_PLAN_PRECISION_AUTO, 0.7, 0.8, 0.05, -1, -1.0, 0.0, NULL, NULL, NULL, 3, \
-     8000000, BRG_PLAN_DEFAULT}
+     8000000, BRG_PLAN_DEFAULT, BRG_PLAN_ZERO_AUTO}
 
 /* ---- searching ---------------------------------------------------------------------------------- */
 
@@ -197,6 +201,7 @@ typedef struct brg_plan_summary {
     int64_t placements;          /* distinct placements scored */
     int64_t simulations;         /* candidates simulated */
     double search_seconds;       /* wall time of the search */
+    int zero;                    /* 1: ZeRO-1, the AdamW moments split across the replicas */
 } brg_plan_summary;
 
 /* One virtual stage (S = p * v of them; v = 1 except for interleaved 1F1B). */
@@ -230,9 +235,12 @@ typedef struct brg_plan_rank {
     int64_t total_bytes;
     int peak_in_flight;        /* micro-batches (or chunk micro-batches) whose activations it holds at once */
     double busy_seconds;       /* compute of the rank in one step */
-    double allreduce_seconds;
+    double allreduce_seconds;  /* the part of the sums across replicas that backward does not hide */
     double optimizer_seconds;
     brg_link_kind allreduce_link;
+    double allreduce_total_seconds; /* the sums across replicas in all (0 in a loaded plan) */
+    int64_t allreduce_bytes;   /* gradient bytes summed across replicas per step */
+    int64_t moment_bytes;      /* AdamW moments held by one replica's device */
 } brg_plan_rank;
 
 /* Each returns BRG_OK, BRG_ERR_INVALID_ARGUMENT (NULL) or BRG_ERR_NOT_FOUND (index out of range). */

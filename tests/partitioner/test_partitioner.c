@@ -529,8 +529,10 @@ static int brute_force_case(uint64_t seed, int free_config, int *exhaustive_case
     double best = INFINITY;
     int64_t violations = 0;
     if (!free_config) {
-        brg__config c = {ranks, replicas, chunks, b, m, kind, 0};
-        best = brute_force_config(model, &c, &violations);
+        for (int z = 0; z <= (replicas > 1); z++) { /* ZeRO-1 off and on, as the search weighs it */
+            brg__config c = {ranks, replicas, chunks, b, m, kind, z};
+            best = fmin(best, brute_force_config(model, &c, &violations));
+        }
     } else {
         int64_t per_replica = o.global_batch / replicas;
         for (int64_t bb = 1; bb <= per_replica; bb++) {
@@ -540,8 +542,10 @@ static int brute_force_case(uint64_t seed, int free_config, int *exhaustive_case
                 for (int v = 1; v <= 4; v++) {
                     int interleaved = k == BRG_SCHEDULE_INTERLEAVED_1F1B;
                     if (interleaved != (v > 1) || (interleaved && (ranks < 2 || mm % ranks || ranks * v > layers))) continue;
-                    brg__config c = {ranks, replicas, v, bb, mm, (brg_schedule_kind)k, 0};
-                    best = fmin(best, brute_force_config(model, &c, &violations));
+                    for (int z = 0; z <= (replicas > 1); z++) {
+                        brg__config c = {ranks, replicas, v, bb, mm, (brg_schedule_kind)k, z};
+                        best = fmin(best, brute_force_config(model, &c, &violations));
+                    }
                 }
         }
     }
