@@ -2,7 +2,7 @@
 # Data parallelism, predicted against measured: for three models, brigade profile measures this
 # machine's layer times, brigade plan --cpu --dp D --profile plans with D replicas, and the plan runs
 # under mpirun (one process per rank). Prints the plan's predicted tokens/s beside the measured steady
-# tokens/s (steps after the first, best of two runs) and their ratio. Asserts nothing.
+# tokens/s (steps after the first, best of three runs) and their ratio. Asserts nothing.
 #   bench/dp_predicted.sh [build-dir] [replicas]
 set -euo pipefail
 build=${1:-build-release}
@@ -18,12 +18,12 @@ models=("gpt:layers=4,hidden=128,heads=4,vocab=256,seq=64 16"
 printf "%-46s %-26s %12s %12s %7s  %s\n" "model (global batch)" "plan" "predicted" "measured" "ratio" "all-reduce (predicted)"
 for entry in "${models[@]}"; do
     read -r model batch <<<"$entry"
-    "$brigade" profile --model "$model" -o "$tmp/prof.json" --micro-batch 1,4,8 >/dev/null
+    "$brigade" profile --model "$model" -o "$tmp/prof.json" --micro-batch 1,4,8,16 --steps 7 >/dev/null
     "$brigade" plan --model "$model" --cpu --dp "$dp" --global-batch "$batch" --profile "$tmp/prof.json" \
         -o "$tmp/plan.json" >/dev/null
     best=0
-    for round in 1 2; do
-        mpirun --oversubscribe -np "$dp" "$brigade" train --model "$model" --plan "$tmp/plan.json" --steps 12 \
+    for round in 1 2 3; do
+        mpirun --oversubscribe -np "$dp" "$brigade" train --model "$model" --plan "$tmp/plan.json" --steps 20 \
             --threads 1 --stats "$tmp/stats.json" >/dev/null
         best=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["steady_tokens_per_second"]; print(max(s, float(sys.argv[2])))' \
             "$tmp/stats.json" "$best")
