@@ -61,6 +61,34 @@ brg_graph *brg_test_build(const char *spec, brg_model_config *cfg) {
     return g;
 }
 
+brg_test_training brg_test_train(const brg_graph *g, const brg_model_config *cfg, const brg_train_options *o, int steps,
+                                 brg_trainer **keep) {
+    brg_test_training r;
+    memset(&r, 0, sizeof r);
+    brg_error err = {0};
+    brg_data *d = NULL;
+    brg_trainer *t = NULL;
+    if (keep) *keep = NULL;
+    if (steps > BRG_TEST_MAX_STEPS) steps = BRG_TEST_MAX_STEPS;
+    brg_status s = brg_data_synthetic_create(&d, cfg->vocab, cfg->seq, 3, &err);
+    if (s == BRG_OK) s = brg_trainer_create(&t, g, o, &err);
+    if (s != BRG_OK) snprintf(r.error, sizeof r.error, "%s", err.message);
+    for (int i = 0; i < steps && s == BRG_OK; i++) {
+        brg_step_stats st;
+        s = brg_trainer_step(t, d, &st);
+        r.losses[i] = st.loss;
+    }
+    if (s == BRG_OK) s = brg_trainer_fingerprint(t, &r.fingerprint);
+    if (s != BRG_OK && t && !r.error[0]) snprintf(r.error, sizeof r.error, "%s", brg_trainer_last_error(t));
+    r.status = (int)s;
+    if (keep)
+        *keep = t;
+    else
+        brg_trainer_destroy(t);
+    brg_data_destroy(d);
+    return r;
+}
+
 char *brg_test_slurp(const char *path) {
     FILE *f = fopen(path, "rb");
     size_t cap = 1 << 12, n = 0;

@@ -41,6 +41,21 @@ struct brg_graph;
 struct brg_model_config;
 struct brg_graph *brg_test_build(const char *spec, struct brg_model_config *cfg);
 
+/* A training run: `steps` steps of the synthetic task (data seed 3), then the fingerprint (collective under
+ * MPI hosting). Failures are in status and error (not assertions: a caller may expect one). With keep, the
+ * trainer is left to *keep (the caller destroys it; NULL when creation failed); else it is destroyed. */
+#define BRG_TEST_MAX_STEPS 16
+typedef struct brg_test_training {
+    int status; /* a brg_status */
+    char error[512];
+    double losses[BRG_TEST_MAX_STEPS];
+    uint64_t fingerprint;
+} brg_test_training;
+struct brg_train_options;
+struct brg_trainer;
+brg_test_training brg_test_train(const struct brg_graph *g, const struct brg_model_config *cfg,
+                                 const struct brg_train_options *o, int steps, struct brg_trainer **keep);
+
 /* The whole file at path, NUL-terminated (malloc'd: the caller frees it; "" when unreadable, NULL when out
  * of memory). */
 char *brg_test_slurp(const char *path);

@@ -77,25 +77,23 @@ same_fingerprints() {
 if command -v mpirun >/dev/null 2>&1 && [[ $("$brigade" train --help) == *"mpirun -np N"* ]]; then
     mpi=(mpirun --oversubscribe -np 2)
     if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-    flags=(train --model "$model" --pp 2 --schedule 1f1b --micro-batch 2 --micro-batches 8 --steps 30 --lr 2e-3 --log-every 10)
-    echo "== $model as a 2-stage pipeline: two threads of one process, then two processes under mpirun =="
-    out=$("$brigade" "${flags[@]}")
-    echo "$out"
-    threads=$(fingerprint_of "$out")
-    out=$("${mpi[@]}" "$brigade" "${flags[@]}")
-    echo "$out"
-    same_fingerprints threads "$threads" mpirun "$(fingerprint_of "$out")" "bitwise the same parameters"
-    echo
-    # Two replicas of the model (data parallelism, ZeRO-1): threads, then two processes.
-    flags=(train --model "$model" --dp 2 --zero 1 --micro-batch 2 --global-batch 16 --steps 30 --lr 2e-3 --log-every 10)
-    echo "== $model as 2 data-parallel replicas with ZeRO-1: two threads, then two processes under mpirun =="
-    out=$("$brigade" "${flags[@]}")
-    echo "$out"
-    threads=$(fingerprint_of "$out")
-    out=$("${mpi[@]}" "$brigade" "${flags[@]}")
-    echo "$out"
-    same_fingerprints threads "$threads" mpirun "$(fingerprint_of "$out")" "bitwise the same parameters"
-    echo
+    # The same run in two threads of one process, then as two processes: bitwise the same parameters.
+    threads_then_mpirun() {
+        echo "== $model as $1: two threads of one process, then two processes under mpirun =="
+        shift
+        local out threads
+        out=$("$brigade" "$@")
+        echo "$out"
+        threads=$(fingerprint_of "$out")
+        out=$("${mpi[@]}" "$brigade" "$@")
+        echo "$out"
+        same_fingerprints threads "$threads" mpirun "$(fingerprint_of "$out")" "bitwise the same parameters"
+        echo
+    }
+    threads_then_mpirun "a 2-stage pipeline" train --model "$model" --pp 2 --schedule 1f1b --micro-batch 2 \
+        --micro-batches 8 --steps 30 --lr 2e-3 --log-every 10
+    threads_then_mpirun "2 data-parallel replicas with ZeRO-1" train --model "$model" --dp 2 --zero 1 --micro-batch 2 \
+        --global-batch 16 --steps 30 --lr 2e-3 --log-every 10
 fi
 # 4. Save and resume: 20 steps and a checkpoint, then a second command resuming it up to 40 steps,
 #    against 40 steps without a stop.

@@ -44,24 +44,13 @@ typedef struct run_result {
 } run_result;
 
 static run_result run(const brg_graph *g, const brg_model_config *cfg, const brg_train_options *o) {
+    brg_test_training tr = brg_test_train(g, cfg, o, STEPS, NULL);
     run_result r;
     memset(&r, 0, sizeof r);
-    brg_error err = {0};
-    brg_data *d = NULL;
-    brg_trainer *t = NULL;
-    r.status = brg_data_synthetic_create(&d, cfg->vocab, cfg->seq, 3, &err);
-    if (r.status == BRG_OK) r.status = brg_trainer_create(&t, g, o, &err);
-    if (r.status != BRG_OK) snprintf(r.error, sizeof r.error, "%s", err.message);
-    for (int s = 0; s < STEPS && r.status == BRG_OK; s++) {
-        brg_step_stats st;
-        r.status = brg_trainer_step(t, d, &st);
-        if (r.status != BRG_OK) snprintf(r.error, sizeof r.error, "%s", brg_trainer_last_error(t));
-        r.losses[s] = st.loss;
-    }
-    if (r.status == BRG_OK && (r.status = brg_trainer_fingerprint(t, &r.fingerprint)) != BRG_OK)
-        snprintf(r.error, sizeof r.error, "%s", brg_trainer_last_error(t));
-    brg_trainer_destroy(t);
-    brg_data_destroy(d);
+    r.status = (brg_status)tr.status;
+    snprintf(r.error, sizeof r.error, "%s", tr.error);
+    memcpy(r.losses, tr.losses, sizeof r.losses);
+    r.fingerprint = tr.fingerprint;
     return r;
 }
 
