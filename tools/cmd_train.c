@@ -802,9 +802,10 @@ static int join_launch(train_args *a, int argc, char **argv) {
         a->opts.stages = l->world / dp;
     }
     if (a->opts.stages * dp != l->world && dp > 1) {
-        rank_error(l, "%s%s gives %d pipeline stages x %d replicas = %d ranks, but %s started %d processes: one "
+        rank_error(l, "%s%s gives %d pipeline stage%s x %d replicas = %d ranks, but %s started %d processes: one "
                       "process runs each rank (start %d)",
-                   a->plan ? "the plan " : "--pp", a->plan ? a->plan : "", a->opts.stages, dp, a->opts.stages * dp,
+                   a->plan ? "the plan " : "--pp", a->plan ? a->plan : "", a->opts.stages, a->opts.stages == 1 ? "" : "s",
+                   dp, a->opts.stages * dp,
                    l->launcher, l->world, a->opts.stages * dp);
         return BRG_EXIT_USAGE;
     }

@@ -255,7 +255,7 @@ static void test_plan(void) {
                                    NULL});
     CU_ASSERT(job_wait(&j, 60) == 0);
     CU_ASSERT(j.exit_code != 0);
-    BRG_ASSERT_CONTAINS(j.err, "gives 1 pipeline stages x 2 replicas = 2 ranks, but mpirun started 3 processes");
+    BRG_ASSERT_CONTAINS(j.err, "gives 1 pipeline stage x 2 replicas = 2 ranks, but mpirun started 3 processes");
     job_free(&j);
     unlink(plan);
 }
@@ -371,7 +371,7 @@ static void test_bad_launches(void) {
         {(const char *[]){"-np", "3", "BRIGADE", "train", "--model", SMALL, "--dp", "2", NULL},
          "--dp 2 does not divide the 3 processes mpirun started"},
         {(const char *[]){"-np", "4", "BRIGADE", "train", "--model", SMALL, "--dp", "2", "--pp", "1", NULL},
-         "--pp gives 1 pipeline stages x 2 replicas = 2 ranks, but mpirun started 4 processes"},
+         "--pp gives 1 pipeline stage x 2 replicas = 2 ranks, but mpirun started 4 processes"},
         {(const char *[]){"-np", "2", "BRIGADE", "train", "--model", SMALL, "--dp", "2", "--global-batch", "6", NULL},
          "--global-batch 6 is not a multiple of 2 replicas x a micro-batch of 4 = 8 samples"},
         /* Ranks started with other flags: one process per command line (MPMD). */
