@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "alloc.h"
 #include "brigade/status.h"
 
 #if defined(__GNUC__)

@@ -145,7 +145,7 @@ brg_status brg__read_file(const char *path, const char *where, int64_t max_bytes
     /* Grown as it is read (pipes have no size), never past max_bytes + 2: one byte past the limit tells a
      * file that is too large, one more holds the NUL. */
     size_t limit = (size_t)max_bytes + 2, capacity = limit < (1 << 16) ? limit : (1 << 16), used = 0;
-    char *text = malloc(capacity);
+    char *text = brg__malloc(capacity);
     brg_status s = text ? BRG_OK : brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "%s%s: out of memory", where, path);
     while (s == BRG_OK) {
         used += fread(text + used, 1, capacity - 1 - used, f);
@@ -156,7 +156,7 @@ brg_status brg__read_file(const char *path, const char *where, int64_t max_bytes
         }
         if (used < capacity - 1) break; /* the end, or an error */
         size_t grown_capacity = capacity * 2 < limit ? capacity * 2 : limit;
-        char *grown = realloc(text, grown_capacity);
+        char *grown = brg__realloc(text, grown_capacity);
         if (!grown) {
             s = brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "%s%s: out of memory", where, path);
             break;
@@ -183,7 +183,7 @@ brg_status brg__read_text_file(const char *path, int64_t max_bytes, char **out, 
 
 brg_status brg__write_text_file(const char *path, const char *text, brg_error *err) {
     size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
+    char *tmp = brg__malloc(len + 16);
     if (!tmp) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     snprintf(tmp, len + 16, "%s.tmp%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");

@@ -10,25 +10,25 @@ brg_status brg__evaluation_alloc(brg__evaluation *e, int stages, int ranks) {
     memset(e, 0, sizeof *e);
     e->stages = stages;
     size_t S = (size_t)stages, R = (size_t)ranks;
-    e->forward = calloc(S, sizeof(double));
-    e->backward = calloc(S, sizeof(double));
-    e->backward_input = calloc(S, sizeof(double));
-    e->backward_weight = calloc(S, sizeof(double));
-    e->recompute = calloc(S, sizeof(double));
-    e->transfer = calloc(S, sizeof(double));
-    e->boundary_bytes = calloc(S, sizeof(int64_t));
-    e->allreduce = calloc(R, sizeof(double));
-    e->allreduce_total = calloc(R, sizeof(double));
-    e->rank_dp_bytes = calloc(R, sizeof(int64_t));
-    e->rank_moment_bytes = calloc(R, sizeof(int64_t));
-    e->optimizer = calloc(R, sizeof(double));
-    e->busy = calloc(R, sizeof(double));
-    e->memory = calloc(S, sizeof *e->memory);
-    e->rank_static = calloc(R, sizeof(int64_t));
-    e->rank_activation = calloc(R, sizeof(int64_t));
-    e->rank_workspace = calloc(R, sizeof(int64_t));
-    e->rank_total = calloc(R, sizeof(int64_t));
-    e->rank_in_flight = calloc(R, sizeof(int));
+    e->forward = brg__calloc(S, sizeof(double));
+    e->backward = brg__calloc(S, sizeof(double));
+    e->backward_input = brg__calloc(S, sizeof(double));
+    e->backward_weight = brg__calloc(S, sizeof(double));
+    e->recompute = brg__calloc(S, sizeof(double));
+    e->transfer = brg__calloc(S, sizeof(double));
+    e->boundary_bytes = brg__calloc(S, sizeof(int64_t));
+    e->allreduce = brg__calloc(R, sizeof(double));
+    e->allreduce_total = brg__calloc(R, sizeof(double));
+    e->rank_dp_bytes = brg__calloc(R, sizeof(int64_t));
+    e->rank_moment_bytes = brg__calloc(R, sizeof(int64_t));
+    e->optimizer = brg__calloc(R, sizeof(double));
+    e->busy = brg__calloc(R, sizeof(double));
+    e->memory = brg__calloc(S, sizeof *e->memory);
+    e->rank_static = brg__calloc(R, sizeof(int64_t));
+    e->rank_activation = brg__calloc(R, sizeof(int64_t));
+    e->rank_workspace = brg__calloc(R, sizeof(int64_t));
+    e->rank_total = brg__calloc(R, sizeof(int64_t));
+    e->rank_in_flight = brg__calloc(R, sizeof(int));
     if (!e->forward || !e->backward || !e->backward_input || !e->backward_weight || !e->recompute || !e->transfer ||
         !e->boundary_bytes || !e->allreduce || !e->allreduce_total || !e->rank_dp_bytes || !e->rank_moment_bytes ||
         !e->optimizer || !e->busy || !e->memory || !e->rank_static ||
@@ -121,10 +121,10 @@ static brg_status dp_rank_layout(const brg__model *m, const brg__config *c, cons
     const brg_graph *g = m->graph;
     int S = c->ranks * c->chunks, d = c->replicas;
     int64_t np = g->n_params, bucket_elements = ((int64_t)4 << 20) / 4; /* the runtime's default bucket_bytes */
-    int *stage_of = malloc((size_t)(np ? np : 1) * sizeof *stage_of);
-    unsigned char *tied = calloc((size_t)(np ? np : 1), 1);
-    int64_t *first_op = malloc((size_t)(np ? np : 1) * sizeof *first_op);
-    dp_piece *pieces = malloc((size_t)(np ? np : 1) * (size_t)c->chunks * 2 * sizeof *pieces);
+    int *stage_of = brg__malloc((size_t)(np ? np : 1) * sizeof *stage_of);
+    unsigned char *tied = brg__calloc((size_t)(np ? np : 1), 1);
+    int64_t *first_op = brg__malloc((size_t)(np ? np : 1) * sizeof *first_op);
+    dp_piece *pieces = brg__malloc((size_t)(np ? np : 1) * (size_t)c->chunks * 2 * sizeof *pieces);
     if (!stage_of || !tied || !first_op || !pieces) {
         free(stage_of);
         free(tied);
@@ -243,7 +243,7 @@ brg_status brg__evaluate(const brg__model *m, const brg__batch_table *bt, const 
     int R = c->ranks, S = R * c->chunks;
     double mb = (double)c->micro_batches;
     int held_stack[16];
-    int *held = m->shared_count <= 16 ? held_stack : malloc(sizeof(int) * (size_t)m->shared_count);
+    int *held = m->shared_count <= 16 ? held_stack : brg__malloc(sizeof(int) * (size_t)m->shared_count);
     if (!held) return BRG_ERR_OUT_OF_MEMORY;
     for (int s = 0; s < S; s++) {
         int r = s % R;
@@ -358,7 +358,7 @@ double brg__lower_bound(const brg__config *c, const brg__evaluation *e) {
     double pre = 0.0, drain = 0.0;
     if (c->chunks == 1) {
         /* rt[k]: from stage k's first forward until its gradient returns. */
-        double *rt = malloc(sizeof(double) * (size_t)S);
+        double *rt = brg__malloc(sizeof(double) * (size_t)S);
         if (!rt) return lb;
         rt[S - 1] = 0.0;
         for (int k = S - 2; k >= 0; k--) rt[k] = rt[k + 1] + e->forward[k + 1] + BC(k + 1) + 2.0 * e->transfer[k];
@@ -437,7 +437,7 @@ int brg__choose_policies(const brg__model *m, const brg__batch_table *bt, const 
     int R = c->ranks, V = c->chunks;
     int fixed = m->options.recompute;
     int held_stack[16];
-    int *held = m->shared_count <= 16 ? held_stack : malloc(sizeof(int) * (size_t)m->shared_count);
+    int *held = m->shared_count <= 16 ? held_stack : brg__malloc(sizeof(int) * (size_t)m->shared_count);
     if (!held) return 0;
     int all_fit = 1;
     for (int r = 0; r < R; r++) {

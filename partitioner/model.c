@@ -106,10 +106,10 @@ static brg_status choose_precision(brg__model *m, brg_error *err) {
 
 static brg_status build_devices(brg__model *m, brg_error *err) {
     const brg_topology *t = m->topology;
-    m->device_class = calloc((size_t)m->devices, sizeof *m->device_class);
-    m->device_capacity = calloc((size_t)m->devices, sizeof *m->device_capacity);
-    m->device_usable = calloc((size_t)m->devices, sizeof *m->device_usable);
-    m->device_node = calloc((size_t)m->devices, sizeof *m->device_node);
+    m->device_class = brg__calloc((size_t)m->devices, sizeof *m->device_class);
+    m->device_capacity = brg__calloc((size_t)m->devices, sizeof *m->device_capacity);
+    m->device_usable = brg__calloc((size_t)m->devices, sizeof *m->device_usable);
+    m->device_node = brg__calloc((size_t)m->devices, sizeof *m->device_node);
     if (!m->device_class || !m->device_capacity || !m->device_usable || !m->device_node)
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     brg_device_info first;
@@ -176,11 +176,11 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
     const brg_graph *g = m->graph;
     int L = g->n_layers;
     m->op_count = g->n_ops;
-    m->ops = calloc((size_t)g->n_ops, sizeof *m->ops);
-    m->layer_op_begin = calloc((size_t)L + 1, sizeof *m->layer_op_begin);
-    m->layer_params = calloc((size_t)L, sizeof *m->layer_params);
-    m->simple_param_numel = calloc((size_t)L, sizeof *m->simple_param_numel);
-    int64_t *last_reader = malloc(sizeof(int64_t) * (size_t)(g->n_tensors ? g->n_tensors : 1));
+    m->ops = brg__calloc((size_t)g->n_ops, sizeof *m->ops);
+    m->layer_op_begin = brg__calloc((size_t)L + 1, sizeof *m->layer_op_begin);
+    m->layer_params = brg__calloc((size_t)L, sizeof *m->layer_params);
+    m->simple_param_numel = brg__calloc((size_t)L, sizeof *m->simple_param_numel);
+    int64_t *last_reader = brg__malloc(sizeof(int64_t) * (size_t)(g->n_tensors ? g->n_tensors : 1));
     if (!m->ops || !m->layer_op_begin || !m->layer_params || !m->simple_param_numel || !last_reader) {
         free(last_reader);
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -217,7 +217,7 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
     int crossings = 0;
     for (int64_t i = 0; i < g->n_ops; i++)
         if (last_reader[g->ops[i].output->index] > g->ops[i].layer) crossings++;
-    m->crossings = calloc((size_t)(crossings ? crossings : 1), sizeof *m->crossings);
+    m->crossings = brg__calloc((size_t)(crossings ? crossings : 1), sizeof *m->crossings);
     if (!m->crossings) {
         free(last_reader);
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -233,7 +233,7 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
     free(last_reader);
     /* Graph inputs and who reads them. */
     for (int64_t i = 0; i < g->n_tensors; i++) m->input_count += g->tensors[i]->kind == BRG_TENSOR_INPUT;
-    m->inputs = calloc((size_t)(m->input_count ? m->input_count : 1), sizeof *m->inputs);
+    m->inputs = brg__calloc((size_t)(m->input_count ? m->input_count : 1), sizeof *m->inputs);
     if (!m->inputs) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     int k = 0;
     for (int64_t i = 0; i < g->n_tensors; i++) {
@@ -241,7 +241,7 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
         if (t->kind != BRG_TENSOR_INPUT) continue;
         brg__model_input *in = &m->inputs[k++];
         in->bytes_per_sample = brg__tensor_numel(t, 1) * brg__dtype_size(t->dtype);
-        in->readers_prefix = calloc((size_t)L + 1, sizeof *in->readers_prefix);
+        in->readers_prefix = brg__calloc((size_t)L + 1, sizeof *in->readers_prefix);
         if (!in->readers_prefix) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         for (int l = 0; l < L; l++) {
             int reads = 0;
@@ -252,13 +252,13 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
         if (strcmp(t->name, "tokens") == 0 || !m->tokens_per_sample) m->tokens_per_sample = brg__tensor_numel(t, 1);
     }
     /* Parameters: read once (their memory is the layer's), or shared (it depends on the cut). */
-    int *consumers = calloc((size_t)(g->n_params ? g->n_params : 1), sizeof *consumers);
+    int *consumers = brg__calloc((size_t)(g->n_params ? g->n_params : 1), sizeof *consumers);
     if (!consumers) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     for (int64_t i = 0; i < g->n_ops; i++)
         for (int q = 0; q < g->ops[i].n_inputs; q++)
             if (g->ops[i].inputs[q]->kind == BRG_TENSOR_PARAMETER) consumers[g->ops[i].inputs[q]->param_index]++;
     for (int64_t p = 0; p < g->n_params; p++) m->shared_count += consumers[p] > 1;
-    m->shared = calloc((size_t)(m->shared_count ? m->shared_count : 1), sizeof *m->shared);
+    m->shared = brg__calloc((size_t)(m->shared_count ? m->shared_count : 1), sizeof *m->shared);
     if (!m->shared) {
         free(consumers);
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -276,7 +276,7 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
         }
         brg__shared_param *sp = &m->shared[s++];
         sp->numel = brg__tensor_numel(param, 1);
-        sp->consumer_layer = malloc(sizeof(int) * (size_t)consumers[p]);
+        sp->consumer_layer = brg__malloc(sizeof(int) * (size_t)consumers[p]);
         if (!sp->consumer_layer) {
             free(consumers);
             return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -332,7 +332,7 @@ brg_status brg__model_create(brg__model **out, const brg_graph *g, const brg_top
     if (!brg_topology_is_final(t) || brg_topology_device_count(t) < 1)
         return brg__error_set(err, BRG_ERR_INVALID_USAGE, "brg_plan_search: the topology is not final or has no device");
     BRG__CHECK(check_options(o, err));
-    brg__model *m = calloc(1, sizeof *m);
+    brg__model *m = brg__calloc(1, sizeof *m);
     if (!m) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     m->graph = g;
     m->topology = t;
@@ -446,26 +446,26 @@ static void layer_times(const brg__model *m, const brg__device_class *c, int l, 
 
 brg_status brg__batch_table_create(const brg__model *m, int64_t b, brg__batch_table **out) {
     int L = m->layers, C = m->class_count;
-    brg__batch_table *bt = calloc(1, sizeof *bt);
+    brg__batch_table *bt = brg__calloc(1, sizeof *bt);
     if (!bt) return BRG_ERR_OUT_OF_MEMORY;
     bt->micro_batch = b;
     size_t nt = (size_t)C * (size_t)(L + 1), nl = (size_t)L + 1;
-    bt->forward = calloc(nt, sizeof(double));
-    bt->backward_input = calloc(nt, sizeof(double));
-    bt->backward_weight = calloc(nt, sizeof(double));
-    bt->recompute_full = calloc(nt, sizeof(double));
-    bt->recompute_selective = calloc(nt, sizeof(double));
-    bt->memory_bound = calloc(nt, sizeof(double));
-    bt->local_full = calloc(nl, sizeof(int64_t));
-    bt->drop_full = calloc(nl, sizeof(int64_t));
-    bt->drop_selective = calloc(nl, sizeof(int64_t));
-    bt->local_grads = calloc(nl, sizeof(int64_t));
-    bt->static_simple = calloc(nl, sizeof(int64_t));
-    bt->receive_bytes = calloc(nl + 1, sizeof(int64_t));
-    bt->boundary_bytes = calloc(nl + 1, sizeof(int64_t));
-    bt->boundary_tensors = calloc(nl + 1, sizeof(int));
-    bt->input_bytes = calloc((size_t)(m->input_count ? m->input_count : 1), sizeof(int64_t));
-    bt->layer_scratch = calloc(nl, sizeof(int64_t));
+    bt->forward = brg__calloc(nt, sizeof(double));
+    bt->backward_input = brg__calloc(nt, sizeof(double));
+    bt->backward_weight = brg__calloc(nt, sizeof(double));
+    bt->recompute_full = brg__calloc(nt, sizeof(double));
+    bt->recompute_selective = brg__calloc(nt, sizeof(double));
+    bt->memory_bound = brg__calloc(nt, sizeof(double));
+    bt->local_full = brg__calloc(nl, sizeof(int64_t));
+    bt->drop_full = brg__calloc(nl, sizeof(int64_t));
+    bt->drop_selective = brg__calloc(nl, sizeof(int64_t));
+    bt->local_grads = brg__calloc(nl, sizeof(int64_t));
+    bt->static_simple = brg__calloc(nl, sizeof(int64_t));
+    bt->receive_bytes = brg__calloc(nl + 1, sizeof(int64_t));
+    bt->boundary_bytes = brg__calloc(nl + 1, sizeof(int64_t));
+    bt->boundary_tensors = brg__calloc(nl + 1, sizeof(int));
+    bt->input_bytes = brg__calloc((size_t)(m->input_count ? m->input_count : 1), sizeof(int64_t));
+    bt->layer_scratch = brg__calloc(nl, sizeof(int64_t));
     if (!bt->forward || !bt->backward_input || !bt->backward_weight || !bt->recompute_full || !bt->recompute_selective ||
         !bt->memory_bound ||
         !bt->local_full || !bt->drop_full || !bt->drop_selective || !bt->local_grads || !bt->static_simple ||
@@ -521,8 +521,8 @@ brg_status brg__batch_table_create(const brg__model *m, int64_t b, brg__batch_ta
         }
     for (int l = 0; l < L; l++) bt->static_simple[l + 1] += bt->static_simple[l];
     /* Cuts: a stage starting at layer l receives every activation produced before l and read from l on. */
-    int64_t *diff = calloc((size_t)L + 2, sizeof *diff), *diff_raw = calloc((size_t)L + 2, sizeof *diff_raw);
-    int *diff_count = calloc((size_t)L + 2, sizeof *diff_count);
+    int64_t *diff = brg__calloc((size_t)L + 2, sizeof *diff), *diff_raw = brg__calloc((size_t)L + 2, sizeof *diff_raw);
+    int *diff_count = brg__calloc((size_t)L + 2, sizeof *diff_count);
     if (!diff || !diff_raw || !diff_count) {
         free(diff);
         free(diff_raw);

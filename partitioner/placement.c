@@ -18,17 +18,17 @@ brg_status brg__plan_placement_alloc(brg__plan_placement *p, int ranks, int repl
     p->ranks = ranks;
     p->replicas = replicas;
     size_t r = (size_t)ranks;
-    p->devices = calloc(r * (size_t)replicas, sizeof *p->devices);
-    p->rank_classes = calloc(r, sizeof *p->rank_classes);
-    p->rank_usable = calloc(r, sizeof *p->rank_usable);
-    p->rank_capacity = calloc(r, sizeof *p->rank_capacity);
-    p->link_bandwidth = calloc(r, sizeof *p->link_bandwidth);
-    p->link_latency = calloc(r, sizeof *p->link_latency);
-    p->link_kind = calloc(r, sizeof *p->link_kind);
-    p->link_cross_node = calloc(r, sizeof *p->link_cross_node);
-    p->ring_bandwidth = calloc(r, sizeof *p->ring_bandwidth);
-    p->ring_latency = calloc(r, sizeof *p->ring_latency);
-    p->ring_kind = calloc(r, sizeof *p->ring_kind);
+    p->devices = brg__calloc(r * (size_t)replicas, sizeof *p->devices);
+    p->rank_classes = brg__calloc(r, sizeof *p->rank_classes);
+    p->rank_usable = brg__calloc(r, sizeof *p->rank_usable);
+    p->rank_capacity = brg__calloc(r, sizeof *p->rank_capacity);
+    p->link_bandwidth = brg__calloc(r, sizeof *p->link_bandwidth);
+    p->link_latency = brg__calloc(r, sizeof *p->link_latency);
+    p->link_kind = brg__calloc(r, sizeof *p->link_kind);
+    p->link_cross_node = brg__calloc(r, sizeof *p->link_cross_node);
+    p->ring_bandwidth = brg__calloc(r, sizeof *p->ring_bandwidth);
+    p->ring_latency = brg__calloc(r, sizeof *p->ring_latency);
+    p->ring_kind = brg__calloc(r, sizeof *p->ring_kind);
     if (!p->devices || !p->rank_classes || !p->rank_usable || !p->rank_capacity || !p->link_bandwidth ||
         !p->link_latency || !p->link_kind || !p->link_cross_node || !p->ring_bandwidth || !p->ring_latency ||
         !p->ring_kind) {
@@ -81,7 +81,7 @@ static void ring_exact(const brg__model *m, const int *devs, int n, double *band
         for (int j = 0; j < n; j++)
             if (i != j) pair_link(m, devs[i], devs[j], &links[i][j]);
     size_t states = (size_t)1 << n;
-    double *best = malloc(sizeof(double) * states * (size_t)n);
+    double *best = brg__malloc(sizeof(double) * states * (size_t)n);
     if (!best) {
         *bandwidth = links[0][1].bandwidth;
         *latency = links[0][1].latency;
@@ -135,7 +135,7 @@ static int compare_node_order(const void *a, const void *b, void *arg) {
 /* A ring through devs in node order (what NCCL's rings do across nodes): its slowest edge. */
 static void ring_in_node_order(const brg__model *m, const int *devs, int n, double *bandwidth, double *latency,
                                brg_link_kind *kind) {
-    int *order = malloc(sizeof(int) * (size_t)n);
+    int *order = brg__malloc(sizeof(int) * (size_t)n);
     if (!order) {
         brg_link l;
         pair_link(m, devs[0], devs[1], &l);
@@ -232,7 +232,7 @@ static brg_status describe(const brg__model *m, brg__plan_placement *p, int exac
                 }
             }
         } else {
-            int *group = D <= 64 ? devs : malloc(sizeof(int) * (size_t)D);
+            int *group = D <= 64 ? devs : brg__malloc(sizeof(int) * (size_t)D);
             if (!group) return BRG_ERR_OUT_OF_MEMORY;
             for (int r = 0; r < D; r++) group[r] = p->devices[k * D + r];
             ring_in_node_order(m, group, D, &p->ring_bandwidth[k], &p->ring_latency[k], &p->ring_kind[k]);
@@ -300,7 +300,7 @@ static int list_find(const placement_list *l, const brg__plan_placement *p) {
 }
 
 static brg_status list_rehash(placement_list *l, int buckets) {
-    int *grown = calloc((size_t)buckets, sizeof *grown);
+    int *grown = brg__calloc((size_t)buckets, sizeof *grown);
     if (!grown) return BRG_ERR_OUT_OF_MEMORY;
     free(l->buckets);
     l->buckets = grown;
@@ -319,7 +319,7 @@ static brg_status list_add(placement_list *l, const brg__plan_placement *p) {
     if (list_find(l, p) >= 0) return BRG_OK;
     if (l->count == l->capacity) {
         int capacity = l->capacity ? 2 * l->capacity : 8;
-        brg__plan_placement *grown = realloc(l->items, sizeof *grown * (size_t)capacity);
+        brg__plan_placement *grown = brg__realloc(l->items, sizeof *grown * (size_t)capacity);
         if (!grown) return BRG_ERR_OUT_OF_MEMORY;
         l->items = grown;
         l->capacity = capacity;
@@ -359,7 +359,7 @@ static void list_free(placement_list *l) {
 static brg_status enumerate_all(const brg__model *m, brg__plan_placement *work, placement_list *l) {
     int n = m->devices, R = work->ranks, D = work->replicas;
     int perm[BRG__EXACT_PLACEMENT_DEVICES], c[BRG__EXACT_PLACEMENT_DEVICES] = {0};
-    ring_memo *memo = calloc(1, sizeof *memo);
+    ring_memo *memo = brg__calloc(1, sizeof *memo);
     if (!memo) return BRG_ERR_OUT_OF_MEMORY;
     for (int i = 0; i < n; i++) perm[i] = i;
     brg_status s = BRG_OK;
@@ -402,8 +402,8 @@ static void node_chain(const brg__model *m, int first, int count, int *order) {
             bw[i][j] = i == j ? 0 : l.bandwidth;
         }
     size_t states = (size_t)1 << count;
-    double *best = malloc(sizeof(double) * states * (size_t)count);
-    int *from = malloc(sizeof(int) * states * (size_t)count);
+    double *best = brg__malloc(sizeof(double) * states * (size_t)count);
+    int *from = brg__malloc(sizeof(int) * states * (size_t)count);
     if (!best || !from) {
         free(best);
         free(from);
@@ -412,7 +412,7 @@ static void node_chain(const brg__model *m, int first, int count, int *order) {
     /* Maximize the bottleneck, then the sum, of a path from device 0 of the node. */
     for (size_t k = 0; k < states * (size_t)count; k++) best[k] = -1.0;
     best[1 * (size_t)count] = 1e30;
-    double *sum = calloc(states * (size_t)count, sizeof *sum);
+    double *sum = brg__calloc(states * (size_t)count, sizeof *sum);
     if (!sum) {
         free(best);
         free(from);
@@ -466,7 +466,7 @@ static brg_status enumerate_tiles(const brg__model *m, brg__plan_placement *work
         brg_topology_node_info(m->topology, n, &ni);
         if (ni.device_count != G || ni.first_device != n * G) return BRG_OK; /* uneven nodes: device orders only */
     }
-    int *chain = malloc(sizeof(int) * (size_t)m->devices);
+    int *chain = brg__malloc(sizeof(int) * (size_t)m->devices);
     if (!chain) return BRG_ERR_OUT_OF_MEMORY;
     for (int n = 0; n < nodes; n++) node_chain(m, n * G, G, chain + n * G);
     brg_status s = BRG_OK;

@@ -76,16 +76,16 @@ brg_status brg_recompute_from_name(const char *name, brg_recompute *out) {
 /* ---- lifecycle ------------------------------------------------------------------------------------- */
 
 brg_plan *brg__plan_new(int stages, int ranks, int replicas, int layers) {
-    brg_plan *p = calloc(1, sizeof *p);
+    brg_plan *p = brg__calloc(1, sizeof *p);
     if (!p) return NULL;
     p->layers = layers;
-    p->layer_names = calloc((size_t)layers, sizeof *p->layer_names);
-    p->first = calloc((size_t)stages + 1, sizeof *p->first);
-    p->policy = calloc((size_t)stages, sizeof *p->policy);
-    p->devices = calloc((size_t)ranks * (size_t)replicas, sizeof *p->devices);
-    p->device_node = calloc((size_t)ranks * (size_t)replicas, sizeof *p->device_node);
-    p->stages = calloc((size_t)stages, sizeof *p->stages);
-    p->ranks = calloc((size_t)ranks, sizeof *p->ranks);
+    p->layer_names = brg__calloc((size_t)layers, sizeof *p->layer_names);
+    p->first = brg__calloc((size_t)stages + 1, sizeof *p->first);
+    p->policy = brg__calloc((size_t)stages, sizeof *p->policy);
+    p->devices = brg__calloc((size_t)ranks * (size_t)replicas, sizeof *p->devices);
+    p->device_node = brg__calloc((size_t)ranks * (size_t)replicas, sizeof *p->device_node);
+    p->stages = brg__calloc((size_t)stages, sizeof *p->stages);
+    p->ranks = brg__calloc((size_t)ranks, sizeof *p->ranks);
     if (!p->layer_names || !p->first || !p->policy || !p->devices || !p->device_node || !p->stages || !p->ranks) {
         brg_plan_destroy(p);
         return NULL;
@@ -116,7 +116,7 @@ void brg_plan_destroy(brg_plan *plan) {
 void brg__plan_fill_names(brg_plan *plan, const brg_graph *g) {
     for (int l = 0; l < plan->layers && l < g->n_layers; l++) {
         free(plan->layer_names[l]);
-        plan->layer_names[l] = strdup(g->layers[l].name);
+        plan->layer_names[l] = brg__strdup(g->layers[l].name);
     }
 }
 

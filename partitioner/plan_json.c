@@ -134,7 +134,7 @@ brg_status brg_plan_to_json(const brg_plan *plan, char **out) {
     json_decref(root);
     if (!text) return BRG_ERR_OUT_OF_MEMORY;
     size_t n = strlen(text);
-    char *copy = malloc(n + 2);
+    char *copy = brg__malloc(n + 2);
     if (!copy) {
         free(text);
         return BRG_ERR_OUT_OF_MEMORY;
@@ -306,7 +306,7 @@ static brg_status read_names(const reader *rd, json_t *root, brg_plan *plan) {
             brg__json_path at = brg__json_index(path, l);
             return brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &at, NULL, "must be a string");
         }
-        plan->layer_names[l] = strdup(json_string_value(v));
+        plan->layer_names[l] = brg__strdup(json_string_value(v));
         if (!plan->layer_names[l]) return brg__error_set(rd->err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     }
     return BRG_OK;
@@ -514,7 +514,7 @@ static brg_status read_ranks(const reader *rd, json_t *root, brg_plan *plan, con
                                                   "optimizer_bytes", "activation_bytes", "workspace_bytes", "total_bytes",
                                                   "peak_in_flight", "busy_seconds", "allreduce_seconds",
                                                   "optimizer_seconds", "allreduce_link", NULL};
-    unsigned char *seen = calloc((size_t)h->devices, 1);
+    unsigned char *seen = brg__calloc((size_t)h->devices, 1);
     if (!seen) return brg__error_set(rd->err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     brg_status s = BRG_OK;
     *predicted = 1;
@@ -637,7 +637,7 @@ brg_status brg_plan_load_string(const char *json, const char *origin, brg_plan *
         goto done;
     }
     free(plan->device_node);
-    plan->device_node = calloc((size_t)h.devices, sizeof *plan->device_node);
+    plan->device_node = brg__calloc((size_t)h.devices, sizeof *plan->device_node);
     if (!plan->device_node) {
         s = brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         goto done;

@@ -30,10 +30,10 @@ struct brg_profile {
 };
 
 static brg_profile *profile_new(int layers) {
-    brg_profile *p = calloc(1, sizeof *p);
+    brg_profile *p = brg__calloc(1, sizeof *p);
     if (!p) return NULL;
     p->layer_count = layers;
-    p->layers = calloc((size_t)layers, sizeof *p->layers);
+    p->layers = brg__calloc((size_t)layers, sizeof *p->layers);
     if (!p->layers) {
         free(p);
         return NULL;
@@ -63,7 +63,7 @@ brg_status brg_profile_create(brg_profile **out, const brg_graph *g, const char 
     snprintf(p->device_model, sizeof p->device_model, "%s", device_model);
     p->fingerprint = brg_plan_model_fingerprint(g);
     for (int l = 0; l < g->n_layers; l++)
-        if (!(p->layers[l].name = strdup(g->layers[l].name))) {
+        if (!(p->layers[l].name = brg__strdup(g->layers[l].name))) {
             brg_profile_destroy(p);
             return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         }
@@ -79,7 +79,7 @@ static brg_status record_set(profile_layer *l, int64_t b, const double *seconds)
         }
     if (l->count == l->capacity) {
         int capacity = l->capacity ? 2 * l->capacity : 4;
-        profile_record *grown = realloc(l->records, sizeof *grown * (size_t)capacity);
+        profile_record *grown = brg__realloc(l->records, sizeof *grown * (size_t)capacity);
         if (!grown) return BRG_ERR_OUT_OF_MEMORY;
         l->records = grown;
         l->capacity = capacity;
@@ -268,7 +268,7 @@ static brg_status parse_profile(const preader *rd, json_t *root, brg_profile **o
         else if (!json_is_string(json_object_get(o, "name"))) s = bad(rd, &at, "name", "must be a string");
         else if (!json_is_array(json_object_get(o, "times")) || !json_array_size(json_object_get(o, "times")))
             s = bad(rd, &at, "times", "must be a non-empty array");
-        if (s == BRG_OK && !(p->layers[l].name = strdup(json_string_value(json_object_get(o, "name")))))
+        if (s == BRG_OK && !(p->layers[l].name = brg__strdup(json_string_value(json_object_get(o, "name")))))
             s = brg__error_set(rd->err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         json_t *times = json_object_get(o, "times");
         for (size_t i = 0; s == BRG_OK && i < json_array_size(times); i++) {

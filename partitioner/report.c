@@ -29,7 +29,7 @@ void brg__sb_printf(brg__sb *b, const char *fmt, ...) {
         }
         size_t cap = b->cap ? 2 * b->cap : 4096;
         while (cap < b->len + (size_t)n + 1) cap *= 2;
-        char *grown = realloc(b->data, cap);
+        char *grown = brg__realloc(b->data, cap);
         if (!grown) {
             b->failed = 1;
             return;

@@ -66,7 +66,7 @@ static const brg__batch_table *table_for(search *x, int64_t b) {
         if (x->tables[i]->micro_batch == b) return x->tables[i];
     if (x->table_count == x->table_capacity) {
         int capacity = x->table_capacity ? 2 * x->table_capacity : 16;
-        brg__batch_table **grown = realloc(x->tables, sizeof *grown * (size_t)capacity);
+        brg__batch_table **grown = brg__realloc(x->tables, sizeof *grown * (size_t)capacity);
         if (!grown) return NULL;
         x->tables = grown;
         x->table_capacity = capacity;
@@ -82,7 +82,7 @@ static const placement_set *placements_for(search *x, int ranks, int replicas) {
         if (x->sets[i].ranks == ranks && x->sets[i].replicas == replicas) return &x->sets[i];
     if (x->set_count == x->set_capacity) {
         int capacity = x->set_capacity ? 2 * x->set_capacity : 8;
-        placement_set *grown = realloc(x->sets, sizeof *grown * (size_t)capacity);
+        placement_set *grown = brg__realloc(x->sets, sizeof *grown * (size_t)capacity);
         if (!grown) return NULL;
         x->sets = grown;
         x->set_capacity = capacity;
@@ -146,8 +146,8 @@ static void offer(search *x, const brg__config *c, const brg__plan_placement *p,
         slot = &x->results[x->result_slots - 1];
         if (slot->used && score >= slot->score) return;
     }
-    int *f = malloc(sizeof(int) * (size_t)(S + 1));
-    brg_recompute *pol = malloc(sizeof(brg_recompute) * (size_t)S);
+    int *f = brg__malloc(sizeof(int) * (size_t)(S + 1));
+    brg_recompute *pol = brg__malloc(sizeof(brg_recompute) * (size_t)S);
     if (!f || !pol) {
         free(f);
         free(pol);
@@ -207,7 +207,7 @@ static double stage_cost(cut_context *k, int s, int a, int e, brg_recompute *pol
                                                             BRG_RECOMPUTE_FULL};
     int fixed = m->options.recompute;
     int held_stack[16], *held = held_stack;
-    if (m->shared_count > 16) held = malloc(sizeof(int) * (size_t)m->shared_count);
+    if (m->shared_count > 16) held = brg__malloc(sizeof(int) * (size_t)m->shared_count);
     if (!held) return INFINITY;
     for (int i = 0; i < m->shared_count; i++) {
         held[i] = 0;
@@ -273,9 +273,9 @@ static int dp_cuts(cut_context *k, int *first, brg_recompute *policy) {
     const brg__model *m = k->x->m;
     int L = m->layers, S = k->c->ranks * k->c->chunks;
     size_t n = (size_t)S * (size_t)(L + 1);
-    double *best = malloc(sizeof(double) * n), *total = malloc(sizeof(double) * n);
-    int *from = malloc(sizeof(int) * n);
-    brg_recompute *chosen = malloc(sizeof(brg_recompute) * n);
+    double *best = brg__malloc(sizeof(double) * n), *total = brg__malloc(sizeof(double) * n);
+    int *from = brg__malloc(sizeof(int) * n);
+    brg_recompute *chosen = brg__malloc(sizeof(brg_recompute) * n);
     int found = 0;
     if (!best || !total || !from || !chosen) goto done;
 #define AT(s, e) ((size_t)(s) * (size_t)(L + 1) + (size_t)(e))
@@ -454,7 +454,7 @@ static brg_status branch(bnb *b, int s, double pre, double drain, double prev_bc
 static brg_status exhaust_cuts(cut_context *k, brg__evaluation *e, int *first, brg_recompute *policy, int *complete) {
     const brg__model *m = k->x->m;
     int L = m->layers;
-    bnb b = {k, e, first, policy, calloc((size_t)L + 1, sizeof(double)), 0};
+    bnb b = {k, e, first, policy, brg__calloc((size_t)L + 1, sizeof(double)), 0};
     if (!b.floor_suffix) return BRG_ERR_OUT_OF_MEMORY;
     for (int l = L - 1; l >= 0; l--) {
         double cheapest = INFINITY;
@@ -487,7 +487,7 @@ static int compare_configs(const void *a, const void *b) {
  * start never hurts the stages after (a layer adds no more to the prefix than m times to a stage). */
 static double staircase_bound(const brg__model *m, const brg__config *c, const brg__batch_table *bt) {
     int L = m->layers, S = c->ranks;
-    double *chain = malloc(sizeof(double) * (size_t)(L + 1) * 3);
+    double *chain = brg__malloc(sizeof(double) * (size_t)(L + 1) * 3);
     if (!chain) return 0.0;
     double *forward = chain + (L + 1), *whole = forward + (L + 1);
     int split = c->kind == BRG_SCHEDULE_ZB_H1;
@@ -595,7 +595,7 @@ static void note_reason(search *x, const char *fmt, ...) {
 static brg_status add_config(config_entry **list, int *count, int *capacity, const brg__config *c, double bound) {
     if (*count == *capacity) {
         int grown_capacity = *capacity ? 2 * *capacity : 64;
-        config_entry *grown = realloc(*list, sizeof *grown * (size_t)grown_capacity);
+        config_entry *grown = brg__realloc(*list, sizeof *grown * (size_t)grown_capacity);
         if (!grown) return BRG_ERR_OUT_OF_MEMORY;
         *list = grown;
         *capacity = grown_capacity;
@@ -751,8 +751,8 @@ static brg_status measure_overflow(search *x, const brg__config *c) {
     const placement_set *ps = placements_for(x, c->ranks, c->replicas);
     if (!bt || !se || !ps) return BRG_ERR_OUT_OF_MEMORY;
     int S = c->ranks * c->chunks;
-    int *first = malloc(sizeof(int) * (size_t)(S + 1));
-    brg_recompute *policy = malloc(sizeof(brg_recompute) * (size_t)S);
+    int *first = brg__malloc(sizeof(int) * (size_t)(S + 1));
+    brg_recompute *policy = brg__malloc(sizeof(brg_recompute) * (size_t)S);
     brg__evaluation e;
     if (!first || !policy || brg__evaluation_alloc(&e, S, c->ranks) != BRG_OK) {
         free(first);
@@ -803,8 +803,8 @@ static brg_status search_config(search *x, const config_entry *ce, int *settled)
     const placement_set *ps = placements_for(x, c->ranks, c->replicas);
     if (!se || !ps) return x->err && x->err->status != BRG_OK ? x->err->status : BRG_ERR_OUT_OF_MEMORY;
     int S = c->ranks * c->chunks;
-    int *first = malloc(sizeof(int) * (size_t)(S + 1));
-    brg_recompute *policy = malloc(sizeof(brg_recompute) * (size_t)S);
+    int *first = brg__malloc(sizeof(int) * (size_t)(S + 1));
+    brg_recompute *policy = brg__malloc(sizeof(brg_recompute) * (size_t)S);
     brg__evaluation e;
     if (!first || !policy || brg__evaluation_alloc(&e, S, c->ranks) != BRG_OK) {
         free(first);
@@ -902,7 +902,7 @@ static brg_status search_init(search *x, brg__model *m, brg_error *err) {
     x->exhaustive = 1;
     x->instructions_left = m->options.max_simulated_instructions;
     x->result_slots = 1 + m->options.alternatives;
-    x->results = calloc((size_t)x->result_slots, sizeof *x->results);
+    x->results = brg__calloc((size_t)x->result_slots, sizeof *x->results);
     if (!x->results) return BRG_ERR_OUT_OF_MEMORY;
     return brg__schedule_cache_create(&x->schedules);
 }
@@ -1021,9 +1021,9 @@ static void uniform_cuts(int L, int S, int *first) {
 /* DeepSpeed's partition_balanced on parameter counts: the smallest largest stage. */
 static void balanced_cuts(const brg__model *m, int S, int *first) {
     int L = m->layers;
-    double *prefix = calloc((size_t)L + 1, sizeof *prefix);
-    double *best = malloc(sizeof(double) * (size_t)(S + 1) * (size_t)(L + 1));
-    int *cut = malloc(sizeof(int) * (size_t)(S + 1) * (size_t)(L + 1));
+    double *prefix = brg__calloc((size_t)L + 1, sizeof *prefix);
+    double *best = brg__malloc(sizeof(double) * (size_t)(S + 1) * (size_t)(L + 1));
+    int *cut = brg__malloc(sizeof(int) * (size_t)(S + 1) * (size_t)(L + 1));
     if (!prefix || !best || !cut) {
         free(prefix);
         free(best);
@@ -1083,8 +1083,8 @@ static brg_status score_comparison(search *x, const brg__config *c, const brg__p
     const brg__batch_table *bt = table_for(x, c->micro_batch);
     const brg__schedule_entry *se = schedule_for(x, c);
     if (!bt || !se) return BRG_ERR_OUT_OF_MEMORY;
-    int *first = malloc(sizeof(int) * (size_t)(S + 1));
-    brg_recompute *policy = malloc(sizeof(brg_recompute) * (size_t)S);
+    int *first = brg__malloc(sizeof(int) * (size_t)(S + 1));
+    brg_recompute *policy = brg__malloc(sizeof(brg_recompute) * (size_t)S);
     brg__evaluation e;
     if (!first || !policy || brg__evaluation_alloc(&e, S, c->ranks) != BRG_OK) {
         free(first);
@@ -1294,11 +1294,11 @@ static brg_status build_plan(search *x, brg_plan **out, double seconds) {
     }
     /* The comparison: this plan, the baselines, the next best. */
     int rows = 4 + x->result_slots - 1;
-    plan->comparisons = calloc((size_t)rows, sizeof *plan->comparisons);
+    plan->comparisons = brg__calloc((size_t)rows, sizeof *plan->comparisons);
     if (s == BRG_OK && !plan->comparisons) s = BRG_ERR_OUT_OF_MEMORY;
     brg__plan_placement order;
     int have_order = s == BRG_OK && brg__plan_placement_device_order(m, c->ranks, c->replicas, &order) == BRG_OK;
-    int *cuts = malloc(sizeof(int) * (size_t)(S + 1));
+    int *cuts = brg__malloc(sizeof(int) * (size_t)(S + 1));
     if (s == BRG_OK && (!have_order || !cuts)) s = BRG_ERR_OUT_OF_MEMORY;
     if (s == BRG_OK) {
         brg__comparison *row = &plan->comparisons[plan->comparison_count++];

@@ -53,7 +53,7 @@ static int compare_events(const void *a, const void *b) {
 void brg__svg_gantt(const brg_plan *plan, brg__sb *b) {
     int64_t n = 0;
     brg_timeline_events(plan->timeline, NULL, &n);
-    brg_trace_event *events = malloc(sizeof *events * (size_t)(n ? n : 1));
+    brg_trace_event *events = brg__malloc(sizeof *events * (size_t)(n ? n : 1));
     if (!events) {
         b->failed = 1;
         return;
@@ -208,8 +208,8 @@ void brg__svg_memory(const brg_plan *plan, brg__sb *b) {
 void brg__svg_placement(const brg_plan *plan, brg__sb *b) {
     const brg__config *c = &plan->config;
     int N = plan->devices_total, nodes = plan->nodes > 0 ? plan->nodes : 1;
-    int *rank_of = malloc(sizeof(int) * (size_t)N), *replica_of = malloc(sizeof(int) * (size_t)N);
-    int *count = calloc((size_t)nodes, sizeof(int)), *slot = malloc(sizeof(int) * (size_t)N);
+    int *rank_of = brg__malloc(sizeof(int) * (size_t)N), *replica_of = brg__malloc(sizeof(int) * (size_t)N);
+    int *count = brg__calloc((size_t)nodes, sizeof(int)), *slot = brg__malloc(sizeof(int) * (size_t)N);
     if (!rank_of || !replica_of || !count || !slot) {
         free(rank_of);
         free(replica_of);
@@ -247,7 +247,7 @@ void brg__svg_placement(const brg_plan *plan, brg__sb *b) {
     brg__sb_printf(b, "<text x=\"%.0f\" y=\"20\" font-size=\"14\" font-weight=\"bold\">%d stages x %d replicas over %d "
                       "node%s (colour: stage)</text>\n",
                    left, c->ranks, c->replicas, nodes, nodes > 1 ? "s" : "");
-    double *cx = malloc(sizeof(double) * (size_t)N), *cy = malloc(sizeof(double) * (size_t)N);
+    double *cx = brg__malloc(sizeof(double) * (size_t)N), *cy = brg__malloc(sizeof(double) * (size_t)N);
     for (int node = 0; node < nodes; node++) {
         double x = left + (node % node_cols) * (node_w + gap), y = top + (node / node_cols) * (node_h + gap);
         brg__sb_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" rx=\"4\" fill=\"#fafafa\" "

@@ -94,7 +94,7 @@ static int record(walker *w) {
     w->point_count = kept;
     if (w->point_count == w->point_capacity) {
         int capacity = w->point_capacity ? 2 * w->point_capacity : 8;
-        int *grown = realloc(w->points, sizeof(int) * (size_t)capacity * (size_t)n);
+        int *grown = brg__realloc(w->points, sizeof(int) * (size_t)capacity * (size_t)n);
         if (!grown) return 0;
         w->points = grown;
         w->point_capacity = capacity;
@@ -160,8 +160,8 @@ brg_status brg__memory_walk_build(const brg_schedule *s, int rank, brg__memory_w
     w.chunks = o.chunks;
     w.stages = o.stages * o.chunks;
     w.micro_batches = o.micro_batches;
-    w.state = calloc((size_t)o.chunks * (size_t)o.micro_batches, sizeof *w.state);
-    w.counts = calloc((size_t)4 * (size_t)o.chunks, sizeof *w.counts);
+    w.state = brg__calloc((size_t)o.chunks * (size_t)o.micro_batches, sizeof *w.state);
+    w.counts = brg__calloc((size_t)4 * (size_t)o.chunks, sizeof *w.counts);
     int ok = w.state && w.counts;
     int64_t n = 0;
     const brg_instruction *stream = brg_schedule_stream(s, rank, &n);
@@ -207,7 +207,7 @@ struct brg__schedule_cache {
 };
 
 brg_status brg__schedule_cache_create(brg__schedule_cache **out) {
-    *out = calloc(1, sizeof **out);
+    *out = brg__calloc(1, sizeof **out);
     return *out ? BRG_OK : BRG_ERR_OUT_OF_MEMORY;
 }
 
@@ -238,7 +238,7 @@ brg_status brg__schedule_cache_get(brg__schedule_cache *c, const brg_schedule_op
             return BRG_OK;
         }
     }
-    brg__schedule_entry *e = calloc(1, sizeof *e);
+    brg__schedule_entry *e = brg__calloc(1, sizeof *e);
     if (!e) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     e->kind = o->kind;
     e->stages = o->stages;
@@ -249,8 +249,8 @@ brg_status brg__schedule_cache_get(brg__schedule_cache *c, const brg_schedule_op
     so.data_parallel = dp;
     brg_status s = brg_schedule_create(&so, &e->schedule, err);
     if (s == BRG_OK) s = brg_schedule_get_view(e->schedule, &e->view);
-    e->walks = s == BRG_OK ? calloc((size_t)o->stages, sizeof *e->walks) : NULL;
-    e->peak_in_flight = s == BRG_OK ? calloc((size_t)o->stages, sizeof *e->peak_in_flight) : NULL;
+    e->walks = s == BRG_OK ? brg__calloc((size_t)o->stages, sizeof *e->walks) : NULL;
+    e->peak_in_flight = s == BRG_OK ? brg__calloc((size_t)o->stages, sizeof *e->peak_in_flight) : NULL;
     if (s == BRG_OK && (!e->walks || !e->peak_in_flight)) s = BRG_ERR_OUT_OF_MEMORY;
     for (int r = 0; r < o->stages && s == BRG_OK; r++) {
         e->instructions += e->view.lengths[r];
@@ -261,7 +261,7 @@ brg_status brg__schedule_cache_get(brg__schedule_cache *c, const brg_schedule_op
     }
     if (s == BRG_OK && c->count == c->capacity) {
         int capacity = c->capacity ? 2 * c->capacity : 16;
-        brg__schedule_entry **grown = realloc(c->entries, sizeof *grown * (size_t)capacity);
+        brg__schedule_entry **grown = brg__realloc(c->entries, sizeof *grown * (size_t)capacity);
         if (!grown) s = BRG_ERR_OUT_OF_MEMORY;
         else {
             c->entries = grown;

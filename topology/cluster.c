@@ -294,7 +294,7 @@ static brg_status check_sizes(const cluster_ctx *c, const brg__json_path *groups
 
 static brg_status assemble(const cluster_ctx *c, group *groups, int count, long long nodes, double latency,
                            brg_topology **out) {
-    brg_topology **parts = malloc((size_t)nodes * sizeof *parts);
+    brg_topology **parts = brg__malloc((size_t)nodes * sizeof *parts);
     if (!parts) return brg__error_set(c->err, BRG_ERR_OUT_OF_MEMORY, "%s: out of memory", c->file);
     int n = 0;
     for (int i = 0; i < count; i++)
@@ -319,7 +319,7 @@ static brg_status parse_groups(const cluster_ctx *c, json_t *root, double latenc
         return fail(c, BRG_ERR_PARSE, &groups_path, NULL, "must be an array of at least one node group, not %s",
                     json_is_array(array) ? "an empty one" : json_kind(array));
     int count = (int)json_array_size(array);
-    group *groups = calloc((size_t)count, sizeof *groups);
+    group *groups = brg__calloc((size_t)count, sizeof *groups);
     if (!groups) return brg__error_set(c->err, BRG_ERR_OUT_OF_MEMORY, "%s: out of memory", c->file);
     brg_status s = BRG_OK;
     for (int i = 0; s == BRG_OK && i < count; i++) {

@@ -132,7 +132,7 @@ brg_status brg__hwloc_find_gpus(hwloc_topology_t hw, const char *source, brg__gp
                                  brg_error *err) {
     int capacity = 0, n = 0;
     for (hwloc_obj_t o = hwloc_get_next_osdev(hw, NULL); o; o = hwloc_get_next_osdev(hw, o)) capacity++;
-    gpu_candidate *c = calloc((size_t)(capacity ? capacity : 1), sizeof *c);
+    gpu_candidate *c = brg__calloc((size_t)(capacity ? capacity : 1), sizeof *c);
     if (!c) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory");
     for (hwloc_obj_t o = hwloc_get_next_osdev(hw, NULL); o; o = hwloc_get_next_osdev(hw, o)) {
         int cuda = osdev_index(o->name ? o->name : "", "cuda"), nvml = osdev_index(o->name ? o->name : "", "nvml");
@@ -156,7 +156,7 @@ brg_status brg__hwloc_find_gpus(hwloc_topology_t hw, const char *source, brg__gp
         }
     }
     qsort(c, (size_t)n, sizeof *c, candidate_order);
-    brg__gpu_found *gpus = n ? calloc((size_t)n, sizeof *gpus) : NULL;
+    brg__gpu_found *gpus = n ? brg__calloc((size_t)n, sizeof *gpus) : NULL;
     if (n && !gpus) {
         free(c);
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory");
@@ -212,8 +212,8 @@ static void nvlink_fill(const brg__hwloc_request *req, hwloc_topology_t hw, stru
 
 static brg_status nvlink_read(const brg__hwloc_request *req, nvlink_matrix *m, brg_error *err) {
     int n = req->gpu_count;
-    m->peer = calloc((size_t)(n ? n * n : 1), sizeof *m->peer);
-    m->host = calloc((size_t)(n ? n : 1), sizeof *m->host);
+    m->peer = brg__calloc((size_t)(n ? n * n : 1), sizeof *m->peer);
+    m->host = brg__calloc((size_t)(n ? n : 1), sizeof *m->host);
     m->switched = 0;
     if (!m->peer || !m->host) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory");
     struct hwloc_distances_s *d[1] = {NULL};
@@ -438,7 +438,7 @@ static void nic_take_osdev(brg__nic *nic, hwloc_obj_t o, int live) {
 static brg_status collect_nics(const brg__hwloc_request *req, brg_topology *t, hwloc_obj_t **pcis, brg_error *err) {
     int capacity = 0;
     for (hwloc_obj_t o = hwloc_get_next_osdev(req->hw, NULL); o; o = hwloc_get_next_osdev(req->hw, o)) capacity++;
-    *pcis = calloc((size_t)(capacity ? capacity : 1), sizeof **pcis);
+    *pcis = brg__calloc((size_t)(capacity ? capacity : 1), sizeof **pcis);
     if (!*pcis) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory");
     for (hwloc_obj_t o = hwloc_get_next_osdev(req->hw, NULL); o; o = hwloc_get_next_osdev(req->hw, o)) {
         if (!is_nic_osdev(o)) continue;

@@ -77,8 +77,8 @@ static brg_status cuda_gpus(hwloc_topology_t hw, brg__hwloc_request *req, brg__p
         (void)cudaGetLastError(); /* no driver or no GPU: CPU devices */
         return BRG_OK;
     }
-    brg__gpu_found *gpus = calloc((size_t)n, sizeof *gpus);
-    brg__peer_hint *peer = calloc((size_t)n * (size_t)n, sizeof *peer);
+    brg__gpu_found *gpus = brg__calloc((size_t)n, sizeof *gpus);
+    brg__peer_hint *peer = brg__calloc((size_t)n * (size_t)n, sizeof *peer);
     if (!gpus || !peer) {
         free(gpus);
         free(peer);

@@ -44,8 +44,8 @@ static double probe_copy(char *src, char *dst) {
 
 brg_status brg__cpu_probe(double *flops_per_core, double *copy_bandwidth_per_core, brg_error *err) {
     size_t elems = (size_t)PROBE_N * PROBE_N;
-    float *a = malloc(3 * elems * sizeof *a);
-    char *src = malloc(PROBE_COPY_BYTES), *dst = malloc(PROBE_COPY_BYTES);
+    float *a = brg__malloc(3 * elems * sizeof *a);
+    char *src = brg__malloc(PROBE_COPY_BYTES), *dst = brg__malloc(PROBE_COPY_BYTES);
     if (!a || !src || !dst) {
         free(a);
         free(src);

@@ -36,10 +36,10 @@ static size_t slot_of(const link_classes *lc, const brg_link *l) {
 /* Doubles the class table and rebuilds the slots; most topologies have a handful of classes. */
 static int classes_grow(link_classes *lc) {
     int capacity = 2 * lc->capacity;
-    brg_link *classes = realloc(lc->classes, (size_t)capacity * sizeof *classes);
+    brg_link *classes = brg__realloc(lc->classes, (size_t)capacity * sizeof *classes);
     if (!classes) return 0;
     lc->classes = classes;
-    int *slots = calloc(2 * (size_t)capacity, sizeof *slots);
+    int *slots = brg__calloc(2 * (size_t)capacity, sizeof *slots);
     if (!slots) return 0;
     free(lc->slots);
     lc->slots = slots;
@@ -72,9 +72,9 @@ static brg_status classes_build(const brg_topology *t, link_classes *lc) {
     lc->count = 0;
     lc->capacity = 16;
     lc->slot_count = 32; /* a power of two, twice the capacity */
-    lc->classes = malloc((size_t)lc->capacity * sizeof *lc->classes);
-    lc->slots = calloc(lc->slot_count, sizeof *lc->slots);
-    lc->of = malloc((links ? links : 1) * sizeof *lc->of);
+    lc->classes = brg__malloc((size_t)lc->capacity * sizeof *lc->classes);
+    lc->slots = brg__calloc(lc->slot_count, sizeof *lc->slots);
+    lc->of = brg__malloc((links ? links : 1) * sizeof *lc->of);
     int ok = lc->classes && lc->slots && lc->of;
     for (size_t k = 0; ok && k < links; k++) ok = (lc->of[k] = class_of(lc, &t->links[k])) >= 0;
     if (!ok) {
@@ -147,7 +147,7 @@ brg_status brg_topology_to_json(const brg_topology *t, char **out) {
     char *text = root ? json_dumps(root, JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
     /* A copy from malloc, so that free() is right whatever allocator jansson was given. */
-    char *copy = text ? strdup(text) : NULL;
+    char *copy = text ? brg__strdup(text) : NULL;
     free(text);
     if (!copy) return BRG_ERR_OUT_OF_MEMORY;
     *out = copy;

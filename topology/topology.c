@@ -62,15 +62,15 @@ brg_status brg__topology_options_check(const brg_topology_options *opts, brg_top
 
 brg_status brg__topology_alloc(brg_topology **out, int device_count, int node_count,
                                const int *devices_per_node, brg_error *err) {
-    brg_topology *t = calloc(1, sizeof *t);
+    brg_topology *t = brg__calloc(1, sizeof *t);
     if (!t) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory");
     size_t n = (size_t)device_count;
     t->device_count = device_count;
     t->node_count = node_count;
-    t->devices = calloc(n ? n : 1, sizeof *t->devices);
+    t->devices = brg__calloc(n ? n : 1, sizeof *t->devices);
     size_t links = n * n;
-    t->links = calloc(links ? links : 1, sizeof *t->links);
-    t->nodes = calloc((size_t)(node_count ? node_count : 1), sizeof *t->nodes);
+    t->links = brg__calloc(links ? links : 1, sizeof *t->links);
+    t->nodes = brg__calloc((size_t)(node_count ? node_count : 1), sizeof *t->nodes);
     if (!t->devices || !t->links || !t->nodes) {
         brg_topology_destroy(t);
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory for %d devices",
@@ -113,7 +113,7 @@ brg_status brg__topology_push_nic(brg_topology *t, const brg__nic *nic, int *ind
     if (t->nic_count == t->nic_capacity) {
         /* Bounded by BRG_TOPOLOGY_MAX_NODES * BRG_TOPOLOGY_MAX_NICS_PER_NODE, far from INT_MAX / 2. */
         int capacity = t->nic_capacity ? 2 * t->nic_capacity : 8;
-        brg__nic *grown = realloc(t->nics, (size_t)capacity * sizeof *grown);
+        brg__nic *grown = brg__realloc(t->nics, (size_t)capacity * sizeof *grown);
         if (!grown) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory for NICs");
         t->nics = grown;
         t->nic_capacity = capacity;
@@ -234,7 +234,7 @@ brg_status brg__topology_join(brg_topology **out, brg_topology *const *parts, in
     BRG__CHECK(join_count(parts, count, &devices, &nodes, &nics, err));
     brg_topology *t;
     BRG__CHECK(brg__topology_alloc(&t, devices, nodes, NULL, err));
-    t->nics = malloc((size_t)(nics ? nics : 1) * sizeof *t->nics);
+    t->nics = brg__malloc((size_t)(nics ? nics : 1) * sizeof *t->nics);
     if (!t->nics) {
         brg_topology_destroy(t);
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory for NICs");
@@ -291,7 +291,7 @@ brg_status brg_topology_create_custom(brg_topology **out, int node_count, int de
     if (!cpu && !(preset = brg_device_preset_find(device_preset)))
         return brg__error_set(err, BRG_ERR_NAME, "brg_topology_create_custom: unknown device preset '%s'",
                               device_preset);
-    int *per_node = malloc((size_t)node_count * sizeof *per_node);
+    int *per_node = brg__malloc((size_t)node_count * sizeof *per_node);
     if (!per_node) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "topology: out of memory");
     for (int n = 0; n < node_count; n++) per_node[n] = devices_per_node;
     brg_topology *t;

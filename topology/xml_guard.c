@@ -377,7 +377,7 @@ static brg_status canonical_document(const char *text, size_t size, const char *
         xmlChar *dump = NULL;
         int n = 0;
         xmlDocDumpMemoryEnc(doc, &dump, &n, "UTF-8");
-        char *copy = dump && n > 0 ? malloc((size_t)n + 1) : NULL;
+        char *copy = dump && n > 0 ? brg__malloc((size_t)n + 1) : NULL;
         if (!copy) s = brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "%s%s: out of memory", where, path);
         else {
             memcpy(copy, dump, (size_t)n);

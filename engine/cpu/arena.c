@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/types.h>
 
+#include "alloc.h"
 #include "cpu/cpu.h"
 
 struct brg__arena {
@@ -46,7 +47,7 @@ brg_status brg__arena_create(brg__arena **out, char *msg) {
     if (!out) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT, "arena: out is NULL");
     *out = NULL;
     /* The handle comes from the library's ordinary allocator: only tensor memory lives in the arena. */
-    brg__arena *a = calloc(1, sizeof *a);
+    brg__arena *a = brg__calloc(1, sizeof *a);
     if (!a) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "arena: out of memory");
     size_t size = sizeof a->index;
     int rc = mallctl("arenas.create", &a->index, &size, NULL, 0);
@@ -78,6 +79,7 @@ void *brg__arena_alloc(brg__arena *a, size_t bytes) {
      * its pages back to the kernel (madvise), so every reuse would fault each 4 KiB page in again and
      * have the kernel clear it (about 600k faults per gpt2-small step); clearing the memory here, on
      * the calling thread's kernel threads, is several times cheaper. */
+    if (brg__alloc_injected_failure(__builtin_return_address(0))) return NULL;
     void *p = mallocx(bytes ? bytes : 1, a->flags | MALLOCX_ALIGN(64));
     if (!p) return NULL;
     brg__cpu_zero(p, bytes);

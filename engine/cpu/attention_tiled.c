@@ -39,8 +39,8 @@ brg_status brg__attention_tiled_forward(const float *qkv, float *out, float *lse
     BRG__CHECK(dims_check(B, T, C, NH, block_q, block_k, &d));
     if (!qkv || !out || !lse) return BRG_ERR_INVALID_ARGUMENT;
     const float scale = 1.0f / sqrtf((float)d.hs);
-    float *m = malloc((size_t)block_q * sizeof *m), *l = malloc((size_t)block_q * sizeof *l);
-    float *o = malloc((size_t)(block_q * d.hs) * sizeof *o), *s = malloc((size_t)(block_q * block_k) * sizeof *s);
+    float *m = brg__malloc((size_t)block_q * sizeof *m), *l = brg__malloc((size_t)block_q * sizeof *l);
+    float *o = brg__malloc((size_t)(block_q * d.hs) * sizeof *o), *s = brg__malloc((size_t)(block_q * block_k) * sizeof *s);
     if (!m || !l || !o || !s) {
         free(m), free(l), free(o), free(s);
         return BRG_ERR_OUT_OF_MEMORY;
@@ -104,7 +104,7 @@ brg_status brg__attention_tiled_backward(const float *qkv, const float *out, con
     BRG__CHECK(dims_check(B, T, C, NH, block_q, block_k, &d));
     if (!qkv || !out || !dout || !lse || !dqkv) return BRG_ERR_INVALID_ARGUMENT;
     const float scale = 1.0f / sqrtf((float)d.hs);
-    float *D = malloc((size_t)T * sizeof *D);
+    float *D = brg__malloc((size_t)T * sizeof *D);
     if (!D) return BRG_ERR_OUT_OF_MEMORY;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < NH; h++) {

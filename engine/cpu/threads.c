@@ -150,7 +150,7 @@ static void pool_destroy(pool *p) {
 
 /* A pool of up to `helpers` threads; NULL when not even one could be had. */
 static pool *pool_create(int helpers) {
-    pool *p = calloc(1, sizeof *p + (size_t)helpers * sizeof(helper));
+    pool *p = brg__calloc(1, sizeof *p + (size_t)helpers * sizeof(helper));
     if (!p) return NULL;
     if (pthread_mutex_init(&p->lock, NULL) != 0) {
         free(p);
@@ -231,7 +231,7 @@ static int grow_scratch(pool *p, int n, int64_t floats) {
     for (int i = 0; i < n; i++) {
         helper *h = &p->helper[i];
         if (h->scratch_floats >= floats) continue;
-        float *s = malloc((size_t)floats * sizeof(float));
+        float *s = brg__malloc((size_t)floats * sizeof(float));
         if (!s) return i;
         free(h->scratch);
         h->scratch = s;

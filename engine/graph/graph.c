@@ -107,7 +107,7 @@ static int grow(void **array, int64_t *cap, int64_t need, size_t elem) {
     if (need <= *cap) return 1;
     int64_t next = *cap ? *cap * 2 : 16;
     while (next < need) next *= 2;
-    void *p = realloc(*array, (size_t)next * elem);
+    void *p = brg__realloc(*array, (size_t)next * elem);
     if (!p) return 0;
     *array = p;
     *cap = next;
@@ -154,7 +154,7 @@ static brg_tensor *new_tensor(brg_graph *g, const char *name, brg_tensor_kind ki
              " per sample" : "");
         return NULL;
     }
-    brg_tensor *t = calloc(1, sizeof *t);
+    brg_tensor *t = brg__calloc(1, sizeof *t);
     if (!t) {
         fail(g, BRG_ERR_OUT_OF_MEMORY, "out of memory adding tensor '%s'", name);
         return NULL;
@@ -178,7 +178,7 @@ static brg_tensor *new_tensor(brg_graph *g, const char *name, brg_tensor_kind ki
 brg_status brg_graph_create(brg_graph **out) {
     if (!out) return BRG_ERR_INVALID_ARGUMENT;
     *out = NULL;
-    brg_graph *g = calloc(1, sizeof *g);
+    brg_graph *g = brg__calloc(1, sizeof *g);
     if (!g) return BRG_ERR_OUT_OF_MEMORY;
     g->layer_open = -1;
     g->loss_op = -1;

@@ -134,7 +134,7 @@ static brg_status write_shards(brg_trainer *t, const brg_graph *g, const brg_che
                                char *msg) {
     int rank = brg__trainer_process_rank(t), ranks = brg__trainer_process_count(t);
     brg__st_writer *model = NULL, *optim = NULL;
-    float **buffers = calloc((size_t)(3 * g->n_params + 1), sizeof *buffers);
+    float **buffers = brg__calloc((size_t)(3 * g->n_params + 1), sizeof *buffers);
     brg_status s = buffers ? brg__st_writer_create(&model, msg) : BRG_ERR_OUT_OF_MEMORY;
     if (s == BRG_OK) s = brg__st_writer_create(&optim, msg);
     if (s == BRG_OK) s = brg__st_writer_metadata(model, "format", "pt", msg);
@@ -142,8 +142,8 @@ static brg_status write_shards(brg_trainer *t, const brg_graph *g, const brg_che
         if (!brg__trainer_owns_param(t, p)) continue;
         const brg_tensor *x = g->params[p];
         int64_t n = brg__tensor_numel(x, 1), shape[BRG_MAX_DIMS];
-        float *value = malloc((size_t)n * sizeof(float)), *m = malloc((size_t)n * sizeof(float)),
-              *v = malloc((size_t)n * sizeof(float));
+        float *value = brg__malloc((size_t)n * sizeof(float)), *m = brg__malloc((size_t)n * sizeof(float)),
+              *v = brg__malloc((size_t)n * sizeof(float));
         buffers[3 * p] = value;
         buffers[3 * p + 1] = m;
         buffers[3 * p + 2] = v;
@@ -154,7 +154,7 @@ static brg_status write_shards(brg_trainer *t, const brg_graph *g, const brg_che
         s = brg__trainer_read_param_state(t, p, value, m, v);
         int ndim = stored_shape(x, o, shape);
         if (s == BRG_OK && is_conv1d(o, x->name)) {
-            float *stored = malloc((size_t)n * sizeof(float));
+            float *stored = brg__malloc((size_t)n * sizeof(float));
             if (!stored) {
                 s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
                 break;
@@ -273,11 +273,11 @@ static void prune(const char *root, int keep) {
     for (struct dirent *e; (e = readdir(d));) {
         if (!is_step_name(e->d_name)) continue;
         if (n == cap) {
-            char **grown = realloc(names, (size_t)(cap = cap ? 2 * cap : 16) * sizeof *names);
+            char **grown = brg__realloc(names, (size_t)(cap = cap ? 2 * cap : 16) * sizeof *names);
             if (!grown) break;
             names = grown;
         }
-        if (!(names[n] = strdup(e->d_name))) break;
+        if (!(names[n] = brg__strdup(e->d_name))) break;
         n++;
     }
     closedir(d);
@@ -393,9 +393,9 @@ static brg_status open_shard(open_files *of, const char *dir, const char *name, 
                                 dir, name);
     if (of->n == of->cap) {
         int cap = of->cap ? 2 * of->cap : 8;
-        char **names = realloc(of->names, (size_t)cap * sizeof *names);
+        char **names = brg__realloc(of->names, (size_t)cap * sizeof *names);
         if (names) of->names = names;
-        brg__st_file **files = realloc(of->files, (size_t)cap * sizeof *files);
+        brg__st_file **files = brg__realloc(of->files, (size_t)cap * sizeof *files);
         if (files) of->files = files;
         if (!names || !files) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         of->cap = cap;
@@ -407,7 +407,7 @@ static brg_status open_shard(open_files *of, const char *dir, const char *name, 
                                 "%s/model.safetensors.index.json names '%s', which is missing", dir, name);
     brg__st_file *f = NULL;
     BRG__CHECK(brg__st_open(path, &f, msg));
-    of->names[of->n] = strdup(name);
+    of->names[of->n] = brg__strdup(name);
     of->files[of->n] = f;
     if (!of->names[of->n]) {
         brg__st_close(f);
@@ -463,8 +463,8 @@ static brg_status load_params(brg_trainer *t, const brg_graph *g, const brg_chec
         }
         int64_t n = brg__tensor_numel(x, 1), shape[BRG_MAX_DIMS];
         int ndim = stored_shape(x, o, shape);
-        float *value = malloc((size_t)n * sizeof(float)), *m = malloc((size_t)n * sizeof(float)),
-              *v = malloc((size_t)n * sizeof(float)), *tmp = is_conv1d(o, x->name) ? malloc((size_t)n * sizeof(float)) : NULL;
+        float *value = brg__malloc((size_t)n * sizeof(float)), *m = brg__malloc((size_t)n * sizeof(float)),
+              *v = brg__malloc((size_t)n * sizeof(float)), *tmp = is_conv1d(o, x->name) ? brg__malloc((size_t)n * sizeof(float)) : NULL;
         brg__st_file *model = NULL, *optim = NULL;
         if (!value || !m || !v || (is_conv1d(o, x->name) && !tmp))
             s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory loading '%s'", x->name);
@@ -659,8 +659,8 @@ brg_status brg_checkpoint_import_hf(brg_trainer *t, const char *path, const brg_
         if (is_wpe && st->ndim == 2 && st->shape[1] == shape[1] && st->shape[0] > shape[0]) shape[0] = st->shape[0];
         int64_t stored = 1;
         for (int d = 0; d < ndim; d++) stored *= shape[d];
-        float *buf = malloc((size_t)stored * sizeof(float)), *value = malloc((size_t)n * sizeof(float)),
-              *zeros = calloc((size_t)n, sizeof(float));
+        float *buf = brg__malloc((size_t)stored * sizeof(float)), *value = brg__malloc((size_t)n * sizeof(float)),
+              *zeros = brg__calloc((size_t)n, sizeof(float));
         if (!buf || !value || !zeros)
             s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory loading '%s'", x->name);
         char where[PATH_MAX_LEN];

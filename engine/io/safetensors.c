@@ -80,16 +80,16 @@ void brg__st_close(brg__st_file *f) { close_file(f); }
 static brg_status parse_metadata(brg__st_file *f, json_t *meta, char *msg) {
     if (!json_is_object(meta)) return ST_MSG(BRG_ERR_PARSE, "%s: __metadata__ is not an object", f->name);
     size_t n = json_object_size(meta);
-    f->meta_keys = calloc(n ? n : 1, sizeof *f->meta_keys);
-    f->meta_values = calloc(n ? n : 1, sizeof *f->meta_values);
+    f->meta_keys = brg__calloc(n ? n : 1, sizeof *f->meta_keys);
+    f->meta_values = brg__calloc(n ? n : 1, sizeof *f->meta_values);
     if (!f->meta_keys || !f->meta_values) return ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
     const char *key;
     json_t *value;
     json_object_foreach(meta, key, value) {
         if (!json_is_string(value))
             return ST_MSG(BRG_ERR_PARSE, "%s: __metadata__ '%s' is not a string", f->name, key);
-        f->meta_keys[f->n_meta] = strdup(key);
-        f->meta_values[f->n_meta] = strdup(json_string_value(value));
+        f->meta_keys[f->n_meta] = brg__strdup(key);
+        f->meta_values[f->n_meta] = brg__strdup(json_string_value(value));
         if (!f->meta_keys[f->n_meta] || !f->meta_values[f->n_meta]) {
             f->n_meta++;
             return ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -170,7 +170,7 @@ static brg_status parse_header(brg__st_file *f, const char *text, size_t len, ch
     brg_status s = BRG_OK;
     if (!json_is_object(root)) s = ST_MSG(BRG_ERR_PARSE, "%s: the header is not a JSON object", f->name);
     size_t n = s == BRG_OK ? json_object_size(root) : 0;
-    f->tensors = calloc(n ? n : 1, sizeof *f->tensors);
+    f->tensors = brg__calloc(n ? n : 1, sizeof *f->tensors);
     if (s == BRG_OK && !f->tensors) s = ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
     const char *key;
     json_t *value;
@@ -180,7 +180,7 @@ static brg_status parse_header(brg__st_file *f, const char *text, size_t len, ch
         } else {
             brg__st_tensor *t = &f->tensors[f->n];
             s = parse_tensor(f, key, value, t, msg);
-            if (s == BRG_OK && !(t->name = strdup(key))) s = ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
+            if (s == BRG_OK && !(t->name = brg__strdup(key))) s = ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
             if (s == BRG_OK) f->n++;
         }
         if (s != BRG_OK) break;
@@ -188,7 +188,7 @@ static brg_status parse_header(brg__st_file *f, const char *text, size_t len, ch
     json_decref(root);
     if (s != BRG_OK) return s;
     /* The data area: covered exactly, no overlaps, no holes. */
-    brg__st_tensor **order = malloc((size_t)(f->n ? f->n : 1) * sizeof *order);
+    brg__st_tensor **order = brg__malloc((size_t)(f->n ? f->n : 1) * sizeof *order);
     if (!order) return ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
     for (int64_t i = 0; i < f->n; i++) order[i] = &f->tensors[i];
     qsort(order, (size_t)f->n, sizeof *order, by_begin);
@@ -219,8 +219,8 @@ static uint64_t le64(const unsigned char *b) {
 }
 
 static brg_status new_file(const char *name, brg__st_file **out, char *msg) {
-    brg__st_file *f = calloc(1, sizeof *f);
-    if (!f || !(f->name = strdup(name))) {
+    brg__st_file *f = brg__calloc(1, sizeof *f);
+    if (!f || !(f->name = brg__strdup(name))) {
         free(f);
         return ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
     }
@@ -267,7 +267,7 @@ brg_status brg__st_open(const char *path, brg__st_file **out, char *msg) {
     if (s == BRG_OK && pread(f->fd, word, 8, 0) != 8) s = ST_MSG(BRG_ERR_IO, "%s: reading: %s", path, strerror(errno));
     if (s == BRG_OK) n = le64(word);
     if (s == BRG_OK) s = check_length(f, total, n, msg);
-    char *header = s == BRG_OK ? malloc((size_t)n + 1) : NULL;
+    char *header = s == BRG_OK ? brg__malloc((size_t)n + 1) : NULL;
     if (s == BRG_OK && !header) s = ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
     if (s == BRG_OK && pread(f->fd, header, (size_t)n, 8) != (ssize_t)n)
         s = ST_MSG(BRG_ERR_IO, "%s: reading the header: %s", path, errno ? strerror(errno) : "short read");
@@ -436,7 +436,7 @@ struct brg__st_writer {
 
 brg_status brg__st_writer_create(brg__st_writer **out, char *msg) {
     if (!out) return ST_MSG(BRG_ERR_INVALID_ARGUMENT, "brg__st_writer_create: out is NULL");
-    *out = calloc(1, sizeof **out);
+    *out = brg__calloc(1, sizeof **out);
     return *out ? BRG_OK : ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
 }
 
@@ -466,14 +466,14 @@ brg_status brg__st_writer_add(brg__st_writer *w, const char *name, brg__st_dtype
             return ST_MSG(BRG_ERR_NAME, "safetensors writer: tensor '%s' added twice", name);
     if (w->n == w->cap) {
         int64_t cap = w->cap ? 2 * w->cap : 16;
-        pending_tensor *t = realloc(w->tensors, (size_t)cap * sizeof *t);
+        pending_tensor *t = brg__realloc(w->tensors, (size_t)cap * sizeof *t);
         if (!t) return ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
         w->tensors = t;
         w->cap = cap;
     }
     pending_tensor *t = &w->tensors[w->n];
     memset(t, 0, sizeof *t);
-    if (!(t->name = strdup(name))) return ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    if (!(t->name = brg__strdup(name))) return ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
     t->dtype = dtype;
     t->ndim = ndim;
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
@@ -490,15 +490,15 @@ brg_status brg__st_writer_metadata(brg__st_writer *w, const char *key, const cha
         if (strcmp(w->keys[i], key) == 0) return ST_MSG(BRG_ERR_NAME, "safetensors writer: metadata '%s' given twice", key);
     if (w->n_meta == w->cap_meta) {
         int64_t cap = w->cap_meta ? 2 * w->cap_meta : 8;
-        char **k = realloc(w->keys, (size_t)cap * sizeof *k);
+        char **k = brg__realloc(w->keys, (size_t)cap * sizeof *k);
         if (k) w->keys = k;
-        char **v = realloc(w->values, (size_t)cap * sizeof *v);
+        char **v = brg__realloc(w->values, (size_t)cap * sizeof *v);
         if (v) w->values = v;
         if (!k || !v) return ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");
         w->cap_meta = cap;
     }
-    w->keys[w->n_meta] = strdup(key);
-    w->values[w->n_meta] = strdup(value);
+    w->keys[w->n_meta] = brg__strdup(key);
+    w->values[w->n_meta] = brg__strdup(value);
     if (!w->keys[w->n_meta] || !w->values[w->n_meta]) {
         free(w->keys[w->n_meta]);
         free(w->values[w->n_meta]);
@@ -519,7 +519,7 @@ static char *header_text(brg__st_writer *w) {
     if (w->n_meta) {
         json_t *meta = json_object();
         /* sorted keys */
-        int64_t *order = malloc((size_t)w->n_meta * sizeof *order);
+        int64_t *order = brg__malloc((size_t)w->n_meta * sizeof *order);
         for (int64_t i = 0; order && i < w->n_meta; i++) order[i] = i;
         for (int64_t i = 1; order && i < w->n_meta; i++)
             for (int64_t j = i; j > 0 && strcmp(w->keys[order[j - 1]], w->keys[order[j]]) > 0; j--) {
@@ -567,7 +567,7 @@ brg_status brg__st_writer_write(brg__st_writer *w, const char *path, char *msg) 
         free(text);
         return ST_MSG(BRG_ERR_INVALID_ARGUMENT, "%s: the header would take %zu bytes, above the limit", path, padded);
     }
-    char *header = malloc(padded + 8);
+    char *header = brg__malloc(padded + 8);
     if (!header) {
         free(text);
         return ST_MSG(BRG_ERR_OUT_OF_MEMORY, "out of memory");

@@ -71,7 +71,7 @@ static const brg__backend_vtable cpu_vtable = {
 };
 
 brg_status brg__backend_cpu_create(brg__backend **out, char *msg) {
-    cpu_backend *c = calloc(1, sizeof *c);
+    cpu_backend *c = brg__calloc(1, sizeof *c);
     if (!c) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     brg_status s = brg__arena_create(&c->arena, msg);
     if (s != BRG_OK) {

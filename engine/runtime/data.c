@@ -92,7 +92,7 @@ brg_status brg_data_synthetic_create_with_options(brg_data **out, int64_t vocab,
         return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
                               "brg_data_synthetic_create: period %lld is out of range (1 to seq + 1 = %lld)",
                               (long long)options->period, (long long)(seq + 1));
-    brg_data *d = calloc(1, sizeof *d);
+    brg_data *d = brg__calloc(1, sizeof *d);
     if (!d) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "brg_data_synthetic_create: out of memory");
     d->kind = BRG_DATA_SYNTHETIC;
     d->vocab = vocab;
@@ -224,8 +224,8 @@ brg_status brg_data_bin_open(brg_data **out, const char *path, int64_t vocab, in
     if (!path) return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_data_bin_open: path is NULL");
     if (!path[0]) return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_data_bin_open: path is empty");
     BRG__CHECK(check_shape("brg_data_bin_open", vocab, seq, err));
-    brg_data *d = calloc(1, sizeof *d);
-    char *copy = strdup(path);
+    brg_data *d = brg__calloc(1, sizeof *d);
+    char *copy = brg__strdup(path);
     if (!d || !copy) {
         free(d);
         free(copy);
@@ -297,7 +297,7 @@ static brg_status write_shard(int fd, const int32_t *tokens, int64_t n, const ch
 
 /* fsync of the directory holding path, so the rename itself is durable. Best effort. */
 static void sync_parent_dir(const char *path) {
-    char *dir = strdup(path);
+    char *dir = brg__strdup(path);
     if (!dir) return;
     char *slash = strrchr(dir, '/');
     const char *name = ".";
@@ -331,7 +331,7 @@ brg_status brg_data_write_bin(const char *path, const int32_t *tokens, int64_t n
                                   "brg_data_write_bin '%s': token %lld is %d, outside the uint16 range 0 to %d",
                                   path, (long long)i, (int)tokens[i], BRG_DATA_BIN_MAX_VOCAB - 1);
     size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
+    char *tmp = brg__malloc(len + 16);
     if (!tmp) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "brg_data_write_bin '%s': out of memory", path);
     snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(tmp);

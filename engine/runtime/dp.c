@@ -74,7 +74,7 @@ brg_status brg__dp_create(brg__dp **out, brg__stage **stages, int n, const unsig
     if (!out || !stages || n < 1 || !tied || !tp || !be || !members || size < 1 || bucket_bytes < 1)
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT, "data parallelism: bad arguments");
     const brg_graph *g = stages[0]->graph;
-    brg__dp *dp = calloc(1, sizeof *dp);
+    brg__dp *dp = brg__calloc(1, sizeof *dp);
     if (!dp) return oom(msg);
     dp->be = be;
     dp->zero = zero;
@@ -89,9 +89,9 @@ brg_status brg__dp_create(brg__dp **out, brg__stage **stages, int n, const unsig
             }
     int64_t elems = bucket_bytes / (int64_t)sizeof(float);
     if (elems < 1) elems = 1;
-    dp->pieces = calloc((size_t)cap + 1, sizeof *dp->pieces);
-    dp->buckets = calloc((size_t)(total / elems + 3), sizeof *dp->buckets);
-    dp->sum_squares = calloc((size_t)g->n_params + 1, sizeof *dp->sum_squares);
+    dp->pieces = brg__calloc((size_t)cap + 1, sizeof *dp->pieces);
+    dp->buckets = brg__calloc((size_t)(total / elems + 3), sizeof *dp->buckets);
+    dp->sum_squares = brg__calloc((size_t)g->n_params + 1, sizeof *dp->sum_squares);
     if (!dp->pieces || !dp->buckets || !dp->sum_squares) {
         brg__dp_destroy(dp);
         return oom(msg);
@@ -248,7 +248,7 @@ static void add_squares(brg__dp *dp, const piece *pc, const bucket *b, int64_t l
 brg_status brg__dp_norm_partials(brg__dp *dp, char *msg) {
     int64_t np = dp->n_params, n = dp->size;
     size_t bytes = (size_t)(np ? np : 1) * (size_t)n * sizeof(double);
-    double *host = calloc((size_t)(np ? np : 1) * (size_t)n, sizeof *host);
+    double *host = brg__calloc((size_t)(np ? np : 1) * (size_t)n, sizeof *host);
     double *device = dp->be->vt->alloc(dp->be, bytes);
     brg_status s = host && device ? BRG_OK : oom(msg);
     if (s == BRG_OK) for_my_parts(dp, add_squares, host);

@@ -102,8 +102,8 @@ static brg_status wait_list(brg__transport *t, brg__request **reqs, const int *p
 static brg_status fan(brg__transport *t, uint64_t tag, int gather, const void *mine, void *all, void *buf,
                       size_t bytes, const char *what, char *msg) {
     int n = t->rank == 0 ? t->ranks - 1 : 1;
-    brg__request **reqs = calloc((size_t)(n > 0 ? n : 1), sizeof *reqs);
-    int *peers = calloc((size_t)(n > 0 ? n : 1), sizeof *peers);
+    brg__request **reqs = brg__calloc((size_t)(n > 0 ? n : 1), sizeof *reqs);
+    int *peers = brg__calloc((size_t)(n > 0 ? n : 1), sizeof *peers);
     if (!reqs || !peers) {
         free(reqs);
         free(peers);
@@ -149,7 +149,7 @@ brg_status brg__exchange_allgather(brg__transport *t, uint64_t tag, const void *
 brg_status brg__exchange_check_job(brg__transport *t, uint64_t options_hash, uint64_t graph_hash, uint64_t key,
                                    char *msg) {
     uint64_t mine[3] = {options_hash, graph_hash, key};
-    uint64_t *all = t->rank == 0 ? calloc((size_t)t->ranks, sizeof mine) : NULL;
+    uint64_t *all = t->rank == 0 ? brg__calloc((size_t)t->ranks, sizeof mine) : NULL;
     if (t->rank == 0 && !all) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     uint64_t tag = brg__transfer_tag(0xe0, 0, 0, 1);
     brg_status s = brg__exchange_gather(t, tag, mine, all, sizeof mine, msg);

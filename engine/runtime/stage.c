@@ -41,7 +41,7 @@ static void *stage_alloc(brg__stage *s, size_t bytes, int *failed) {
 }
 
 static void *calloc_array(size_t n, size_t size, int *failed) {
-    void *p = calloc(n ? n : 1, size);
+    void *p = brg__calloc(n ? n : 1, size);
     if (!p) *failed = 1;
     return p;
 }
@@ -62,7 +62,7 @@ static void alloc_params(brg__stage *s, uint64_t seed, int *failed) {
             s->param[p] = stage_alloc(s, bytes, failed);
             s->adam_m[p] = stage_alloc(s, bytes, failed);
             s->adam_v[p] = stage_alloc(s, bytes, failed);
-            float *host = malloc(bytes);
+            float *host = brg__malloc(bytes);
             if (!host || *failed) {
                 free(host);
                 *failed = 1;
@@ -144,7 +144,7 @@ static void plan_zeroing(brg__stage *s) {
 brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend *be, int64_t op_begin,
                              int64_t op_end, int64_t batch, int n_slots, brg_recompute recompute, uint64_t seed,
                              float dloss_value, char *msg) {
-    brg__stage *s = calloc(1, sizeof *s);
+    brg__stage *s = brg__calloc(1, sizeof *s);
     if (!s) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     s->graph = g;
     s->be = be;
@@ -185,7 +185,7 @@ brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend 
     if (!failed && g->loss_op >= op_begin && g->loss_op < op_end) {
         const brg_tensor *loss = g->ops[g->loss_op].output;
         int64_t n = brg__tensor_numel(loss, batch);
-        float *host = malloc((size_t)n * sizeof(float));
+        float *host = brg__malloc((size_t)n * sizeof(float));
         s->dloss = stage_alloc(s, (size_t)n * sizeof(float), &failed);
         if (host && !failed) {
             for (int64_t i = 0; i < n; i++) host[i] = dloss_value;
@@ -496,7 +496,7 @@ brg_status brg__stage_loss_sum(brg__stage *s, int slot, double *sum) {
     if (g->loss_op < s->op_begin || g->loss_op >= s->op_end) return BRG_ERR_INVALID_USAGE;
     const brg_tensor *loss = g->ops[g->loss_op].output;
     int64_t n = brg__tensor_numel(loss, s->batch);
-    float *host = malloc((size_t)n * sizeof(float));
+    float *host = brg__malloc((size_t)n * sizeof(float));
     if (!host) return BRG_ERR_OUT_OF_MEMORY;
     s->be->vt->download(s->be, host, s->acts[slot][loss->index], (size_t)n * sizeof(float));
     double total = 0.0;

@@ -212,8 +212,8 @@ static brg_status join_job(brg_trainer *t, const brg_train_options *o, brg_error
 /* MPI hosting: every rank learns whether every other made its stage (a rank that failed says why in its
  * own message) and how much memory each holds. */
 static brg_status agree_created(brg_trainer *t, brg_status mine, brg_error *err) {
-    int64_t me[2] = {(int64_t)mine, 0}, *all = calloc((size_t)t->ranks, sizeof me);
-    t->rank_bytes = calloc((size_t)t->ranks, sizeof *t->rank_bytes);
+    int64_t me[2] = {(int64_t)mine, 0}, *all = brg__calloc((size_t)t->ranks, sizeof me);
+    t->rank_bytes = brg__calloc((size_t)t->ranks, sizeof *t->rank_bytes);
     if (!all || !t->rank_bytes) mine = BRG_ERR_OUT_OF_MEMORY;
     if (mine == BRG_OK) me[1] = t->workers[t->mpi->rank].be->vt->allocated(t->workers[t->mpi->rank].be);
     me[0] = mine;
@@ -262,9 +262,9 @@ static brg_status find_inputs(brg_trainer *t, brg_error *err) {
 brg_status brg__balanced_split(const brg_graph *g, int n, int *first_layers) {
     int L = g->n_layers;
     if (n < 1 || n > L) return BRG_ERR_INVALID_ARGUMENT;
-    double *prefix = calloc((size_t)L + 1, sizeof *prefix);
-    double *best = malloc((size_t)(n + 1) * (size_t)(L + 1) * sizeof *best);
-    int *cut = malloc((size_t)(n + 1) * (size_t)(L + 1) * sizeof *cut);
+    double *prefix = brg__calloc((size_t)L + 1, sizeof *prefix);
+    double *best = brg__malloc((size_t)(n + 1) * (size_t)(L + 1) * sizeof *best);
+    int *cut = brg__malloc((size_t)(n + 1) * (size_t)(L + 1) * sizeof *cut);
     if (!prefix || !best || !cut) {
         free(prefix);
         free(best);
@@ -336,9 +336,9 @@ static brg_status choose_split(brg_trainer *t, int *first, brg_error *err) {
 /* Tied parameters and each parameter's owner stage (the stage of its first consumer). */
 static brg_status find_tied(brg_trainer *t) {
     const brg_graph *g = t->graph;
-    t->param_owner = malloc((size_t)(g->n_params ? g->n_params : 1) * sizeof *t->param_owner);
-    t->tied = calloc((size_t)(g->n_params ? g->n_params : 1), sizeof *t->tied);
-    t->tied_mask = calloc((size_t)(g->n_params ? g->n_params : 1), sizeof *t->tied_mask);
+    t->param_owner = brg__malloc((size_t)(g->n_params ? g->n_params : 1) * sizeof *t->param_owner);
+    t->tied = brg__calloc((size_t)(g->n_params ? g->n_params : 1), sizeof *t->tied);
+    t->tied_mask = brg__calloc((size_t)(g->n_params ? g->n_params : 1), sizeof *t->tied_mask);
     if (!t->param_owner || !t->tied || !t->tied_mask) return BRG_ERR_OUT_OF_MEMORY;
     for (int64_t p = 0; p < g->n_params; p++) {
         const brg_tensor *param = g->params[p];
@@ -357,9 +357,9 @@ static brg_status find_tied(brg_trainer *t) {
         t->tied_mask[p] = 1;
         tied_param *tp = &t->tied[t->n_tied++];
         tp->param = p;
-        tp->consumer_op = malloc((size_t)n * sizeof *tp->consumer_op);
-        tp->consumer_stage = malloc((size_t)n * sizeof *tp->consumer_stage);
-        tp->consumer_input = malloc((size_t)n * sizeof *tp->consumer_input);
+        tp->consumer_op = brg__malloc((size_t)n * sizeof *tp->consumer_op);
+        tp->consumer_stage = brg__malloc((size_t)n * sizeof *tp->consumer_stage);
+        tp->consumer_input = brg__malloc((size_t)n * sizeof *tp->consumer_input);
         if (!tp->consumer_op || !tp->consumer_stage || !tp->consumer_input) return BRG_ERR_OUT_OF_MEMORY;
         for (int s = 0; s < t->n_stages; s++)
             for (int64_t i = t->stages[s].op_begin; i < t->stages[s].op_end; i++)
@@ -386,8 +386,8 @@ static brg_status dp_hook(void *ctx, brg__stage *st, int64_t op) {
 
 /* Each local rank's group of replicas: its pipeline rank in every replica, in replica order. */
 static brg_status create_data_parallel(brg_trainer *t, char *msg) {
-    int *members = calloc((size_t)t->dp, sizeof *members);
-    brg__stage **mine = calloc((size_t)t->n_stages, sizeof *mine);
+    int *members = brg__calloc((size_t)t->dp, sizeof *members);
+    brg__stage **mine = brg__calloc((size_t)t->n_stages, sizeof *mine);
     brg_status s = members && mine ? BRG_OK : brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     for (int r = t->local_begin; r < t->local_end && s == BRG_OK; r++) {
         worker *w = &t->workers[r];
@@ -422,10 +422,10 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         return brg__error_set(err, BRG_ERR_INTERNAL, "the generated schedule failed its check: %s",
                               brg_schedule_last_error(t->schedule));
     t->n_stages = o->stages * o->chunks;
-    int *first = calloc((size_t)t->n_stages + 1, sizeof *first);
-    t->stages = calloc((size_t)t->n_stages * (size_t)t->dp, sizeof *t->stages);
-    t->workers = calloc((size_t)t->ranks, sizeof *t->workers);
-    t->norm_partials = calloc((size_t)t->ranks * (size_t)(g->n_params + 1), sizeof *t->norm_partials);
+    int *first = brg__calloc((size_t)t->n_stages + 1, sizeof *first);
+    t->stages = brg__calloc((size_t)t->n_stages * (size_t)t->dp, sizeof *t->stages);
+    t->workers = brg__calloc((size_t)t->ranks, sizeof *t->workers);
+    t->norm_partials = brg__calloc((size_t)t->ranks * (size_t)(g->n_params + 1), sizeof *t->norm_partials);
     if (!first || !t->stages || !t->workers || !t->norm_partials) {
         free(first);
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -433,7 +433,7 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
     brg_status s = choose_split(t, first, err);
     first[t->n_stages] = g->n_layers;
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
-    int *devices = calloc((size_t)t->ranks, sizeof *devices);
+    int *devices = brg__calloc((size_t)t->ranks, sizeof *devices);
     for (int r = 0; devices && r < t->ranks; r++) devices[r] = r;
     if (!devices && s == BRG_OK) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     if (s == BRG_OK && t->mpi && o->backend == BRG_BACKEND_CUDA) {
@@ -459,8 +459,8 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         w->vs = &t->stages[(size_t)w->replica * (size_t)t->n_stages];
         if (!is_local(t, r)) continue; /* another process runs it */
         w->tp = t->nccl ? brg__nccl_endpoint(t->nccl, r) : t->mpi ? t->mpi : brg__inproc_endpoint(t->fabric, r);
-        w->host_tokens = malloc(bt * sizeof(int32_t));
-        w->host_targets = malloc(bt * sizeof(int32_t));
+        w->host_tokens = brg__malloc(bt * sizeof(int32_t));
+        w->host_targets = brg__malloc(bt * sizeof(int32_t));
         if (!w->host_tokens || !w->host_targets) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         if (s == BRG_OK && o->backend == BRG_BACKEND_CUDA)
             s = brg__backend_cuda_create(&w->be, t->mpi ? t->local_rank : r, o->precision == BRG_PRECISION_BF16, msg);
@@ -485,12 +485,12 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         brg_recompute policy = o->stage_recompute ? o->stage_recompute[k] : o->recompute;
         s = brg__stage_create(&v->st, g, t->workers[v->grank].be, v->op_begin, v->op_end, o->micro_batch,
                               (int)o->micro_batches, policy, o->seed, dloss, msg);
-        v->mb = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->mb) : NULL;
-        v->loss_sums = s == BRG_OK ? calloc((size_t)o->micro_batches, sizeof *v->loss_sums) : NULL;
+        v->mb = s == BRG_OK ? brg__calloc((size_t)o->micro_batches, sizeof *v->mb) : NULL;
+        v->loss_sums = s == BRG_OK ? brg__calloc((size_t)o->micro_batches, sizeof *v->loss_sums) : NULL;
         if (s == BRG_OK && (!v->mb || !v->loss_sums)) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         for (int64_t j = 0; j < o->micro_batches && s == BRG_OK; j++) {
-            v->mb[j].act_reqs = calloc((size_t)v->st->n_recv + 1, sizeof *v->mb[j].act_reqs);
-            v->mb[j].grad_reqs = calloc((size_t)v->st->n_send + 1, sizeof *v->mb[j].grad_reqs);
+            v->mb[j].act_reqs = brg__calloc((size_t)v->st->n_recv + 1, sizeof *v->mb[j].act_reqs);
+            v->mb[j].grad_reqs = brg__calloc((size_t)v->st->n_send + 1, sizeof *v->mb[j].grad_reqs);
             if (!v->mb[j].act_reqs || !v->mb[j].grad_reqs)
                 s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         }
@@ -507,8 +507,8 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
 
 /* The rank of every (replica, pipeline rank): the caller's layout, checked, or replica after replica. */
 static brg_status make_layout(brg_trainer *t, const int *given, brg_error *err) {
-    t->layout = malloc((size_t)t->ranks * sizeof *t->layout);
-    unsigned char *seen = calloc((size_t)t->ranks, 1);
+    t->layout = brg__malloc((size_t)t->ranks * sizeof *t->layout);
+    unsigned char *seen = brg__calloc((size_t)t->ranks, 1);
     brg_status s = t->layout && seen ? BRG_OK : brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     for (int k = 0; k < t->ranks && s == BRG_OK; k++) {
         int r = given ? given[k] : k;
@@ -540,7 +540,7 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     char batch_msg[BRG_ERROR_MESSAGE_MAX];
     if (brg__graph_check_batch(g, opts->micro_batch, batch_msg, sizeof batch_msg) != BRG_OK)
         return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "training option micro_batch: %s", batch_msg);
-    brg_trainer *t = calloc(1, sizeof *t);
+    brg_trainer *t = brg__calloc(1, sizeof *t);
     if (!t) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     t->graph = g;
     t->opts = *opts;
@@ -647,7 +647,7 @@ static void record(worker *w, brg_instruction_kind kind, brg_trace_track track, 
     if (!w->trainer->opts.record_trace) return;
     if (w->n_events == w->cap_events) {
         int64_t cap = w->cap_events ? 2 * w->cap_events : 256;
-        brg_trace_event *e = realloc(w->events, (size_t)cap * sizeof *e);
+        brg_trace_event *e = brg__realloc(w->events, (size_t)cap * sizeof *e);
         if (!e) return; /* the trace is best effort; the step goes on */
         w->events = e;
         w->cap_events = cap;
@@ -892,8 +892,8 @@ static brg_status reduce_tied(worker *w) {
     if (t->n_tied <= 0) return BRG_OK;
     size_t capacity = 0;
     for (int i = 0; i < t->n_tied; i++) capacity += (size_t)t->tied[i].n_consumers * (size_t)t->pp;
-    pending *list = calloc(capacity, sizeof *list);
-    float ***parts = calloc((size_t)t->n_tied, sizeof *parts);
+    pending *list = brg__calloc(capacity, sizeof *list);
+    float ***parts = brg__calloc((size_t)t->n_tied, sizeof *parts);
     int n = 0;
     brg_status s = list && parts ? BRG_OK : worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory reducing tied gradients");
     /* Receives: the others' consumers' gradients, into buffers of their own. */
@@ -901,7 +901,7 @@ static brg_status reduce_tied(worker *w) {
         const tied_param *tp = &t->tied[i];
         if (!rank_holds(t, tp, w->prank)) continue;
         size_t bytes = (size_t)brg__tensor_numel(g->params[tp->param], 1) * sizeof(float);
-        parts[i] = calloc((size_t)tp->n_consumers, sizeof **parts);
+        parts[i] = brg__calloc((size_t)tp->n_consumers, sizeof **parts);
         if (!parts[i]) s = worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory reducing tied gradients");
         for (int c = 0; c < tp->n_consumers && s == BRG_OK; c++) {
             int from = peer_of(w, t->stages[tp->consumer_stage[c]].rank);
@@ -979,7 +979,7 @@ static brg_status global_norm(worker *w, double *norm) {
         host[p] = !mine ? 0.0 : zero ? brg__dp_sum_squares(w->dp, p) : brg__stage_grad_sum_squares(w->vs[owner].st, p);
     }
     size_t bytes = (size_t)(np ? np : 1) * sizeof(double);
-    double *all = malloc((size_t)t->pp * bytes);
+    double *all = brg__malloc((size_t)t->pp * bytes);
     void *device = w->be->vt->alloc(w->be, (size_t)t->pp * bytes);
     if (!all || !device) {
         free(all);
@@ -989,7 +989,7 @@ static brg_status global_norm(worker *w, double *norm) {
     unsigned char *slots = device; /* [pipeline rank] */
     w->be->vt->upload(w->be, slots + (size_t)w->prank * bytes, host, bytes);
     /* Every receive posted before any send is waited on (see reduce_tied). */
-    pending *list = calloc((size_t)(2 * t->pp), sizeof *list);
+    pending *list = brg__calloc((size_t)(2 * t->pp), sizeof *list);
     int n = 0;
     brg_status s = list ? BRG_OK : worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory exchanging gradient norms");
     for (int q = 0; q < t->pp && s == BRG_OK; q++) {
@@ -1261,7 +1261,7 @@ brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches,
                             (long long)brg_data_seq(data), (long long)t->seq);
     t->eval_batches = batches;
     free(t->eval_sums);
-    t->eval_sums = calloc((size_t)batches, sizeof *t->eval_sums);
+    t->eval_sums = brg__calloc((size_t)batches, sizeof *t->eval_sums);
     if (!t->eval_sums) return trainer_fail(t, BRG_ERR_OUT_OF_MEMORY, "evaluation: out of memory");
     for (int r = t->local_begin; r < t->local_end; r++) {
         worker *w = &t->workers[r];
@@ -1273,7 +1273,7 @@ brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches,
     const worker *bad = failed_worker(t);
     if (bad) return trainer_fail(t, bad->status, "evaluation: %s", bad->msg);
     if (t->mpi) { /* each batch's sum from the last stage that ran it, to every rank */
-        double *all = calloc((size_t)t->ranks * (size_t)batches, sizeof *all);
+        double *all = brg__calloc((size_t)t->ranks * (size_t)batches, sizeof *all);
         char msg[BRG_ERROR_MESSAGE_MAX] = "";
         brg_status s = all ? brg__exchange_allgather(t->mpi, brg__transfer_tag(TAG_EVAL, 0xffff, 0, 0), t->eval_sums, all,
                                                      (size_t)batches * sizeof *all, msg)
@@ -1367,7 +1367,7 @@ typedef struct rank_summary {
 
 /* MPI hosting: every rank's figures of the step, and the loss, to every rank. */
 static brg_status share_summaries(brg_trainer *t, double local_loss, double *loss_sum) {
-    rank_summary mine = {t->workers[t->mpi->rank].stats, local_loss, 0}, *all = calloc((size_t)t->ranks, sizeof mine);
+    rank_summary mine = {t->workers[t->mpi->rank].stats, local_loss, 0}, *all = brg__calloc((size_t)t->ranks, sizeof mine);
     if (!all) return trainer_fail(t, BRG_ERR_OUT_OF_MEMORY, "step %lld: out of memory", (long long)t->steps_done + 1);
     worker *me = &t->workers[t->mpi->rank];
     mine.allocated = me->be->vt->allocated(me->be);
@@ -1471,7 +1471,7 @@ brg_status brg_trainer_split(const brg_trainer *t, int *first_layers, int capaci
 static brg_status gather_events(const brg_trainer *t, brg_trace_event **all, int64_t *total, char *msg) {
     brg__transport *tp = t->mpi;
     const worker *me = &t->workers[tp->rank];
-    int64_t *counts = calloc((size_t)t->ranks, sizeof *counts);
+    int64_t *counts = brg__calloc((size_t)t->ranks, sizeof *counts);
     if (!counts) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     uint64_t tag = brg__transfer_tag(TAG_TRACE, 0, 0, 0);
     brg_status s = brg__exchange_gather(tp, tag, &me->n_events, counts, sizeof *counts, msg);
@@ -1482,7 +1482,7 @@ static brg_status gather_events(const brg_trainer *t, brg_trace_event **all, int
     } else if (s == BRG_OK) {
         int64_t n = 0;
         for (int r = 0; r < t->ranks; r++) n += counts[r];
-        *all = malloc((size_t)(n ? n : 1) * sizeof **all);
+        *all = brg__malloc((size_t)(n ? n : 1) * sizeof **all);
         if (!*all) s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         memcpy(*all, me->events, (size_t)me->n_events * sizeof **all);
         *total = me->n_events;
@@ -1515,7 +1515,7 @@ brg_status brg_trainer_write_trace(const brg_trainer *t, const char *path, brg_e
     } else {
         int64_t total = 0;
         for (int r = 0; r < t->ranks; r++) total += t->workers[r].n_events;
-        all = malloc((size_t)(total ? total : 1) * sizeof *all);
+        all = brg__malloc((size_t)(total ? total : 1) * sizeof *all);
         if (!all) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         for (int r = 0; r < t->ranks; r++) {
             memcpy(all + n, t->workers[r].events, (size_t)t->workers[r].n_events * sizeof *all);
@@ -1567,7 +1567,7 @@ static brg_status local_param_hashes(const brg_trainer *t, uint64_t *hashes) {
         h[p] = 0;
         if (!src) continue;
         int64_t n = brg__tensor_numel(g->params[p], 1);
-        float *host = malloc((size_t)n * sizeof(float));
+        float *host = brg__malloc((size_t)n * sizeof(float));
         if (!host) return BRG_ERR_OUT_OF_MEMORY;
         be->vt->download(be, host, src, (size_t)n * sizeof(float));
         h[p] = brg__fnv1a(BRG__FNV_OFFSET, host, (size_t)n * sizeof(float));
@@ -1592,9 +1592,9 @@ brg_status brg_trainer_fingerprint(const brg_trainer *t, uint64_t *out) {
     if (!t || !out) return BRG_ERR_INVALID_ARGUMENT;
     const brg_graph *g = t->graph;
     size_t np = (size_t)(g->n_params ? g->n_params : 1), nd = (size_t)t->dp;
-    brg_tensor **sorted = malloc(np * sizeof *sorted);
-    uint64_t *h = calloc(np * nd, sizeof *h);
-    uint64_t *all = t->mpi && t->mpi->rank == 0 ? calloc(np * nd * (size_t)t->ranks, sizeof *all) : NULL;
+    brg_tensor **sorted = brg__malloc(np * sizeof *sorted);
+    uint64_t *h = brg__calloc(np * nd, sizeof *h);
+    uint64_t *all = t->mpi && t->mpi->rank == 0 ? brg__calloc(np * nd * (size_t)t->ranks, sizeof *all) : NULL;
     brg_status st = sorted && h && (!t->mpi || t->mpi->rank != 0 || all) ? BRG_OK : BRG_ERR_OUT_OF_MEMORY;
     if (st == BRG_OK) st = local_param_hashes(t, h);
     if (t->mpi) { /* collective: every rank takes part, even after a local failure */
@@ -1716,7 +1716,7 @@ brg_status brg__trainer_write_param_state(brg_trainer *t, int64_t p, const float
 
 brg_status brg__trainer_agree(brg_trainer *t, brg_status mine, char *msg) {
     if (!t || !t->mpi) return mine;
-    int32_t me = (int32_t)mine, *all = calloc((size_t)t->ranks, sizeof *all);
+    int32_t me = (int32_t)mine, *all = brg__calloc((size_t)t->ranks, sizeof *all);
     if (!all) return mine != BRG_OK ? mine : brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     char why[BRG_ERROR_MESSAGE_MAX] = "";
     brg_status s = brg__exchange_allgather(t->mpi, brg__transfer_tag(TAG_SUMMARY, 1, 0, 0), &me, all, sizeof me, why);

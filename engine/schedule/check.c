@@ -346,21 +346,21 @@ brg_status brg_schedule_check_streams(const brg_schedule_view *view, brg_schedul
     c.stages = c.place.stages;
     c.m = c.place.micro_batches;
     size_t p = (size_t)view->ranks, S = (size_t)c.stages, pairs = S * (size_t)c.m;
-    c.pc = calloc(p, sizeof *c.pc);
-    c.weights_done = calloc(p, sizeof *c.weights_done);
-    c.step_done = calloc(p, 1);
-    c.allreduce_done = calloc(p, 1);
-    c.next_forward = calloc(S, sizeof(int));
-    c.next_backward = calloc(S, sizeof(int));
-    c.next_weight = calloc(S, sizeof(int));
-    c.loaded = calloc(pairs, 1);
-    c.forwarded = calloc(pairs, 1);
-    c.input_grad_done = calloc(pairs, 1);
-    c.weight_done = calloc(pairs, 1);
-    c.activation_sent = calloc(pairs, 1);
-    c.activation_received = calloc(pairs, 1);
-    c.grad_sent = calloc(pairs, 1);
-    c.grad_received = calloc(pairs, 1);
+    c.pc = brg__calloc(p, sizeof *c.pc);
+    c.weights_done = brg__calloc(p, sizeof *c.weights_done);
+    c.step_done = brg__calloc(p, 1);
+    c.allreduce_done = brg__calloc(p, 1);
+    c.next_forward = brg__calloc(S, sizeof(int));
+    c.next_backward = brg__calloc(S, sizeof(int));
+    c.next_weight = brg__calloc(S, sizeof(int));
+    c.loaded = brg__calloc(pairs, 1);
+    c.forwarded = brg__calloc(pairs, 1);
+    c.input_grad_done = brg__calloc(pairs, 1);
+    c.weight_done = brg__calloc(pairs, 1);
+    c.activation_sent = brg__calloc(pairs, 1);
+    c.activation_received = brg__calloc(pairs, 1);
+    c.grad_sent = brg__calloc(pairs, 1);
+    c.grad_received = brg__calloc(pairs, 1);
     if (!c.pc || !c.weights_done || !c.step_done || !c.allreduce_done || !c.next_forward || !c.next_backward ||
         !c.next_weight || !c.loaded || !c.forwarded || !c.input_grad_done || !c.weight_done || !c.activation_sent ||
         !c.activation_received || !c.grad_sent || !c.grad_received) {

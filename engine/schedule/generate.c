@@ -329,14 +329,14 @@ static brg_status build(brg_schedule *s, brg_error *err) {
     int64_t capacity = 4 * passes_per_rank + 2;
     brg_status status = BRG_OK;
     generator g = {p, v, m, p * v, s, NULL, NULL, NULL};
-    pass_list *lists = calloc((size_t)p, sizeof *lists);
-    g.runs = calloc((size_t)p, sizeof *g.runs);
-    g.activation_ready = calloc((size_t)g.stages * (size_t)m, 1);
-    g.gradient_ready = calloc((size_t)g.stages * (size_t)m, 1);
+    pass_list *lists = brg__calloc((size_t)p, sizeof *lists);
+    g.runs = brg__calloc((size_t)p, sizeof *g.runs);
+    g.activation_ready = brg__calloc((size_t)g.stages * (size_t)m, 1);
+    g.gradient_ready = brg__calloc((size_t)g.stages * (size_t)m, 1);
     if (!lists || !g.runs || !g.activation_ready || !g.gradient_ready) goto out_of_memory;
     for (int r = 0; r < p; r++) {
-        lists[r].items = malloc(sizeof(pass) * (size_t)passes_per_rank);
-        s->streams[r] = malloc(sizeof(brg_instruction) * (size_t)capacity);
+        lists[r].items = brg__malloc(sizeof(pass) * (size_t)passes_per_rank);
+        s->streams[r] = brg__malloc(sizeof(brg_instruction) * (size_t)capacity);
         if (!lists[r].items || !s->streams[r]) goto out_of_memory;
         switch (o->kind) {
         case BRG_SCHEDULE_GPIPE: order_gpipe(&lists[r], r, m); break;
@@ -356,7 +356,7 @@ static brg_status build(brg_schedule *s, brg_error *err) {
     for (int r = 0; r < p; r++) {
         if (o->data_parallel > 1) emit(&g, r, instruction(BRG_INSTRUCTION_ALLREDUCE_GRADS, p, -1, -1, -1, -1));
         emit(&g, r, instruction(BRG_INSTRUCTION_OPTIMIZER_STEP, p, -1, -1, -1, -1));
-        brg_instruction *shrunk = realloc(s->streams[r], sizeof(brg_instruction) * (size_t)s->lengths[r]);
+        brg_instruction *shrunk = brg__realloc(s->streams[r], sizeof(brg_instruction) * (size_t)s->lengths[r]);
         if (shrunk) s->streams[r] = shrunk;
     }
     goto cleanup;
@@ -377,13 +377,13 @@ brg_status brg_schedule_create(const brg_schedule_options *options, brg_schedule
     if (!out) return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_schedule_create: out is NULL");
     *out = NULL;
     BRG__CHECK(brg_schedule_validate(options, err));
-    brg_schedule *s = calloc(1, sizeof *s);
+    brg_schedule *s = brg__calloc(1, sizeof *s);
     if (!s) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory creating a schedule");
     s->options = *options;
     s->ranks = options->stages;
     s->virtual_stages = options->stages * options->chunks;
-    s->streams = calloc((size_t)s->ranks, sizeof *s->streams);
-    s->lengths = calloc((size_t)s->ranks, sizeof *s->lengths);
+    s->streams = brg__calloc((size_t)s->ranks, sizeof *s->streams);
+    s->lengths = brg__calloc((size_t)s->ranks, sizeof *s->lengths);
     if (!s->streams || !s->lengths) {
         brg_schedule_destroy(s);
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory creating a schedule");

@@ -29,9 +29,9 @@ brg_status brg__placement_build(const brg_schedule_view *view, brg__placement *p
     placement->chunks = view->chunks;
     placement->stages = (int)stages;
     placement->micro_batches = view->micro_batches;
-    placement->stage_rank = malloc(sizeof(int) * (size_t)stages);
-    placement->stage_chunk = malloc(sizeof(int) * (size_t)stages);
-    int *held = calloc((size_t)view->ranks, sizeof(int));
+    placement->stage_rank = brg__malloc(sizeof(int) * (size_t)stages);
+    placement->stage_chunk = brg__malloc(sizeof(int) * (size_t)stages);
+    int *held = brg__calloc((size_t)view->ranks, sizeof(int));
     if (!placement->stage_rank || !placement->stage_chunk || !held) {
         free(held);
         brg__placement_free(placement);
@@ -63,8 +63,8 @@ void brg__placement_free(brg__placement *placement) {
 }
 
 brg_status brg__rank_queue_init(brg__rank_queue *q, int ranks) {
-    q->items = malloc(sizeof(int) * (size_t)ranks);
-    q->queued = malloc((size_t)ranks);
+    q->items = brg__malloc(sizeof(int) * (size_t)ranks);
+    q->queued = brg__malloc((size_t)ranks);
     q->ranks = ranks;
     q->head = 0;
     q->count = 0;

@@ -126,7 +126,7 @@ static brg_status malformed(simulator *x, int rank, int64_t index, const char *w
 static transfer_link *link_to(simulator *x, int rank, int peer) {
     for (int i = 0; i < x->link_count[rank]; i++)
         if (x->links[rank][i].peer == peer) return &x->links[rank][i];
-    transfer_link *grown = realloc(x->links[rank], sizeof(transfer_link) * (size_t)(x->link_count[rank] + 1));
+    transfer_link *grown = brg__realloc(x->links[rank], sizeof(transfer_link) * (size_t)(x->link_count[rank] + 1));
     if (!grown) return NULL;
     x->links[rank] = grown;
     grown[x->link_count[rank]] = (transfer_link){peer, 0.0};
@@ -316,29 +316,29 @@ static void simulator_free(simulator *x) {
 }
 
 static double *nan_array(size_t n) {
-    double *a = malloc(sizeof(double) * (n ? n : 1));
+    double *a = brg__malloc(sizeof(double) * (n ? n : 1));
     if (a)
         for (size_t i = 0; i < n; i++) a[i] = NAN;
     return a;
 }
 
 static brg_timeline *timeline_new(const brg_schedule_view *v) {
-    brg_timeline *t = calloc(1, sizeof *t);
+    brg_timeline *t = brg__calloc(1, sizeof *t);
     if (!t) return NULL;
     t->ranks = v->ranks;
     t->chunks = v->chunks;
-    t->lengths = calloc((size_t)v->ranks, sizeof *t->lengths);
-    t->instructions = calloc((size_t)v->ranks, sizeof *t->instructions);
-    t->start = calloc((size_t)v->ranks, sizeof *t->start);
-    t->end = calloc((size_t)v->ranks, sizeof *t->end);
-    t->rank_info = calloc((size_t)v->ranks, sizeof *t->rank_info);
+    t->lengths = brg__calloc((size_t)v->ranks, sizeof *t->lengths);
+    t->instructions = brg__calloc((size_t)v->ranks, sizeof *t->instructions);
+    t->start = brg__calloc((size_t)v->ranks, sizeof *t->start);
+    t->end = brg__calloc((size_t)v->ranks, sizeof *t->end);
+    t->rank_info = brg__calloc((size_t)v->ranks, sizeof *t->rank_info);
     if (!t->lengths || !t->instructions || !t->start || !t->end || !t->rank_info) goto fail;
     for (int r = 0; r < v->ranks; r++) {
         size_t n = (size_t)v->lengths[r];
         t->lengths[r] = v->lengths[r];
-        t->instructions[r] = malloc(sizeof(brg_instruction) * (n ? n : 1));
-        t->start[r] = calloc(n ? n : 1, sizeof(double));
-        t->end[r] = calloc(n ? n : 1, sizeof(double));
+        t->instructions[r] = brg__malloc(sizeof(brg_instruction) * (n ? n : 1));
+        t->start[r] = brg__calloc(n ? n : 1, sizeof(double));
+        t->end[r] = brg__calloc(n ? n : 1, sizeof(double));
         if (!t->instructions[r] || !t->start[r] || !t->end[r]) goto fail;
         if (n) memcpy(t->instructions[r], v->streams[r], sizeof(brg_instruction) * n);
     }
@@ -368,16 +368,16 @@ brg_status brg_schedule_simulate(const brg_schedule_view *view, const brg_schedu
         return status;
     }
     size_t p = (size_t)view->ranks, pairs = (size_t)x.stages * (size_t)x.m;
-    x.pc = calloc(p, sizeof *x.pc);
-    x.clock = calloc(p, sizeof *x.clock);
-    x.links = calloc(p, sizeof *x.links);
-    x.link_count = calloc(p, sizeof *x.link_count);
+    x.pc = brg__calloc(p, sizeof *x.pc);
+    x.clock = brg__calloc(p, sizeof *x.clock);
+    x.links = brg__calloc(p, sizeof *x.links);
+    x.link_count = brg__calloc(p, sizeof *x.link_count);
     x.forward_end = nan_array(pairs);
     x.input_grad_end = nan_array(pairs);
     x.activation_arrival = nan_array(pairs);
     x.grad_arrival = nan_array(pairs);
-    x.activation_posted = calloc(pairs, 1);
-    x.grad_posted = calloc(pairs, 1);
+    x.activation_posted = brg__calloc(pairs, 1);
+    x.grad_posted = brg__calloc(pairs, 1);
     x.t = timeline_new(view);
     if (!x.pc || !x.clock || !x.links || !x.link_count || !x.forward_end || !x.input_grad_end ||
         !x.activation_arrival || !x.grad_arrival || !x.activation_posted || !x.grad_posted || !x.t) {
@@ -477,7 +477,7 @@ brg_status brg_timeline_write_trace(const brg_timeline *t, const char *path, con
     int64_t n = 0;
     if (!t) return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_timeline_write_trace: timeline is NULL");
     BRG__CHECK(brg_timeline_events(t, NULL, &n));
-    brg_trace_event *events = malloc(sizeof *events * (size_t)(n ? n : 1));
+    brg_trace_event *events = brg__malloc(sizeof *events * (size_t)(n ? n : 1));
     if (!events) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory writing a trace");
     brg_status status = brg_timeline_events(t, events, &n);
     if (status == BRG_OK) status = brg_trace_write(path, events, n, label, err);

@@ -44,7 +44,7 @@ static brg_status validate_events(const brg_trace_event *events, int64_t count, 
 /* Process and track names for every rank that has an event. */
 static brg_status write_metadata(FILE *f, const brg_trace_event *events, int64_t count, const char *label,
                                  brg_error *err) {
-    int *ranks = malloc(sizeof(int) * (size_t)(count ? count : 1));
+    int *ranks = brg__malloc(sizeof(int) * (size_t)(count ? count : 1));
     if (!ranks) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory writing a trace");
     for (int64_t i = 0; i < count; i++) ranks[i] = events[i].rank;
     qsort(ranks, (size_t)count, sizeof(int), compare_int);

@@ -62,13 +62,13 @@ brg_status brg__group_create(brg__group **out, brg__transport *t, brg__backend *
     if (index < 0)
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
                                 "group: rank %d is not among its members", t->rank);
-    brg__group *g = calloc(1, sizeof *g);
+    brg__group *g = brg__calloc(1, sizeof *g);
     if (g) {
-        g->members = malloc((size_t)size * sizeof *g->members);
-        g->reqs = calloc((size_t)(2 * size), sizeof *g->reqs);
-        g->req_peer = calloc((size_t)(2 * size), sizeof *g->req_peer);
+        g->members = brg__malloc((size_t)size * sizeof *g->members);
+        g->reqs = brg__calloc((size_t)(2 * size), sizeof *g->reqs);
+        g->req_peer = brg__calloc((size_t)(2 * size), sizeof *g->req_peer);
         g->capacity = 16;
-        g->queue = calloc((size_t)g->capacity, sizeof *g->queue);
+        g->queue = brg__calloc((size_t)g->capacity, sizeof *g->queue);
     }
     if (!g || !g->members || !g->reqs || !g->req_peer || !g->queue) {
         brg__group_destroy(g);
@@ -117,7 +117,7 @@ brg_status brg__group_post(brg__group *g, brg__collective_kind kind, void *buf, 
                                 "group collective: bad arguments (kind %d, %lld elements of %zu bytes, root %d)",
                                 (int)kind, (long long)count, elem_bytes, root);
     if (brg__group_pending(g) == g->capacity - 1) { /* grow the ring, keeping its order */
-        collective *q = calloc((size_t)(2 * g->capacity), sizeof *q);
+        collective *q = brg__calloc((size_t)(2 * g->capacity), sizeof *q);
         if (!q) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         int n = 0;
         for (int i = g->head; i != g->tail; i = (i + 1) % g->capacity) q[n++] = g->queue[i];

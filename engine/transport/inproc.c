@@ -75,7 +75,7 @@ static int wait_changed(brg__inproc_fabric *f, const struct timespec *deadline) 
 }
 
 static brg__request *new_request(int is_recv, int peer, uint64_t tag, void *buf, size_t bytes) {
-    brg__request *r = calloc(1, sizeof *r);
+    brg__request *r = brg__calloc(1, sizeof *r);
     if (!r) return NULL;
     r->is_recv = is_recv;
     r->peer = peer;
@@ -93,8 +93,8 @@ static brg_status inproc_post_send(brg__transport *t, int peer, uint64_t tag, co
                                    brg__request **req) {
     BRG__CHECK(check_peer(t, peer));
     brg__inproc_fabric *f = fabric_of(t);
-    message *m = calloc(1, sizeof *m);
-    unsigned char *data = malloc(bytes ? bytes : 1);
+    message *m = brg__calloc(1, sizeof *m);
+    unsigned char *data = brg__malloc(bytes ? bytes : 1);
     brg__request *r = new_request(0, peer, tag, NULL, bytes);
     if (!m || !data || !r) {
         free(m);
@@ -283,10 +283,10 @@ brg_status brg__inproc_fabric_create(brg__inproc_fabric **out, int ranks, int ca
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INVALID_ARGUMENT,
                                 "in-process transport: %d ranks and capacity %d (ranks >= 1, capacity >= 0)", ranks,
                                 capacity);
-    brg__inproc_fabric *f = calloc(1, sizeof *f);
+    brg__inproc_fabric *f = brg__calloc(1, sizeof *f);
     if (!f) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
-    f->queues = calloc((size_t)ranks * (size_t)ranks, sizeof *f->queues);
-    f->endpoints = calloc((size_t)ranks, sizeof *f->endpoints);
+    f->queues = brg__calloc((size_t)ranks * (size_t)ranks, sizeof *f->queues);
+    f->endpoints = brg__calloc((size_t)ranks, sizeof *f->endpoints);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

@@ -82,7 +82,7 @@ static brg__request *new_request(mpi_endpoint *e, int is_recv, int peer, uint64_
         r = e->spare;
         e->spare = r->next_spare;
     } else {
-        r = malloc(sizeof *r + (size_t)n * sizeof(MPI_Request));
+        r = brg__malloc(sizeof *r + (size_t)n * sizeof(MPI_Request));
         if (!r) return NULL;
     }
     r->next_spare = NULL;
@@ -210,7 +210,7 @@ static brg_status check_received(const mpi_endpoint *e, const brg__request *r, c
 static brg_status mpi_wait(brg__transport *t, brg__request *r, char *msg) {
     if (!r) return BRG_ERR_INVALID_ARGUMENT;
     mpi_endpoint *e = endpoint_of(t);
-    MPI_Status stack[4], *st = r->n <= 4 ? stack : malloc((size_t)r->n * sizeof *st);
+    MPI_Status stack[4], *st = r->n <= 4 ? stack : brg__malloc((size_t)r->n * sizeof *st);
     if (!st) {
         release_request(e, r);
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -348,7 +348,7 @@ brg_status brg__mpi_transport_create(brg__transport **out, const void *comm, dou
                                 "MPI_THREAD_SERIALIZED (%d) or above (MPI_Init_thread)",
                                 level, MPI_THREAD_SERIALIZED);
     MPI_Comm base = comm ? *(const MPI_Comm *)comm : MPI_COMM_WORLD;
-    mpi_endpoint *e = calloc(1, sizeof *e);
+    mpi_endpoint *e = brg__calloc(1, sizeof *e);
     if (!e) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     e->base.vt = &mpi_vtable;
     e->timeout = timeout_seconds;
@@ -369,7 +369,7 @@ brg_status brg__mpi_transport_create(brg__transport **out, const void *comm, dou
     int *ub = NULL, found = 0;
     MPI_Comm_get_attr(e->comm, MPI_TAG_UB, &ub, &found);
     e->tag_ub = found && ub && *ub > 0 ? *ub : 32767;
-    e->notice_sends = malloc((size_t)e->base.ranks * sizeof *e->notice_sends);
+    e->notice_sends = brg__malloc((size_t)e->base.ranks * sizeof *e->notice_sends);
     if (!e->notice_sends) {
         mpi_destroy(&e->base);
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
