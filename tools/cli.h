@@ -18,6 +18,17 @@ int brg_cmd_plan(int argc, char **argv);
 int brg_cmd_profile(int argc, char **argv);
 int brg_cmd_bench(int argc, char **argv);
 
+/* Each command's parse step alone: its flags, and its model specification where it takes one, read into
+ * the command's options and checked as the command checks them before its work starts, and nothing more:
+ * no file is opened or written, no machine is read, nothing is trained, planned or timed. Returns 0 when
+ * the command would go on to its work, BRG_EXIT_USAGE after printing "brigade <command>: ..." otherwise;
+ * -h or --help prints the usage and returns BRG_EXIT_OK. The commands above run this step first. */
+int brg_cmd_train_parse(int argc, char **argv);
+int brg_cmd_topo_parse(int argc, char **argv);
+int brg_cmd_plan_parse(int argc, char **argv);
+int brg_cmd_profile_parse(int argc, char **argv);
+int brg_cmd_bench_parse(int argc, char **argv);
+
 /* The dense peak FLOP/s of the devices a training run with these options uses (tools/cmd_bench.c): for
  * CUDA the GPUs' presets (or estimates) at the run's precision, each GPU counted once; for the CPU the
  * sgemm rate measured on every core (under a second). 0 when unknown. `what` (size bytes) says where the

@@ -23,6 +23,7 @@ typedef struct bench_args {
     int64_t steps, warmup;
     double peak_tflops; /* 0: the device's */
     brg_train_options opts;
+    brg_model_config model_cfg; /* --model, parsed */
 } bench_args;
 
 static void usage(FILE *f) {
@@ -268,17 +269,32 @@ static int run(const bench_args *a, const brg_model_config *cfg, const brg_graph
     return a->json ? write_json(a, cfg, &fg, &p) : BRG_EXIT_OK;
 }
 
-int brg_cmd_bench(int argc, char **argv) {
-    bench_args a;
-    memset(&a, 0, sizeof a);
-    int rc = parse_args(argc, argv, &a);
-    if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
-    brg_model_config cfg;
+/* The parse step: the flags, then the model specification. -1: the help was printed; else 0 or an exit
+ * code. */
+static int parse_command(int argc, char **argv, bench_args *a) {
+    memset(a, 0, sizeof *a);
+    int rc = parse_args(argc, argv, a);
+    if (rc != 0) return rc;
     brg_error err = {0};
-    if (brg_model_parse(a.model, &cfg, &err) != BRG_OK) {
+    if (brg_model_parse(a->model, &a->model_cfg, &err) != BRG_OK) {
         fprintf(stderr, "brigade bench: --model: %s\n", err.message);
         return BRG_EXIT_USAGE;
     }
+    return 0;
+}
+
+int brg_cmd_bench_parse(int argc, char **argv) {
+    bench_args a;
+    int rc = parse_command(argc, argv, &a);
+    return rc < 0 ? BRG_EXIT_OK : rc;
+}
+
+int brg_cmd_bench(int argc, char **argv) {
+    bench_args a;
+    int rc = parse_command(argc, argv, &a);
+    if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
+    brg_model_config cfg = a.model_cfg;
+    brg_error err = {0};
     brg_data *data = NULL;
     if (brg_data_synthetic_create(&data, cfg.vocab, cfg.seq, a.opts.seed, &err) != BRG_OK) {
         fprintf(stderr, "brigade bench: %s\n", err.message);

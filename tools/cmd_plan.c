@@ -20,6 +20,9 @@ typedef struct plan_args {
     int quiet;
     int cpu; /* this machine's cores as the devices, even where it has GPUs */
     brg_plan_options opts;
+    brg_model_config model_cfg; /* --model, parsed */
+    char preset_name[64];       /* --preset NODE[:COUNT], parsed */
+    long preset_count;
 } plan_args;
 
 static void usage(FILE *f) {
@@ -207,38 +210,67 @@ static int parse_args(int argc, char **argv, plan_args *a) {
     return 0;
 }
 
-/* "dgx-h100:128" -> a cluster description of 128 such nodes. */
-static brg_status load_preset(const char *text, brg_topology **out, brg_error *err) {
-    char name[64];
-    long count = 1;
+/* "dgx-h100:128" -> the node preset's name and the node count; an error message otherwise. */
+static brg_status parse_preset(const char *text, plan_args *a, brg_error *err) {
+    a->preset_count = 1;
     const char *colon = strchr(text, ':');
     size_t len = colon ? (size_t)(colon - text) : strlen(text);
-    if (len == 0 || len >= sizeof name) {
+    if (len == 0 || len >= sizeof a->preset_name) {
         snprintf(err->message, sizeof err->message, "--preset takes NODE[:COUNT], e.g. dgx-h100:16, not '%s'", text);
         return BRG_ERR_PARSE;
     }
-    memcpy(name, text, len);
-    name[len] = '\0';
+    memcpy(a->preset_name, text, len);
+    a->preset_name[len] = '\0';
     if (colon) {
         char *end = NULL;
-        count = strtol(colon + 1, &end, 10);
-        if (!end || *end || count < 1 || count > BRG_TOPOLOGY_MAX_DEVICES) {
+        a->preset_count = strtol(colon + 1, &end, 10);
+        if (!end || end == colon + 1 || *end || a->preset_count < 1 || a->preset_count > BRG_TOPOLOGY_MAX_DEVICES) {
             snprintf(err->message, sizeof err->message, "--preset: the node count in '%s' must be 1 to %d", text,
                      BRG_TOPOLOGY_MAX_DEVICES);
             return BRG_ERR_PARSE;
         }
     }
-    if (!brg_node_preset_find(name)) {
-        int used = snprintf(err->message, sizeof err->message, "--preset: unknown node preset '%s' (known:", name);
+    if (!brg_node_preset_find(a->preset_name)) {
+        int used = snprintf(err->message, sizeof err->message, "--preset: unknown node preset '%s' (known:",
+                            a->preset_name);
         for (int i = 0; i < brg_node_preset_count() && used > 0 && (size_t)used < sizeof err->message; i++)
             used += snprintf(err->message + used, sizeof err->message - (size_t)used, " %s", brg_node_preset_at(i)->name);
         if (used > 0 && (size_t)used < sizeof err->message)
             snprintf(err->message + used, sizeof err->message - (size_t)used, ")");
         return BRG_ERR_NAME;
     }
+    return BRG_OK;
+}
+
+/* A cluster description of the preset's nodes (parse_preset has checked them). */
+static brg_status load_preset(const plan_args *a, brg_topology **out, brg_error *err) {
     char json[256];
-    snprintf(json, sizeof json, "{\"version\": 1, \"node_groups\": [{\"preset\": \"%s\", \"count\": %ld}]}", name, count);
+    snprintf(json, sizeof json, "{\"version\": 1, \"node_groups\": [{\"preset\": \"%s\", \"count\": %ld}]}",
+             a->preset_name, a->preset_count);
     return brg_topology_load_cluster_string(out, json, NULL, NULL, err);
+}
+
+/* The parse step: the flags, the model specification and --preset. -1: the help was printed; else 0 or an
+ * exit code. */
+static int parse_command(int argc, char **argv, plan_args *a) {
+    int rc = parse_args(argc, argv, a);
+    if (rc != 0) return rc;
+    brg_error err = {0};
+    if (brg_model_parse(a->model, &a->model_cfg, &err) != BRG_OK) {
+        fprintf(stderr, "brigade plan: --model: %s\n", err.message);
+        return BRG_EXIT_USAGE;
+    }
+    if (a->preset && parse_preset(a->preset, a, &err) != BRG_OK) {
+        fprintf(stderr, "brigade plan: %s\n", err.message);
+        return BRG_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int brg_cmd_plan_parse(int argc, char **argv) {
+    plan_args a = {0};
+    int rc = parse_command(argc, argv, &a);
+    return rc < 0 ? BRG_EXIT_OK : rc;
 }
 
 static double now_seconds(void) {
@@ -249,14 +281,10 @@ static double now_seconds(void) {
 
 int brg_cmd_plan(int argc, char **argv) {
     plan_args a = {0};
-    int rc = parse_args(argc, argv, &a);
+    int rc = parse_command(argc, argv, &a);
     if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
     brg_error err = {0};
-    brg_model_config cfg;
-    if (brg_model_parse(a.model, &cfg, &err) != BRG_OK) {
-        fprintf(stderr, "brigade plan: --model: %s\n", err.message);
-        return BRG_EXIT_USAGE;
-    }
+    brg_model_config cfg = a.model_cfg;
     brg_graph *g = NULL;
     brg_topology *t = NULL;
     brg_profile *profile = NULL;
@@ -269,7 +297,7 @@ int brg_cmd_plan(int argc, char **argv) {
     double t0 = now_seconds();
     if (a.xml) s = brg_topology_load_xml(&t, a.xml, NULL, &err);
     else if (a.cluster) s = brg_topology_load_cluster(&t, a.cluster, NULL, &err);
-    else if (a.preset) s = load_preset(a.preset, &t, &err);
+    else if (a.preset) s = load_preset(&a, &t, &err);
     else {
         brg_topology_options to = BRG_TOPOLOGY_OPTIONS_INIT;
         if (a.cpu) to.flags |= BRG_TOPOLOGY_IGNORE_GPUS;

@@ -25,6 +25,7 @@ typedef struct profile_args {
     int64_t sizes[MAX_SIZES];
     int size_count;
     int64_t steps;
+    brg_model_config model_cfg; /* --model, parsed */
 } profile_args;
 
 static void usage(FILE *f) {
@@ -254,16 +255,31 @@ done:
     return rc;
 }
 
-int brg_cmd_profile(int argc, char **argv) {
-    profile_args a = {0};
-    int rc = parse_args(argc, argv, &a);
-    if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
+/* The parse step: the flags, then the model specification. -1: the help was printed; else 0 or an exit
+ * code. */
+static int parse_command(int argc, char **argv, profile_args *a) {
+    int rc = parse_args(argc, argv, a);
+    if (rc != 0) return rc;
     brg_error err = {0};
-    brg_model_config cfg;
-    if (brg_model_parse(a.model, &cfg, &err) != BRG_OK) {
+    if (brg_model_parse(a->model, &a->model_cfg, &err) != BRG_OK) {
         fprintf(stderr, "brigade profile: --model: %s\n", err.message);
         return BRG_EXIT_USAGE;
     }
+    return 0;
+}
+
+int brg_cmd_profile_parse(int argc, char **argv) {
+    profile_args a = {0};
+    int rc = parse_command(argc, argv, &a);
+    return rc < 0 ? BRG_EXIT_OK : rc;
+}
+
+int brg_cmd_profile(int argc, char **argv) {
+    profile_args a = {0};
+    int rc = parse_command(argc, argv, &a);
+    if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
+    brg_error err = {0};
+    brg_model_config cfg = a.model_cfg;
     brg_graph *g = NULL;
     brg_topology *t = NULL;
     brg_profile *profile = NULL;

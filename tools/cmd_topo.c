@@ -142,15 +142,27 @@ static int print_topology(const brg_topology *t, output_format format) {
     return BRG_EXIT_OK;
 }
 
-int brg_cmd_topo(int argc, char **argv) {
+/* The parse step: -1 when the help was printed, else 0 or an exit code. */
+static int parse_command(int argc, char **argv, topo_args *a) {
     for (int i = 1; i < argc; i++)
         if (brg_cli_is_help(argv[i])) {
             usage(stdout);
-            return BRG_EXIT_OK;
+            return -1;
         }
-    topo_args a = {.format = FORMAT_TEXT, .options = BRG_TOPOLOGY_OPTIONS_INIT};
-    int rc = parse_args(argc, argv, &a);
-    if (rc) return rc;
+    *a = (topo_args){.format = FORMAT_TEXT, .options = BRG_TOPOLOGY_OPTIONS_INIT};
+    return parse_args(argc, argv, a);
+}
+
+int brg_cmd_topo_parse(int argc, char **argv) {
+    topo_args a;
+    int rc = parse_command(argc, argv, &a);
+    return rc < 0 ? BRG_EXIT_OK : rc;
+}
+
+int brg_cmd_topo(int argc, char **argv) {
+    topo_args a;
+    int rc = parse_command(argc, argv, &a);
+    if (rc) return rc < 0 ? BRG_EXIT_OK : rc;
     if (a.list_presets) {
         list_presets();
         return BRG_EXIT_OK;

@@ -821,8 +821,27 @@ static int join_launch(train_args *a, int argc, char **argv) {
     return 0;
 }
 
-static int cmd_train(train_args *a, int argc, char **argv) {
+/* The parse step: the flags, then the model specification. 0: go on; -1: the help was printed; else an
+ * exit code. */
+static int parse_command(int argc, char **argv, train_args *a) {
     int rc = parse_args(argc, argv, a);
+    if (rc != 0) return rc;
+    brg_error err = {0};
+    if (brg_model_parse(a->model, &a->model_cfg, &err) != BRG_OK) {
+        fprintf(stderr, "brigade train: --model: %s\n", err.message);
+        return BRG_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int brg_cmd_train_parse(int argc, char **argv) {
+    train_args a = {0};
+    int rc = parse_command(argc, argv, &a);
+    return rc < 0 ? BRG_EXIT_OK : rc;
+}
+
+static int cmd_train(train_args *a, int argc, char **argv) {
+    int rc = parse_command(argc, argv, a);
     if (rc != 0) return rc < 0 ? BRG_EXIT_OK : rc;
     if (a->launch.rank == 0 && a->stats && (rc = check_writable(a->stats, "--stats")) != 0) return rc;
     if (a->launch.rank == 0 && a->trace && (rc = check_writable(a->trace, "--trace")) != 0) return rc;
@@ -851,13 +870,8 @@ int brg_cmd_train(int argc, char **argv) {
 
 static int train_model(train_args *a, int argc, char **argv) {
     int rc;
-    brg_model_config cfg;
+    brg_model_config cfg = a->model_cfg;
     brg_error err = {0};
-    if (brg_model_parse(a->model, &cfg, &err) != BRG_OK) {
-        fprintf(stderr, "brigade train: --model: %s\n", err.message);
-        return BRG_EXIT_USAGE;
-    }
-    a->model_cfg = cfg;
     brg_data *data = NULL;
     if (open_data(a, &cfg, &data, &err) != BRG_OK) {
         fprintf(stderr, "brigade train: %s%s\n", a->data ? "--data: " : "", err.message);

@@ -297,9 +297,10 @@ static void test_safetensors_reader(void) {
     BRG_ASSERT_STATUS(brg__st_read_f32(f, brg__st_find(f, "i"), out, 2, msg), BRG_ERR_UNSUPPORTED);
     BRG_ASSERT_CONTAINS(msg, "ints.safetensors: tensor 'i' is I32");
     brg__st_close(f);
-    /* The fuzz corpus (fuzz/run.sh): valid and broken files, each opened and read without a crash. */
+    /* The fuzz corpus (tests/fuzz/corpus/safetensors, tools/fuzz.sh): valid and broken files, each opened
+     * from its path (the fuzz target opens them from memory) and read without a crash. */
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/safetensors", brg_test_fixtures());
+    snprintf(dir, sizeof dir, "%s/../fuzz/corpus/safetensors", brg_test_fixtures());
     DIR *d = opendir(dir);
     CU_ASSERT(d != NULL);
     int files = 0, opened = 0;

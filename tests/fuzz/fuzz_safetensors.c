@@ -1,15 +1,17 @@
-/* libFuzzer target for the safetensors reader (engine/io/safetensors.c): any bytes, opened from memory,
- * every tensor the header describes read as float32 and raw. It must never crash, leak or read out of
- * bounds; errors are fine. Build and run with fuzz/run.sh. */
+/* The safetensors reader (engine/io/safetensors.c): any bytes, opened from memory, every tensor the
+ * header describes read as float32 and raw, every metadata entry looked up. */
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "fuzz.h"
 #include "io/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     brg__st_file *f = NULL;
-    char msg[BRG_ERROR_MESSAGE_MAX];
-    if (brg__st_open_memory(data, size, "fuzz.safetensors", &f, msg) != BRG_OK) return 0;
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status s = brg__st_open_memory(data, size, "fuzz.safetensors", &f, msg);
+    brg_fuzz_check_error(s, msg, "brg__st_open_memory");
+    if (s != BRG_OK) return 0;
     for (int64_t i = 0; i < brg__st_count(f); i++) {
         const brg__st_tensor *t = brg__st_get(f, i);
         if (t->count > (1 << 20)) continue; /* the header is checked against the data size: never past it */
