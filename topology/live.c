@@ -105,6 +105,7 @@ static brg_status cuda_gpus(hwloc_topology_t hw, brg__hwloc_request *req, brg__p
 
 static brg_status load_hwloc_live(hwloc_topology_t *out, brg_error *err) {
     hwloc_topology_t hw;
+    brg__hwloc_pin_plugins();
     if (hwloc_topology_init(&hw) != 0)
         return brg__error_set(err, BRG_ERR_BACKEND, "live topology: hwloc_topology_init failed");
     hwloc_topology_set_io_types_filter(hw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);

@@ -160,6 +160,10 @@ brg_status brg__topology_from_hwloc(brg_topology **out, const brg__hwloc_request
 /* "%04x:%02x:%02x.%x" of a PCI object. */
 void brg__pci_bus_id(hwloc_obj_t pci, char *buf, size_t size);
 
+/* Keeps hwloc's plugins loaded for the life of the process (xml_guard.c says why); called before every
+ * hwloc topology brigade creates. */
+void brg__hwloc_pin_plugins(void);
+
 /* Loads an XML file into an hwloc topology with I/O objects kept. `where` prefixes messages. */
 brg_status brg__hwloc_load_xml(hwloc_topology_t *out, const char *path, const char *where, brg_error *err);
 

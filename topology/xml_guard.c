@@ -1,9 +1,10 @@
 /* hwloc XML files, checked before hwloc reads them.
  *
- * Debian's hwloc 2.9 is built without libxml2, so it reads XML with its minimalistic parser, which trusts
- * its input: a file cut short after `<topology version="2.0` makes it dereference NULL, a cpuset of ",0"
- * trips an assertion (an abort), and a failed load leaks. A bad file must give an error, never a crash, so
- * three guards stand between the file and hwloc:
+ * Debian's hwloc 2.9 reads XML with its minimalistic parser unless libhwloc-plugins is installed (Open MPI
+ * pulls it in), whose libxml2 importer then takes over. The minimalistic parser trusts its input: a file cut
+ * short after `<topology version="2.0` makes it dereference NULL, a cpuset of ",0" trips an assertion (an
+ * abort), and a failed load leaks. A bad file must give an error, never a crash, so three guards stand
+ * between the file and hwloc:
  *   1. libxml2 parses the file (where brigade was built with it): malformed XML is reported with its line
  *      and column, and what hwloc reads without checking is checked here: bitmaps, numbers, the sets it
  *      compares through pointers (cpuset with complete_cpuset, nodeset with complete_nodeset), and the
@@ -12,7 +13,8 @@
  *      attribute double-quoted and escaped as the minimalistic parser expects, without comments;
  *   3. hwloc first loads that document in a child process: whatever else crashes it (an input no check
  *      here foresaw) kills the child, and the caller gets an error naming the signal.
- * Only a document that passed all three is loaded in this process. */
+ * Only a document that passed all three is loaded in this process. And hwloc's plugins stay loaded for
+ * the life of the process (brg__hwloc_pin_plugins), so that nothing of theirs is called once unmapped. */
 #include <errno.h>
 #include <fcntl.h>
 #include <hwloc.h>
@@ -331,6 +333,10 @@ static void text_at(const char *text, size_t size, int line, int column, char *b
 static pthread_once_t libxml2_once = PTHREAD_ONCE_INIT;
 static void libxml2_init(void) { xmlInitParser(); }
 
+/* libxml2 reports some errors (an encoding it cannot convert) through the thread's generic handler rather
+ * than the parser's: the structured error that follows says the same, so these are dropped, not printed. */
+static void drop_generic_error(void *data, const char *fmt, ...) { (void)data, (void)fmt; }
+
 /* Parses text with libxml2, checks it, and returns its serialization (UTF-8, malloc'd). */
 static brg_status canonical_document(const char *text, size_t size, const char *where, const char *path, char **out,
                                      int *out_size, brg_error *err) {
@@ -345,7 +351,12 @@ static brg_status canonical_document(const char *text, size_t size, const char *
      * on depth, name and text sizes and on entity amplification hold. BIG_LINES: line numbers in messages
      * past 65535 too. */
     int options = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_BIG_LINES;
+    /* The generic handler is the thread's: ours for this parse, the caller's put back after. */
+    xmlGenericErrorFunc caller_handler = xmlGenericError;
+    void *caller_context = xmlGenericErrorContext;
+    xmlSetGenericErrorFunc(NULL, drop_generic_error);
     xmlDocPtr doc = xmlCtxtReadMemory(ctxt, text, (int)size, path, NULL, options);
+    xmlSetGenericErrorFunc(caller_context, caller_handler);
     brg_status s = BRG_OK;
     if (!doc || !ctxt->wellFormed) {
         const xmlError *e = xmlCtxtGetLastError(ctxt);
@@ -406,8 +417,24 @@ static brg_status canonical_document(const char *text, size_t size, const char *
  * (glibc's malloc and jemalloc are fork-safe), but a lock another thread held at the fork, a stdio one,
  * would stop it. */
 
+/* hwloc loads its plugins with the first topology of the process and unloads them with the last one
+ * destroyed. Its libxml2 importer (the hwloc_xml_libxml plugin) points libxml2's generic error handler of
+ * the thread at a function of the plugin and never puts it back: once the plugin is unloaded, the next
+ * error libxml2 reports through that handler (in the guard's own parse of a later file, or in the
+ * application's use of libxml2) jumps into unmapped memory. One topology, created once and never
+ * destroyed, keeps the plugins loaded as long as the process lives; it holds no machine (it is never
+ * loaded). */
+static pthread_once_t plugins_once = PTHREAD_ONCE_INIT;
+static hwloc_topology_t plugins_pin;
+static void pin_plugins(void) {
+    if (hwloc_topology_init(&plugins_pin) != 0) plugins_pin = NULL;
+}
+
+void brg__hwloc_pin_plugins(void) { pthread_once(&plugins_once, pin_plugins); }
+
 static int hwloc_load_buffer(hwloc_topology_t *out, const char *buffer, int size) {
     hwloc_topology_t hw;
+    brg__hwloc_pin_plugins();
     if (hwloc_topology_init(&hw) != 0) return -1;
     hwloc_topology_set_io_types_filter(hw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
     if (hwloc_topology_set_xmlbuffer(hw, buffer, size) != 0 || hwloc_topology_load(hw) != 0) {

@@ -423,6 +423,40 @@ static void test_bad_xml_empty(void) {
     remove(path);
 }
 
+/* A file libxml2 takes for UCS-4 and fails to convert (found by tests/fuzz/fuzz_hwloc_xml.c): libxml2 reports
+ * that through its generic error handler, which hwloc's libxml2 plugin had pointed at itself before hwloc
+ * unloaded the plugin with its last topology. Loaded after another file, in the same thread, it crashed the
+ * process (a jump into unmapped memory); it must be a parse error, alone and as the second group of a
+ * cluster. */
+static void test_bad_xml_after_hwloc_unloaded(void) {
+    static const char ucs4[] = "<\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0xml ?x.";
+    char path[1024], good[1024];
+    brg_test_tmp_path(path, sizeof path, "ucs4.xml");
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_FATAL(f != NULL);
+    fwrite(ucs4, 1, sizeof ucs4 - 1, f);
+    fclose(f);
+    brg_topology *t = NULL;
+    brg_error err = {0};
+    for (int round = 0; round < 2; round++) {
+        BRG_ASSERT_OK(brg_topology_load_xml(&t, fixture(good, sizeof good, "topologies/power8gpudistances.xml"), NULL,
+                                            &err), err.message);
+        brg_topology_destroy(t);
+        t = NULL;
+        BRG_ASSERT_STATUS(brg_topology_load_xml(&t, path, NULL, &err), BRG_ERR_PARSE);
+        BRG_ASSERT_CONTAINS(err.message, "ucs4.xml:1:1: malformed XML");
+        CU_ASSERT(t == NULL);
+    }
+    char json[4096];
+    snprintf(json, sizeof json, "{\"version\": 1, \"node_groups\": [{\"xml\": \"%s\", \"count\": 1, \"nics\": "
+             "{\"count\": 1, \"gbps\": 100}}, {\"xml\": \"%s\", \"count\": 1}]}", good, path);
+    BRG_ASSERT_STATUS(brg_topology_load_cluster_string(&t, json, NULL, NULL, &err), BRG_ERR_PARSE);
+    BRG_ASSERT_CONTAINS(err.message, "node_groups[1].xml");
+    BRG_ASSERT_CONTAINS(err.message, "malformed XML");
+    CU_ASSERT(t == NULL);
+    remove(path);
+}
+
 static void expect_cluster_error(const char *name, brg_status status, const char *where, const char *field,
                                  const char *needle) {
     char path[1024], rel[256];
@@ -1001,6 +1035,7 @@ static const brg_test_case cases[] = {
     {"bad_xml_malformed", test_bad_xml_malformed},
     {"bad_xml_not_xml", test_bad_xml_not_xml},
     {"bad_xml_empty", test_bad_xml_empty},
+    {"bad_xml_after_hwloc_unloaded", test_bad_xml_after_hwloc_unloaded},
     {"bad_cluster_missing_file", test_bad_cluster_missing_file},
     {"bad_cluster_syntax", test_bad_cluster_syntax},
     {"bad_cluster_missing_groups", test_bad_cluster_missing_groups},
