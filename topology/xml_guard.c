@@ -423,7 +423,8 @@ static brg_status canonical_document(const char *text, size_t size, const char *
  * error libxml2 reports through that handler (in the guard's own parse of a later file, or in the
  * application's use of libxml2) jumps into unmapped memory. One topology, created once and never
  * destroyed, keeps the plugins loaded as long as the process lives; it holds no machine (it is never
- * loaded). */
+ * loaded). Pinned before the first probe, the plugins are also already loaded in the probe's child, which
+ * then needs no dlopen (not safe after a fork in a program with threads). */
 static pthread_once_t plugins_once = PTHREAD_ONCE_INIT;
 static hwloc_topology_t plugins_pin;
 static void pin_plugins(void) {
@@ -434,7 +435,6 @@ void brg__hwloc_pin_plugins(void) { pthread_once(&plugins_once, pin_plugins); }
 
 static int hwloc_load_buffer(hwloc_topology_t *out, const char *buffer, int size) {
     hwloc_topology_t hw;
-    brg__hwloc_pin_plugins();
     if (hwloc_topology_init(&hw) != 0) return -1;
     hwloc_topology_set_io_types_filter(hw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
     if (hwloc_topology_set_xmlbuffer(hw, buffer, size) != 0 || hwloc_topology_load(hw) != 0) {
@@ -562,6 +562,7 @@ brg_status brg__hwloc_probe(const char *buffer, int size, const char *where, con
 brg_status brg__hwloc_load_xml(hwloc_topology_t *out, const char *path, const char *where, brg_error *err) {
     char *text = NULL, *document = NULL;
     size_t size = 0;
+    brg__hwloc_pin_plugins();
     BRG__CHECK(read_file(path, where, &text, &size, err));
     int document_size = 0;
     brg_status s = BRG_OK;
