@@ -1,6 +1,5 @@
 #include "alloc.h"
 
-#include <jansson.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,20 +37,10 @@ char *brg__strdup(const char *s) {
     return strdup(s);
 }
 
-/* jansson's allocations, while armed (jansson frees with free: the same heap). */
-static void *json_malloc(size_t size) {
-    if (brg__alloc_injected_failure(__builtin_return_address(0))) return NULL;
-    return malloc(size);
-}
-
 void brg__alloc_fail_at(int64_t k) {
     atomic_store(&counted, 0);
     atomic_store(&failed_site, NULL);
     atomic_store(&fail_at, k > 0 ? k : 0);
-    if (k > 0)
-        json_set_alloc_funcs(json_malloc, free);
-    else
-        json_set_alloc_funcs(malloc, free);
 }
 
 int64_t brg__alloc_counted(void) { return atomic_load(&counted); }

@@ -16,10 +16,9 @@ char *brg__strdup(const char *s);
 
 /* ---- failure injection (tests) ----------------------------------------------------------------------
  * brg__alloc_fail_at(k), k >= 1: the k-th allocation counted from now fails (returns NULL), once; the
- * others succeed. Counted: the functions above, the CPU backend's arena (brg__alloc_injected_failure),
- * and, while armed, jansson's allocations (the library parses every JSON file with jansson; its
- * allocator is set to ours while armed and back to malloc/free when disarmed). k = 0 disarms and
- * resets the count. Arm and disarm while no other thread of the library runs. */
+ * others succeed. Counted: the functions above, the CPU backend's arena and jansson's allocations
+ * (engine/json.h), through brg__alloc_injected_failure. k = 0 disarms and resets the count. Arm and
+ * disarm while no other thread of the library runs. */
 void brg__alloc_fail_at(int64_t k);
 /* Allocations counted since the last brg__alloc_fail_at. */
 int64_t brg__alloc_counted(void);

@@ -1,11 +1,14 @@
 /* JSON locations, file reads and atomic writes (engine/json.h). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "json.h"
 
@@ -206,4 +209,78 @@ brg_status brg__write_text_file(const char *path, const char *text, brg_error *e
     }
     free(tmp);
     return BRG_OK;
+}
+
+static _Thread_local uint64_t build_failures; /* only grows */
+
+/* jansson 2.14 carries on after some allocations fail: its lexer drops a character of a string, its
+ * writer an object's key, and both then succeed. Every jansson allocation goes through counting_malloc
+ * (installed once, in front of whatever allocator jansson had), so that a parse or a dump during which
+ * one failed is known and refused. */
+static json_malloc_t prior_malloc;
+static json_free_t prior_free;
+static _Thread_local int64_t jansson_failures;
+static pthread_once_t counting_installed = PTHREAD_ONCE_INIT;
+
+static void *counting_malloc(size_t size) {
+    void *p = brg__alloc_injected_failure(__builtin_return_address(0)) ? NULL : prior_malloc(size);
+    if (!p) jansson_failures++;
+    return p;
+}
+
+static void install_counting(void) {
+    json_get_alloc_funcs(&prior_malloc, &prior_free);
+    if (!prior_malloc) prior_malloc = malloc;
+    if (!prior_free) prior_free = free;
+    json_set_alloc_funcs(counting_malloc, prior_free);
+}
+
+static void count_jansson_allocations(void) { pthread_once(&counting_installed, install_counting); }
+
+json_t *brg__json_parse(const char *text, size_t length, size_t flags, json_error_t *je, brg_status *status) {
+    count_jansson_allocations();
+    int64_t before = jansson_failures;
+    json_t *root = json_loadb(text, length, flags, je);
+    if (jansson_failures != before) { /* whatever jansson made of it */
+        json_decref(root);
+        *status = BRG_ERR_OUT_OF_MEMORY;
+        return NULL;
+    }
+    *status = root ? BRG_OK : json_error_code(je) == json_error_out_of_memory ? BRG_ERR_OUT_OF_MEMORY : BRG_ERR_PARSE;
+    return root;
+}
+
+
+char *brg__json_dump(const json_t *root, size_t flags, uint64_t mark) {
+    if (!root || build_failures != mark) return NULL;
+    int64_t before = jansson_failures;
+    /* Into a buffer of our own, measured first: jansson then allocates nothing while writing. */
+    size_t size = json_dumpb(root, NULL, 0, flags);
+    char *text = size ? brg__malloc(size + 1) : NULL;
+    if (!text) return NULL;
+    if (json_dumpb(root, text, size, flags) != size || jansson_failures != before) {
+        free(text);
+        return NULL;
+    }
+    text[size] = '\0';
+    return text;
+}
+
+uint64_t brg__json_build_begin(void) {
+    count_jansson_allocations();
+    return build_failures;
+}
+
+bool brg__json_build_ok(uint64_t mark) { return build_failures == mark; }
+
+int brg__json_set(json_t *object, const char *key, json_t *value) {
+    int rc = json_object_set_new(object, key, value); /* takes value, even on failure */
+    if (rc != 0) build_failures++;
+    return rc;
+}
+
+int brg__json_append(json_t *array, json_t *value) {
+    int rc = json_array_append_new(array, value);
+    if (rc != 0) build_failures++;
+    return rc;
 }

@@ -34,4 +34,31 @@ brg_status brg__read_text_file(const char *path, int64_t max_bytes, char **out, 
 /* Writes text to path atomically (temporary file beside it, fsync, rename). */
 brg_status brg__write_text_file(const char *path, const char *text, brg_error *err);
 
+/* ---- building JSON -----------------------------------------------------------------------------------
+ * jansson's setters fail (out of memory, or a NULL value from a constructor that ran out of memory)
+ * without a trace in the tree, which would then be written with members missing. brg__json_set and
+ * brg__json_append count such failures on the calling thread; a writer takes a mark with
+ * brg__json_build_begin() before building a tree and checks brg__json_build_ok(mark) (or passes the mark
+ * to brg__json_dump) before turning it into text. Builds may nest (a checkpoint written while a run's
+ * statistics are being gathered). */
+struct json_t;
+struct json_error_t;
+uint64_t brg__json_build_begin(void);
+bool brg__json_build_ok(uint64_t mark);
+int brg__json_set(struct json_t *object, const char *key, struct json_t *value);  /* json_object_set_new */
+int brg__json_append(struct json_t *array, struct json_t *value);                 /* json_array_append_new */
+
+/* The text of a tree built since `mark` (brg__json_build_begin), NUL-terminated, from brg__malloc (free() it);
+ * NULL when a member went missing while building or memory ran out. Not json_dumps: jansson 2.14 ignores
+ * a failed append while writing an object's key, and writes the object without it; json_dumpb writes
+ * into a buffer measured first, and any allocation that still fails is seen. */
+char *brg__json_dump(const struct json_t *root, size_t flags, uint64_t mark);
+
+/* json_loadb, telling malformed text from a lack of memory: a parse during which one of jansson's
+ * allocations failed gives BRG_ERR_OUT_OF_MEMORY, whatever jansson made of it (it may report a syntax
+ * error, or succeed with a character missing). Returns the root, or NULL with *status BRG_ERR_PARSE (je
+ * says where) or BRG_ERR_OUT_OF_MEMORY. */
+struct json_t *brg__json_parse(const char *text, size_t length, size_t flags, struct json_error_t *je,
+                               brg_status *status);
+
 #endif

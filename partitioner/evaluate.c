@@ -340,7 +340,7 @@ brg_status brg__evaluate(const brg__model *m, const brg__batch_table *bt, const 
     }
     if (held != held_stack) free(held);
     e->lower_bound = brg__lower_bound(c, e);
-    return BRG_OK;
+    return e->lower_bound < 0 ? BRG_ERR_OUT_OF_MEMORY : BRG_OK;
 }
 
 double brg__lower_bound(const brg__config *c, const brg__evaluation *e) {
@@ -359,7 +359,7 @@ double brg__lower_bound(const brg__config *c, const brg__evaluation *e) {
     if (c->chunks == 1) {
         /* rt[k]: from stage k's first forward until its gradient returns. */
         double *rt = brg__malloc(sizeof(double) * (size_t)S);
-        if (!rt) return lb;
+        if (!rt) return -1.0; /* out of memory */
         rt[S - 1] = 0.0;
         for (int k = S - 2; k >= 0; k--) rt[k] = rt[k + 1] + e->forward[k + 1] + BC(k + 1) + 2.0 * e->transfer[k];
         for (int k = 0; k < S; k++) {

@@ -267,10 +267,10 @@ brg_status brg__simulate(const brg__schedule_entry *se, const brg__evaluation *e
                          brg_timeline **timeline, brg_error *err);
 
 /* A proven lower bound on the simulated iteration time of every plan of configuration c (any cuts, placement
- * and recomputation). */
+ * and recomputation); -1 when out of memory. */
 double brg__config_lower_bound(const brg__model *m, const brg__config *c, const brg__batch_table *bt);
 
-/* A proven lower bound on the simulated iteration time of an evaluated candidate. */
+/* A proven lower bound on the simulated iteration time of an evaluated candidate; -1 when out of memory. */
 double brg__lower_bound(const brg__config *c, const brg__evaluation *e);
 
 /* The cheapest recompute policy for every stage (every rank's chunks jointly when v > 1) that fits memory,
@@ -326,7 +326,8 @@ struct brg_plan {
 };
 
 brg_plan *brg__plan_new(int stages, int ranks, int replicas, int layers);
-void brg__plan_fill_names(brg_plan *plan, const brg_graph *g);
+/* The layers' names from g (BRG_ERR_OUT_OF_MEMORY). */
+brg_status brg__plan_fill_names(brg_plan *plan, const brg_graph *g);
 /* Fills stages, ranks and summary fields that follow from the configuration, cuts and devices. */
 void brg__plan_structure(brg_plan *plan);
 

@@ -73,8 +73,8 @@ static void pair_link(const brg__model *m, int a, int b, brg_link *out) {
 }
 
 /* The best ring through devs[0..n): the largest bottleneck bandwidth over every cyclic order (subset
- * dynamic programming; n <= 12). Latency: the largest on that ring's edges. */
-static void ring_exact(const brg__model *m, const int *devs, int n, double *bandwidth, double *latency,
+ * dynamic programming; n <= 12). Latency: the largest on that ring's edges. 0 when out of memory. */
+static int ring_exact(const brg__model *m, const int *devs, int n, double *bandwidth, double *latency,
                        brg_link_kind *kind) {
     brg_link links[12][12];
     for (int i = 0; i < n; i++)
@@ -82,12 +82,7 @@ static void ring_exact(const brg__model *m, const int *devs, int n, double *band
             if (i != j) pair_link(m, devs[i], devs[j], &links[i][j]);
     size_t states = (size_t)1 << n;
     double *best = brg__malloc(sizeof(double) * states * (size_t)n);
-    if (!best) {
-        *bandwidth = links[0][1].bandwidth;
-        *latency = links[0][1].latency;
-        *kind = links[0][1].kind;
-        return;
-    }
+    if (!best) return 0;
     for (size_t k = 0; k < states * (size_t)n; k++) best[k] = -1.0;
     best[1 * (size_t)n + 0] = INFINITY;
     for (size_t mask = 1; mask < states; mask += 2)
@@ -123,6 +118,7 @@ static void ring_exact(const brg__model *m, const int *devs, int n, double *band
         }
     *latency = lat;
     *kind = k;
+    return 1;
 }
 
 static int compare_node_order(const void *a, const void *b, void *arg) {
@@ -223,7 +219,8 @@ static brg_status describe(const brg__model *m, brg__plan_placement *p, int exac
                 p->ring_latency[k] = memo->latency[mask];
                 p->ring_kind[k] = memo->kind[mask];
             } else {
-                ring_exact(m, devs, D, &p->ring_bandwidth[k], &p->ring_latency[k], &p->ring_kind[k]);
+                if (!ring_exact(m, devs, D, &p->ring_bandwidth[k], &p->ring_latency[k], &p->ring_kind[k]))
+                    return BRG_ERR_OUT_OF_MEMORY;
                 if (memo && m->devices <= BRG__EXACT_PLACEMENT_DEVICES) {
                     memo->known[mask] = 1;
                     memo->bandwidth[mask] = p->ring_bandwidth[k];

@@ -113,11 +113,13 @@ void brg_plan_destroy(brg_plan *plan) {
     free(plan);
 }
 
-void brg__plan_fill_names(brg_plan *plan, const brg_graph *g) {
+brg_status brg__plan_fill_names(brg_plan *plan, const brg_graph *g) {
     for (int l = 0; l < plan->layers && l < g->n_layers; l++) {
         free(plan->layer_names[l]);
         plan->layer_names[l] = brg__strdup(g->layers[l].name);
+        if (!plan->layer_names[l]) return BRG_ERR_OUT_OF_MEMORY;
     }
+    return BRG_OK;
 }
 
 static const char *layer_name(const brg_plan *plan, int l) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "partitioner_internal.h"
 
 #define PLAN_FORMAT "brigade-plan"
@@ -22,24 +23,24 @@ static json_t *hex(uint64_t v) {
 static json_t *stage_json(const brg_plan *plan, int s) {
     const brg_plan_stage *st = &plan->stages[s];
     json_t *o = json_object();
-    json_object_set_new(o, "stage", json_integer(s));
-    json_object_set_new(o, "rank", json_integer(st->rank));
-    json_object_set_new(o, "first_layer", json_integer(st->first_layer));
-    json_object_set_new(o, "end_layer", json_integer(st->end_layer));
-    json_object_set_new(o, "first_layer_name", json_string(st->first_layer_name));
-    json_object_set_new(o, "last_layer_name", json_string(st->last_layer_name));
-    json_object_set_new(o, "recompute", json_string(brg_recompute_name(st->recompute)));
+    brg__json_set(o, "stage", json_integer(s));
+    brg__json_set(o, "rank", json_integer(st->rank));
+    brg__json_set(o, "first_layer", json_integer(st->first_layer));
+    brg__json_set(o, "end_layer", json_integer(st->end_layer));
+    brg__json_set(o, "first_layer_name", json_string(st->first_layer_name));
+    brg__json_set(o, "last_layer_name", json_string(st->last_layer_name));
+    brg__json_set(o, "recompute", json_string(brg_recompute_name(st->recompute)));
     if (plan->predicted) {
         json_t *p = json_object();
-        json_object_set_new(p, "parameters", json_integer(st->parameters));
-        json_object_set_new(p, "forward_seconds", json_real(st->forward_seconds));
-        json_object_set_new(p, "backward_seconds", json_real(st->backward_seconds));
-        json_object_set_new(p, "recompute_seconds", json_real(st->recompute_seconds));
-        json_object_set_new(p, "boundary_bytes", json_integer(st->boundary_bytes));
-        json_object_set_new(p, "boundary_link", json_string(brg_link_kind_name(st->boundary_link)));
-        json_object_set_new(p, "boundary_crosses_nodes", json_boolean(st->boundary_crosses_nodes));
-        json_object_set_new(p, "transfer_seconds", json_real(st->transfer_seconds));
-        json_object_set_new(o, "predicted", p);
+        brg__json_set(p, "parameters", json_integer(st->parameters));
+        brg__json_set(p, "forward_seconds", json_real(st->forward_seconds));
+        brg__json_set(p, "backward_seconds", json_real(st->backward_seconds));
+        brg__json_set(p, "recompute_seconds", json_real(st->recompute_seconds));
+        brg__json_set(p, "boundary_bytes", json_integer(st->boundary_bytes));
+        brg__json_set(p, "boundary_link", json_string(brg_link_kind_name(st->boundary_link)));
+        brg__json_set(p, "boundary_crosses_nodes", json_boolean(st->boundary_crosses_nodes));
+        brg__json_set(p, "transfer_seconds", json_real(st->transfer_seconds));
+        brg__json_set(o, "predicted", p);
     }
     return o;
 }
@@ -47,26 +48,26 @@ static json_t *stage_json(const brg_plan *plan, int s) {
 static json_t *rank_json(const brg_plan *plan, int r) {
     const brg_plan_rank *rk = &plan->ranks[r];
     json_t *o = json_object();
-    json_object_set_new(o, "rank", json_integer(r));
+    brg__json_set(o, "rank", json_integer(r));
     json_t *devices = json_array();
-    for (int i = 0; i < rk->device_count; i++) json_array_append_new(devices, json_integer(rk->devices[i]));
-    json_object_set_new(o, "devices", devices);
+    for (int i = 0; i < rk->device_count; i++) brg__json_append(devices, json_integer(rk->devices[i]));
+    brg__json_set(o, "devices", devices);
     if (plan->predicted) {
         json_t *p = json_object();
-        json_object_set_new(p, "capacity_bytes", json_integer(rk->capacity_bytes));
-        json_object_set_new(p, "usable_bytes", json_integer(rk->usable_bytes));
-        json_object_set_new(p, "parameter_bytes", json_integer(rk->parameter_bytes));
-        json_object_set_new(p, "gradient_bytes", json_integer(rk->gradient_bytes));
-        json_object_set_new(p, "optimizer_bytes", json_integer(rk->optimizer_bytes));
-        json_object_set_new(p, "activation_bytes", json_integer(rk->activation_bytes));
-        json_object_set_new(p, "workspace_bytes", json_integer(rk->workspace_bytes));
-        json_object_set_new(p, "total_bytes", json_integer(rk->total_bytes));
-        json_object_set_new(p, "peak_in_flight", json_integer(rk->peak_in_flight));
-        json_object_set_new(p, "busy_seconds", json_real(rk->busy_seconds));
-        json_object_set_new(p, "allreduce_seconds", json_real(rk->allreduce_seconds));
-        json_object_set_new(p, "optimizer_seconds", json_real(rk->optimizer_seconds));
-        json_object_set_new(p, "allreduce_link", json_string(brg_link_kind_name(rk->allreduce_link)));
-        json_object_set_new(o, "predicted", p);
+        brg__json_set(p, "capacity_bytes", json_integer(rk->capacity_bytes));
+        brg__json_set(p, "usable_bytes", json_integer(rk->usable_bytes));
+        brg__json_set(p, "parameter_bytes", json_integer(rk->parameter_bytes));
+        brg__json_set(p, "gradient_bytes", json_integer(rk->gradient_bytes));
+        brg__json_set(p, "optimizer_bytes", json_integer(rk->optimizer_bytes));
+        brg__json_set(p, "activation_bytes", json_integer(rk->activation_bytes));
+        brg__json_set(p, "workspace_bytes", json_integer(rk->workspace_bytes));
+        brg__json_set(p, "total_bytes", json_integer(rk->total_bytes));
+        brg__json_set(p, "peak_in_flight", json_integer(rk->peak_in_flight));
+        brg__json_set(p, "busy_seconds", json_real(rk->busy_seconds));
+        brg__json_set(p, "allreduce_seconds", json_real(rk->allreduce_seconds));
+        brg__json_set(p, "optimizer_seconds", json_real(rk->optimizer_seconds));
+        brg__json_set(p, "allreduce_link", json_string(brg_link_kind_name(rk->allreduce_link)));
+        brg__json_set(o, "predicted", p);
     }
     return o;
 }
@@ -75,62 +76,63 @@ brg_status brg_plan_to_json(const brg_plan *plan, char **out) {
     if (!plan || !out) return BRG_ERR_INVALID_ARGUMENT;
     const brg__config *c = &plan->config;
     int R = c->ranks, S = R * c->chunks;
+    uint64_t mark = brg__json_build_begin();
     json_t *root = json_object();
-    json_object_set_new(root, "format", json_string(PLAN_FORMAT));
-    json_object_set_new(root, "version", json_integer(BRG_PLAN_FORMAT_VERSION));
+    brg__json_set(root, "format", json_string(PLAN_FORMAT));
+    brg__json_set(root, "version", json_integer(BRG_PLAN_FORMAT_VERSION));
     json_t *model = json_object();
-    json_object_set_new(model, "name", json_string(plan->model_name));
-    json_object_set_new(model, "fingerprint", hex(plan->model_fingerprint));
-    json_object_set_new(model, "layers", json_integer(plan->layers));
-    json_object_set_new(model, "parameters", json_integer(plan->parameters));
-    json_object_set_new(model, "tokens_per_sample", json_integer(plan->tokens_per_sample));
+    brg__json_set(model, "name", json_string(plan->model_name));
+    brg__json_set(model, "fingerprint", hex(plan->model_fingerprint));
+    brg__json_set(model, "layers", json_integer(plan->layers));
+    brg__json_set(model, "parameters", json_integer(plan->parameters));
+    brg__json_set(model, "tokens_per_sample", json_integer(plan->tokens_per_sample));
     json_t *names = json_array();
-    for (int l = 0; l < plan->layers; l++) json_array_append_new(names, json_string(plan->layer_names[l] ? plan->layer_names[l] : ""));
-    json_object_set_new(model, "layer_names", names);
-    json_object_set_new(root, "model", model);
+    for (int l = 0; l < plan->layers; l++) brg__json_append(names, json_string(plan->layer_names[l] ? plan->layer_names[l] : ""));
+    brg__json_set(model, "layer_names", names);
+    brg__json_set(root, "model", model);
     json_t *topo = json_object();
-    json_object_set_new(topo, "source", json_string(plan->topology_source));
-    json_object_set_new(topo, "fingerprint", hex(plan->topology_fingerprint));
-    json_object_set_new(topo, "devices", json_integer(plan->devices_total));
-    json_object_set_new(topo, "nodes", json_integer(plan->nodes));
-    json_object_set_new(topo, "device_kind", json_string(brg_device_kind_name(plan->device_kind)));
-    json_object_set_new(topo, "device_model", json_string(plan->device_model));
-    json_object_set_new(topo, "device_peak_flops", json_real(plan->device_peak_flops));
-    json_object_set_new(topo, "device_figures", json_string(plan->device_figures[0] ? plan->device_figures : "unknown"));
+    brg__json_set(topo, "source", json_string(plan->topology_source));
+    brg__json_set(topo, "fingerprint", hex(plan->topology_fingerprint));
+    brg__json_set(topo, "devices", json_integer(plan->devices_total));
+    brg__json_set(topo, "nodes", json_integer(plan->nodes));
+    brg__json_set(topo, "device_kind", json_string(brg_device_kind_name(plan->device_kind)));
+    brg__json_set(topo, "device_model", json_string(plan->device_model));
+    brg__json_set(topo, "device_peak_flops", json_real(plan->device_peak_flops));
+    brg__json_set(topo, "device_figures", json_string(plan->device_figures[0] ? plan->device_figures : "unknown"));
     json_t *nodes = json_array();
-    for (int d = 0; d < plan->devices_total; d++) json_array_append_new(nodes, json_integer(plan->device_node[d]));
-    json_object_set_new(topo, "device_nodes", nodes);
-    json_object_set_new(root, "topology", topo);
-    json_object_set_new(root, "global_batch", json_integer(plan->global_batch));
-    json_object_set_new(root, "precision", json_string(brg_precision_name(plan->precision)));
-    json_object_set_new(root, "schedule", json_string(brg_schedule_kind_name(c->kind)));
-    json_object_set_new(root, "pipeline_stages", json_integer(R));
-    json_object_set_new(root, "data_parallel", json_integer(c->replicas));
-    json_object_set_new(root, "zero", json_integer(c->zero));
-    json_object_set_new(root, "chunks", json_integer(c->chunks));
-    json_object_set_new(root, "micro_batch", json_integer(c->micro_batch));
-    json_object_set_new(root, "micro_batches", json_integer(c->micro_batches));
+    for (int d = 0; d < plan->devices_total; d++) brg__json_append(nodes, json_integer(plan->device_node[d]));
+    brg__json_set(topo, "device_nodes", nodes);
+    brg__json_set(root, "topology", topo);
+    brg__json_set(root, "global_batch", json_integer(plan->global_batch));
+    brg__json_set(root, "precision", json_string(brg_precision_name(plan->precision)));
+    brg__json_set(root, "schedule", json_string(brg_schedule_kind_name(c->kind)));
+    brg__json_set(root, "pipeline_stages", json_integer(R));
+    brg__json_set(root, "data_parallel", json_integer(c->replicas));
+    brg__json_set(root, "zero", json_integer(c->zero));
+    brg__json_set(root, "chunks", json_integer(c->chunks));
+    brg__json_set(root, "micro_batch", json_integer(c->micro_batch));
+    brg__json_set(root, "micro_batches", json_integer(c->micro_batches));
     json_t *stages = json_array();
-    for (int s = 0; s < S; s++) json_array_append_new(stages, stage_json(plan, s));
-    json_object_set_new(root, "stages", stages);
+    for (int s = 0; s < S; s++) brg__json_append(stages, stage_json(plan, s));
+    brg__json_set(root, "stages", stages);
     json_t *ranks = json_array();
-    for (int r = 0; r < R; r++) json_array_append_new(ranks, rank_json(plan, r));
-    json_object_set_new(root, "ranks", ranks);
+    for (int r = 0; r < R; r++) brg__json_append(ranks, rank_json(plan, r));
+    brg__json_set(root, "ranks", ranks);
     if (plan->predicted) {
         const brg_plan_summary *sm = &plan->summary;
         json_t *p = json_object();
-        json_object_set_new(p, "iteration_seconds", json_real(sm->iteration_seconds));
-        json_object_set_new(p, "tokens_per_second", json_real(sm->tokens_per_second));
-        json_object_set_new(p, "mfu", json_real(sm->mfu));
-        json_object_set_new(p, "tflops_per_device", json_real(sm->tflops_per_device));
-        json_object_set_new(p, "bubble", json_real(sm->bubble));
-        json_object_set_new(p, "allreduce_seconds", json_real(sm->allreduce_seconds));
-        json_object_set_new(p, "peak_memory_bytes", json_integer(sm->peak_memory_bytes));
-        json_object_set_new(p, "lower_bound_seconds", json_real(sm->lower_bound_seconds));
-        json_object_set_new(p, "exhaustive", json_boolean(sm->exhaustive));
-        json_object_set_new(root, "predicted", p);
+        brg__json_set(p, "iteration_seconds", json_real(sm->iteration_seconds));
+        brg__json_set(p, "tokens_per_second", json_real(sm->tokens_per_second));
+        brg__json_set(p, "mfu", json_real(sm->mfu));
+        brg__json_set(p, "tflops_per_device", json_real(sm->tflops_per_device));
+        brg__json_set(p, "bubble", json_real(sm->bubble));
+        brg__json_set(p, "allreduce_seconds", json_real(sm->allreduce_seconds));
+        brg__json_set(p, "peak_memory_bytes", json_integer(sm->peak_memory_bytes));
+        brg__json_set(p, "lower_bound_seconds", json_real(sm->lower_bound_seconds));
+        brg__json_set(p, "exhaustive", json_boolean(sm->exhaustive));
+        brg__json_set(root, "predicted", p);
     }
-    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    char *text = brg__json_dump(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10), mark);
     json_decref(root);
     if (!text) return BRG_ERR_OUT_OF_MEMORY;
     size_t n = strlen(text);
@@ -616,7 +618,10 @@ brg_status brg_plan_load_string(const char *json, const char *origin, brg_plan *
         return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_plan_load_string: %s is NULL", !json ? "json" : "out");
     reader rd = {origin ? origin : "<string>", json, err};
     json_error_t je;
-    json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &je);
+    brg_status parsed;
+    json_t *root = brg__json_parse(json, strlen(json), JSON_REJECT_DUPLICATES, &je, &parsed);
+    if (!root && parsed == BRG_ERR_OUT_OF_MEMORY)
+        return brg__error_set(err, parsed, "%s: out of memory reading the plan", rd.origin);
     if (!root)
         return brg__error_set(err, BRG_ERR_PARSE, "%s:%d:%d: malformed JSON: %s", rd.origin, je.line, je.column, je.text);
     brg_plan *plan = NULL;

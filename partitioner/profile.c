@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "partitioner_internal.h"
 
 #define PROFILE_FORMAT "brigade-profile"
@@ -160,32 +161,33 @@ brg_status brg_profile_save(const brg_profile *p, const char *path, brg_error *e
                                   p->layers[l].name ? p->layers[l].name : "?");
     char fp[17];
     snprintf(fp, sizeof fp, "%016" PRIx64, p->fingerprint);
+    uint64_t mark = brg__json_build_begin();
     json_t *root = json_object();
-    json_object_set_new(root, "format", json_string(PROFILE_FORMAT));
-    json_object_set_new(root, "version", json_integer(BRG_PROFILE_FORMAT_VERSION));
-    json_object_set_new(root, "model_fingerprint", json_string(fp));
-    json_object_set_new(root, "device_model", json_string(p->device_model));
-    json_object_set_new(root, "transfer_latency_seconds", json_real(p->transfer_latency));
+    brg__json_set(root, "format", json_string(PROFILE_FORMAT));
+    brg__json_set(root, "version", json_integer(BRG_PROFILE_FORMAT_VERSION));
+    brg__json_set(root, "model_fingerprint", json_string(fp));
+    brg__json_set(root, "device_model", json_string(p->device_model));
+    brg__json_set(root, "transfer_latency_seconds", json_real(p->transfer_latency));
     json_t *layers = json_array();
     for (int l = 0; l < p->layer_count; l++) {
         json_t *o = json_object();
-        json_object_set_new(o, "layer", json_integer(l));
-        json_object_set_new(o, "name", json_string(p->layers[l].name ? p->layers[l].name : ""));
+        brg__json_set(o, "layer", json_integer(l));
+        brg__json_set(o, "name", json_string(p->layers[l].name ? p->layers[l].name : ""));
         json_t *records = json_array();
         for (int i = 0; i < p->layers[l].count; i++) {
             const profile_record *r = &p->layers[l].records[i];
             json_t *ro = json_object();
-            json_object_set_new(ro, "micro_batch", json_integer(r->micro_batch));
-            json_object_set_new(ro, "forward_seconds", json_real(r->seconds[0]));
-            json_object_set_new(ro, "backward_input_seconds", json_real(r->seconds[1]));
-            json_object_set_new(ro, "backward_weight_seconds", json_real(r->seconds[2]));
-            json_array_append_new(records, ro);
+            brg__json_set(ro, "micro_batch", json_integer(r->micro_batch));
+            brg__json_set(ro, "forward_seconds", json_real(r->seconds[0]));
+            brg__json_set(ro, "backward_input_seconds", json_real(r->seconds[1]));
+            brg__json_set(ro, "backward_weight_seconds", json_real(r->seconds[2]));
+            brg__json_append(records, ro);
         }
-        json_object_set_new(o, "times", records);
-        json_array_append_new(layers, o);
+        brg__json_set(o, "times", records);
+        brg__json_append(layers, o);
     }
-    json_object_set_new(root, "layers", layers);
-    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    brg__json_set(root, "layers", layers);
+    char *text = brg__json_dump(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9), mark);
     json_decref(root);
     if (!text) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     brg_status s = brg__write_text_file(path, text, err);
@@ -313,9 +315,11 @@ brg_status brg_profile_load(const char *path, brg_profile **out, brg_error *err)
     char *text = NULL;
     BRG__CHECK(brg__read_text_file(path, INT64_C(64) << 20, &text, err));
     json_error_t je;
-    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
     brg_status s;
-    if (!root) {
+    json_t *root = brg__json_parse(text, strlen(text), JSON_REJECT_DUPLICATES, &je, &s);
+    if (!root && s == BRG_ERR_OUT_OF_MEMORY) {
+        s = brg__error_set(err, s, "%s: out of memory reading the profile", path);
+    } else if (!root) {
         s = brg__error_set(err, BRG_ERR_PARSE, "%s:%d:%d: malformed JSON: %s", path, je.line, je.column, je.text);
     } else {
         preader rd = {path, text, err};

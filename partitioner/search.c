@@ -55,6 +55,8 @@ typedef struct search {
     int exhaustive;
     double lower_bound; /* on any plan, over the configurations not searched to the end */
     closest near;
+    /* Out of memory where a helper cannot say so (a cut search, keeping a result): the search ends with it
+     * rather than go on without what the allocation was for (which could change the plan). */
     brg_status failure;
     char infeasible_reason[BRG_ERROR_MESSAGE_MAX];
 } search;
@@ -151,6 +153,7 @@ static void offer(search *x, const brg__config *c, const brg__plan_placement *p,
     if (!f || !pol) {
         free(f);
         free(pol);
+        x->failure = BRG_ERR_OUT_OF_MEMORY;
         return;
     }
     memcpy(f, first, sizeof(int) * (size_t)(S + 1));
@@ -352,6 +355,7 @@ static int dp_cuts(cut_context *k, int *first, brg_recompute *policy) {
     found = isfinite(total[AT(S - 1, L)]);
 #undef AT
 done:
+    if (!best || !total || !from || !chosen) k->x->failure = BRG_ERR_OUT_OF_MEMORY;
     free(best);
     free(total);
     free(from);
@@ -488,7 +492,7 @@ static int compare_configs(const void *a, const void *b) {
 static double staircase_bound(const brg__model *m, const brg__config *c, const brg__batch_table *bt) {
     int L = m->layers, S = c->ranks;
     double *chain = brg__malloc(sizeof(double) * (size_t)(L + 1) * 3);
-    if (!chain) return 0.0;
+    if (!chain) return -1.0; /* out of memory */
     double *forward = chain + (L + 1), *whole = forward + (L + 1);
     int split = c->kind == BRG_SCHEDULE_ZB_H1;
     chain[0] = forward[0] = whole[0] = 0.0;
@@ -557,7 +561,11 @@ double brg__config_lower_bound(const brg__model *m, const brg__config *c, const 
         finish += zero ? 0.5 * ar + fmax(0.0, 0.5 * ar - window) : fmax(0.0, ar - window);
     }
     double bound = fmax((double)c->micro_batches * work / c->ranks + finish, trip);
-    if (c->chunks == 1) bound = fmax(bound, staircase_bound(m, c, bt));
+    if (c->chunks == 1) {
+        double staircase = staircase_bound(m, c, bt);
+        if (staircase < 0) return -1.0;
+        bound = fmax(bound, staircase);
+    }
     return bound;
 }
 
@@ -694,7 +702,9 @@ static brg_status enumerate_configs(search *x, config_entry **out, int *count) {
                         if (zero && (D < 2 || o->zero == 0)) continue;
                         if (!zero && D > 1 && o->zero == 1) continue;
                         brg__config c = {R, D, v, b, mb, (brg_schedule_kind)kind, zero};
-                        BRG__CHECK(add_config(out, count, &capacity, &c, brg__config_lower_bound(x->m, &c, bt)));
+                        double bound = brg__config_lower_bound(x->m, &c, bt);
+                        if (bound < 0) return BRG_ERR_OUT_OF_MEMORY;
+                        BRG__CHECK(add_config(out, count, &capacity, &c, bound));
                     }
                 }
             }
@@ -867,7 +877,11 @@ static brg_status run_search(search *x, int *found) {
     config_entry *configs = NULL;
     int count = 0;
     *found = 0;
-    BRG__CHECK(enumerate_configs(x, &configs, &count));
+    brg_status listed = enumerate_configs(x, &configs, &count);
+    if (listed != BRG_OK) {
+        free(configs);
+        return listed;
+    }
     x->configurations = count;
     if (count == 0) {
         free(configs);
@@ -878,7 +892,7 @@ static brg_status run_search(search *x, int *found) {
      * searched heuristically contribute their bounds. */
     x->lower_bound = INFINITY;
     brg_status s = BRG_OK;
-    for (int i = 0; i < count && s == BRG_OK; i++) {
+    for (int i = 0; i < count && s == BRG_OK && x->failure == BRG_OK; i++) {
         const result *last = &x->results[x->result_slots - 1];
         if (last->used && configs[i].lower_bound >= last->score) break;
         int settled = 0;
@@ -892,7 +906,7 @@ static brg_status run_search(search *x, int *found) {
             if (!statics_cannot_fit(x, &configs[j].config) || j == 0) s = measure_overflow(x, &configs[j].config);
     }
     free(configs);
-    return s;
+    return s == BRG_OK ? x->failure : s;
 }
 
 static brg_status search_init(search *x, brg__model *m, brg_error *err) {
@@ -903,8 +917,9 @@ static brg_status search_init(search *x, brg__model *m, brg_error *err) {
     x->instructions_left = m->options.max_simulated_instructions;
     x->result_slots = 1 + m->options.alternatives;
     x->results = brg__calloc((size_t)x->result_slots, sizeof *x->results);
-    if (!x->results) return BRG_ERR_OUT_OF_MEMORY;
-    return brg__schedule_cache_create(&x->schedules);
+    if (!x->results || brg__schedule_cache_create(&x->schedules) != BRG_OK)
+        return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory starting the plan search");
+    return BRG_OK;
 }
 
 /* Whether the search under o (a relaxation of the failed one) finds a plan. */
@@ -991,7 +1006,8 @@ brg_status brg_plan_search(const brg_graph *g, const brg_topology *t, const brg_
     search x;
     brg_status s = search_init(&x, m, err);
     int found = 0;
-    if (s == BRG_OK) s = run_search(&x, &found);
+    if (s == BRG_OK && (s = run_search(&x, &found)) == BRG_ERR_OUT_OF_MEMORY)
+        s = brg__error_set(err, s, "out of memory searching plans (after %lld configurations)", (long long)x.configurations);
     if (s == BRG_OK && !found) {
         if (x.configurations == 0) {
             s = brg__error_set(err, BRG_ERR_INFEASIBLE, "no plan satisfies the constraints: %s",
@@ -1003,7 +1019,8 @@ brg_status brg_plan_search(const brg_graph *g, const brg_topology *t, const brg_
                                x.near.known ? x.near.message : "no cut of the layers fits", change);
         }
     }
-    if (s == BRG_OK) s = build_plan(&x, out, brg__now_seconds() - start);
+    if (s == BRG_OK && (s = build_plan(&x, out, brg__now_seconds() - start)) == BRG_ERR_OUT_OF_MEMORY)
+        s = brg__error_set(err, s, "out of memory building the plan and its comparisons");
     search_free(&x);
     brg__model_destroy(m);
     return s;
@@ -1272,7 +1289,7 @@ static brg_status build_plan(search *x, brg_plan **out, double seconds) {
             used += w > 0 ? (size_t)w : 0;
         }
     }
-    brg__plan_fill_names(plan, m->graph);
+    if (brg__plan_fill_names(plan, m->graph) != BRG_OK) x->failure = BRG_ERR_OUT_OF_MEMORY;
     memcpy(plan->first, best->first, sizeof(int) * (size_t)(S + 1));
     memcpy(plan->policy, best->policy, sizeof(brg_recompute) * (size_t)S);
     memcpy(plan->devices, best->placement->devices, sizeof(int) * (size_t)(c->ranks * c->replicas));
@@ -1342,6 +1359,7 @@ static brg_status build_plan(search *x, brg_plan **out, double seconds) {
     free(cuts);
     if (have_order) brg__plan_placement_free(&order);
     brg__evaluation_free(&e);
+    if (s == BRG_OK) s = x->failure;
     if (s != BRG_OK) {
         brg_plan_destroy(plan);
         if (x->err && x->err->status == BRG_OK) brg__error_set(x->err, s, "building the plan failed: %s", brg_status_string(s));

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "brigade.h"
 #include "brigade/train.h"
 #include "brigade_config.h"
@@ -195,25 +196,26 @@ typedef struct figures {
 } figures;
 
 static int write_json(const bench_args *a, const brg_model_config *cfg, const figures *fg, const peak *p) {
+    uint64_t mark = brg__json_build_begin();
     json_t *root = json_object();
-    json_object_set_new(root, "model", json_string(cfg->name));
-    json_object_set_new(root, "device", json_string(a->opts.backend == BRG_BACKEND_CUDA ? "cuda" : "cpu"));
-    json_object_set_new(root, "dtype", json_string(a->opts.precision == BRG_PRECISION_BF16 ? "bf16" : "fp32"));
-    json_object_set_new(root, "pp", json_integer(a->opts.stages));
-    json_object_set_new(root, "micro_batch", json_integer(a->opts.micro_batch));
-    json_object_set_new(root, "micro_batches", json_integer(a->opts.micro_batches));
-    json_object_set_new(root, "seq", json_integer(cfg->seq));
-    json_object_set_new(root, "steps", json_integer(a->steps));
-    json_object_set_new(root, "tokens_per_second", json_real(fg->tokens_per_second));
-    json_object_set_new(root, "model_flops_per_token", json_real(fg->flops_per_token));
-    json_object_set_new(root, "tflops", json_real(fg->flops / 1e12));
-    json_object_set_new(root, "peak_tflops", json_real(p->flops / 1e12));
-    json_object_set_new(root, "peak_source", json_string(p->what));
-    json_object_set_new(root, "mfu", p->flops > 0 ? json_real(fg->mfu) : json_null());
-    json_object_set_new(root, "peak_bytes", json_integer(fg->peak_bytes));
-    json_object_set_new(root, "loss_first", json_real(fg->first_loss));
-    json_object_set_new(root, "loss_last", json_real(fg->last_loss));
-    int rc = json_dump_file(root, a->json, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
+    brg__json_set(root, "model", json_string(cfg->name));
+    brg__json_set(root, "device", json_string(a->opts.backend == BRG_BACKEND_CUDA ? "cuda" : "cpu"));
+    brg__json_set(root, "dtype", json_string(a->opts.precision == BRG_PRECISION_BF16 ? "bf16" : "fp32"));
+    brg__json_set(root, "pp", json_integer(a->opts.stages));
+    brg__json_set(root, "micro_batch", json_integer(a->opts.micro_batch));
+    brg__json_set(root, "micro_batches", json_integer(a->opts.micro_batches));
+    brg__json_set(root, "seq", json_integer(cfg->seq));
+    brg__json_set(root, "steps", json_integer(a->steps));
+    brg__json_set(root, "tokens_per_second", json_real(fg->tokens_per_second));
+    brg__json_set(root, "model_flops_per_token", json_real(fg->flops_per_token));
+    brg__json_set(root, "tflops", json_real(fg->flops / 1e12));
+    brg__json_set(root, "peak_tflops", json_real(p->flops / 1e12));
+    brg__json_set(root, "peak_source", json_string(p->what));
+    brg__json_set(root, "mfu", p->flops > 0 ? json_real(fg->mfu) : json_null());
+    brg__json_set(root, "peak_bytes", json_integer(fg->peak_bytes));
+    brg__json_set(root, "loss_first", json_real(fg->first_loss));
+    brg__json_set(root, "loss_last", json_real(fg->last_loss));
+    int rc = brg__json_build_ok(mark) ? json_dump_file(root, a->json, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) : -1;
     json_decref(root);
     if (rc != 0) {
         fprintf(stderr, "brigade bench: writing --json file '%s' failed\n", a->json);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "brigade.h"
 #include "brigade/checkpoint.h"
 #include "brigade/train.h"
@@ -121,6 +122,9 @@ static void usage(FILE *f) {
             "                        (default 0; a note, and no effect, with one replica)\n"
             "  --bucket-mb X         gradients summed across replicas in buckets of about X MiB, each posted as\n"
             "                        soon as backward has finished it (default 4)\n"
+            "  --nan-check N         scan every activation and gradient on steps 1, 1+N, 1+2N, ... and stop at the\n"
+            "                        first NaN or infinity, naming its stage, micro-batch, op and tensor (default\n"
+            "                        100; 0: only the loss and the gradient norm, which every step checks)\n"
             "  --schedule KIND       gpipe, 1f1b, interleaved or zb-h1 (default 1f1b)\n"
             "  --chunks V            virtual stages per pipeline stage, for interleaved (default 1; 2 with interleaved)\n"
             "  --recompute POLICY    none, full or selective: what a stage keeps of a micro-batch until its\n"
@@ -255,6 +259,9 @@ static int parse_args(int argc, char **argv, train_args *a) {
             a->given |= GIVEN_ZERO;
             if (brg_cli_int64(command, flag, v, 0, 1, &n)) return BRG_EXIT_USAGE;
             a->opts.zero = (int)n;
+        } else if (strcmp(flag, "--nan-check") == 0) {
+            VALUE();
+            if (brg_cli_int64(command, flag, v, 0, INT64_C(1) << 40, &a->opts.nan_check_every)) return BRG_EXIT_USAGE;
         } else if (strcmp(flag, "--bucket-mb") == 0) {
             VALUE();
             if (brg_cli_double(command, flag, v, 1.0 / 1024, 65536.0, &x)) return BRG_EXIT_USAGE;
@@ -502,6 +509,7 @@ static int check_writable(const char *path, const char *flag) {
 }
 
 typedef struct run_record {
+    uint64_t json_mark; /* brg__json_build_begin before the first record */
     json_t *steps;
     json_t *ranks; /* the last step's per-stage figures */
     double seconds;
@@ -516,28 +524,33 @@ static int write_stats(const train_args *a, const brg_model_config *cfg, const r
     char hex[17], tmp[4096];
     snprintf(hex, sizeof hex, "%016" PRIx64, fingerprint);
     json_t *root = json_object();
-    json_object_set_new(root, "model", json_string(cfg->name));
-    json_object_set_new(root, "parameters", json_integer(params));
-    json_object_set_new(root, "micro_batch", json_integer(a->opts.micro_batch));
-    json_object_set_new(root, "micro_batches", json_integer(a->opts.micro_batches));
-    json_object_set_new(root, "seq", json_integer(cfg->seq));
-    json_object_set_new(root, "pp", json_integer(a->opts.stages));
-    json_object_set_new(root, "chunks", json_integer(a->opts.chunks));
-    json_object_set_new(root, "schedule", json_string(brg_schedule_kind_name(a->opts.schedule)));
-    json_object_set_new(root, "recompute", json_string(recompute_name(a->opts.recompute)));
-    json_object_set_new(root, "data", json_string(a->data ? a->data : "synthetic"));
-    json_object_set_new(root, "steps", json_incref(r->steps));
-    json_object_set_new(root, "stages", json_incref(r->ranks));
-    json_object_set_new(root, "params_fingerprint", json_string(hex));
-    json_object_set_new(root, "seconds", json_real(r->seconds));
-    json_object_set_new(root, "tokens", json_integer(r->tokens));
-    json_object_set_new(root, "tokens_per_second", json_real(r->seconds > 0 ? (double)r->tokens / r->seconds : 0));
+    brg__json_set(root, "model", json_string(cfg->name));
+    brg__json_set(root, "parameters", json_integer(params));
+    brg__json_set(root, "micro_batch", json_integer(a->opts.micro_batch));
+    brg__json_set(root, "micro_batches", json_integer(a->opts.micro_batches));
+    brg__json_set(root, "seq", json_integer(cfg->seq));
+    brg__json_set(root, "pp", json_integer(a->opts.stages));
+    brg__json_set(root, "chunks", json_integer(a->opts.chunks));
+    brg__json_set(root, "schedule", json_string(brg_schedule_kind_name(a->opts.schedule)));
+    brg__json_set(root, "recompute", json_string(recompute_name(a->opts.recompute)));
+    brg__json_set(root, "data", json_string(a->data ? a->data : "synthetic"));
+    brg__json_set(root, "steps", json_incref(r->steps));
+    brg__json_set(root, "stages", json_incref(r->ranks));
+    brg__json_set(root, "params_fingerprint", json_string(hex));
+    brg__json_set(root, "seconds", json_real(r->seconds));
+    brg__json_set(root, "tokens", json_integer(r->tokens));
+    brg__json_set(root, "tokens_per_second", json_real(r->seconds > 0 ? (double)r->tokens / r->seconds : 0));
     /* The first step pays for warm-up (page faults, BLAS buffers); the steady rate leaves it out. */
-    json_object_set_new(root, "steady_tokens_per_second",
+    brg__json_set(root, "steady_tokens_per_second",
                         r->seconds_after_first > 0 ? json_real((double)r->tokens_after_first / r->seconds_after_first)
                                                    : json_null());
-    json_object_set_new(root, "peak_bytes", json_integer(r->peak_bytes));
+    brg__json_set(root, "peak_bytes", json_integer(r->peak_bytes));
     snprintf(tmp, sizeof tmp, "%s.tmp", a->stats);
+    if (!brg__json_build_ok(r->json_mark)) {
+        json_decref(root);
+        fprintf(stderr, "brigade train: writing --stats file '%s' failed: out of memory\n", a->stats);
+        return BRG_EXIT_FAILURE;
+    }
     int rc = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
     json_decref(root);
     if (rc != 0 || rename(tmp, a->stats) != 0) {
@@ -567,19 +580,19 @@ static json_t *rank_figures(const brg_trainer *tr) {
         brg_rank_stats rs;
         if (brg_trainer_rank_stats(tr, r, &rs) != BRG_OK) continue;
         json_t *o = json_object();
-        json_object_set_new(o, "rank", json_integer(r));
-        json_object_set_new(o, "stage", json_integer(rs.stage));
-        json_object_set_new(o, "replica", json_integer(rs.replica));
-        json_object_set_new(o, "moment_bytes", json_integer(rs.moment_bytes));
-        json_object_set_new(o, "allreduce_wait_seconds", json_real(rs.allreduce_wait_seconds));
-        json_object_set_new(o, "compute_seconds", json_real(rs.compute_seconds));
-        json_object_set_new(o, "transfer_seconds", json_real(rs.transfer_seconds));
-        json_object_set_new(o, "wait_seconds", json_real(rs.wait_seconds));
-        json_object_set_new(o, "bubble", json_real(rs.bubble));
-        json_object_set_new(o, "peak_bytes", json_integer(rs.peak_bytes));
-        json_object_set_new(o, "activation_peak_bytes", json_integer(rs.activation_peak_bytes));
-        json_object_set_new(o, "peak_in_flight", json_integer(rs.peak_in_flight));
-        json_array_append_new(ranks, o);
+        brg__json_set(o, "rank", json_integer(r));
+        brg__json_set(o, "stage", json_integer(rs.stage));
+        brg__json_set(o, "replica", json_integer(rs.replica));
+        brg__json_set(o, "moment_bytes", json_integer(rs.moment_bytes));
+        brg__json_set(o, "allreduce_wait_seconds", json_real(rs.allreduce_wait_seconds));
+        brg__json_set(o, "compute_seconds", json_real(rs.compute_seconds));
+        brg__json_set(o, "transfer_seconds", json_real(rs.transfer_seconds));
+        brg__json_set(o, "wait_seconds", json_real(rs.wait_seconds));
+        brg__json_set(o, "bubble", json_real(rs.bubble));
+        brg__json_set(o, "peak_bytes", json_integer(rs.peak_bytes));
+        brg__json_set(o, "activation_peak_bytes", json_integer(rs.activation_peak_bytes));
+        brg__json_set(o, "peak_in_flight", json_integer(rs.peak_in_flight));
+        brg__json_append(ranks, o);
     }
     return ranks;
 }
@@ -637,7 +650,8 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
            cfg->name, params, brg_graph_layer_count(g), a->opts.micro_batches, a->opts.micro_batch, replicas, cfg->seq,
            a->data ? a->data : "synthetic (repeating random patterns)", mem);
     print_plan(a, tr, g);
-    run_record r = {.steps = json_array(), .ranks = json_array()};
+    uint64_t mark = brg__json_build_begin();
+    run_record r = {.json_mark = mark, .steps = json_array(), .ranks = json_array()};
     int rc = BRG_EXIT_OK;
     brg_checkpoint_options co = BRG_CHECKPOINT_OPTIONS_INIT;
     co.model = &a->model_cfg;
@@ -683,13 +697,13 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
         }
         if (st.peak_bytes > r.peak_bytes) r.peak_bytes = st.peak_bytes;
         json_t *rec = json_object();
-        json_object_set_new(rec, "step", json_integer(st.step));
-        json_object_set_new(rec, "loss", json_real(loss));
-        json_object_set_new(rec, "grad_norm", json_real(st.grad_norm));
-        json_object_set_new(rec, "lr", json_real(st.lr));
-        json_object_set_new(rec, "ms", json_real(st.seconds * 1e3));
-        json_object_set_new(rec, "tokens_per_second", json_real(st.tokens_per_second));
-        json_object_set_new(rec, "bubble", json_real(st.bubble));
+        brg__json_set(rec, "step", json_integer(st.step));
+        brg__json_set(rec, "loss", json_real(loss));
+        brg__json_set(rec, "grad_norm", json_real(st.grad_norm));
+        brg__json_set(rec, "lr", json_real(st.lr));
+        brg__json_set(rec, "ms", json_real(st.seconds * 1e3));
+        brg__json_set(rec, "tokens_per_second", json_real(st.tokens_per_second));
+        brg__json_set(rec, "bubble", json_real(st.bubble));
         double vloss = NAN;
         if (val && ((a->val_every && step % a->val_every == 0) || step == a->steps)) {
             if (brg_trainer_evaluate(tr, val, a->val_batches, &vloss) != BRG_OK) {
@@ -698,9 +712,9 @@ static int train(const train_args *a, const brg_model_config *cfg, brg_graph *g,
                 rc = BRG_EXIT_FAILURE;
                 break;
             }
-            json_object_set_new(rec, "val_loss", json_real(vloss));
+            brg__json_set(rec, "val_loss", json_real(vloss));
         }
-        json_array_append_new(r.steps, rec);
+        brg__json_append(r.steps, rec);
         if (a->checkpoint_dir && ((a->save_every && step % a->save_every == 0) || step == a->steps)) {
             if (brg_checkpoint_save(tr, a->checkpoint_dir, &co, &err) != BRG_OK) {
                 rank_error(&a->launch, "--checkpoint-dir: %s", err.message);

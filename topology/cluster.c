@@ -356,7 +356,10 @@ static brg_status parse_root(const cluster_ctx *c, json_t *root, brg_topology **
 
 static brg_status parse_text(cluster_ctx *c, brg_topology **out) {
     json_error_t je;
-    json_t *root = json_loads(c->text, JSON_REJECT_DUPLICATES, &je);
+    brg_status parsed;
+    json_t *root = brg__json_parse(c->text, strlen(c->text), JSON_REJECT_DUPLICATES, &je, &parsed);
+    if (!root && parsed == BRG_ERR_OUT_OF_MEMORY)
+        return brg__error_set(c->err, parsed, "%s: out of memory reading the cluster description", c->file);
     if (!root)
         return brg__error_set(c->err, BRG_ERR_PARSE, "%s:%d:%d: malformed JSON: %s", c->file, je.line, je.column,
                               je.text);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "topology_internal.h"
 
 /* ---- link classes: the distinct (kind, bandwidth, latency) triples, in order of first use --------- */
@@ -90,7 +91,7 @@ static json_t *device_json(const brg_topology *t, int i) {
     const brg__device *d = &t->devices[i];
     json_t *peaks = json_object();
     for (int p = 0; p < BRG_PRECISION_COUNT; p++)
-        json_object_set_new(peaks, brg_precision_name((brg_precision)p), json_real(d->peak_flops[p]));
+        brg__json_set(peaks, brg_precision_name((brg_precision)p), json_real(d->peak_flops[p]));
     return json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:f, s:o, s:s, s:i}",
                      "index", i, "kind", brg_device_kind_name(d->kind), "name", d->name, "model", d->model,
                      "preset", d->preset, "pci_bus_id", d->pci_bus_id, "node", d->node, "local_index",
@@ -103,14 +104,14 @@ static json_t *device_json(const brg_topology *t, int i) {
 static json_t *links_json(const brg_topology *t, const link_classes *lc) {
     json_t *classes = json_array(), *matrix = json_array();
     for (int c = 0; c < lc->count; c++)
-        json_array_append_new(classes, json_pack("{s:s, s:f, s:f}", "kind", brg_link_kind_name(lc->classes[c].kind),
+        brg__json_append(classes, json_pack("{s:s, s:f, s:f}", "kind", brg_link_kind_name(lc->classes[c].kind),
                                                  "bandwidth", lc->classes[c].bandwidth, "latency",
                                                  lc->classes[c].latency));
     for (int i = 0; i < t->device_count; i++) {
         json_t *row = json_array();
         for (int j = 0; j < t->device_count; j++)
-            json_array_append_new(row, json_integer(lc->of[(size_t)i * (size_t)t->device_count + (size_t)j]));
-        json_array_append_new(matrix, row);
+            brg__json_append(row, json_integer(lc->of[(size_t)i * (size_t)t->device_count + (size_t)j]));
+        brg__json_append(matrix, row);
     }
     return json_pack("{s:o, s:o}", "classes", classes, "matrix", matrix);
 }
@@ -119,14 +120,14 @@ static json_t *topology_json(const brg_topology *t, const link_classes *lc) {
     json_t *nodes = json_array(), *devices = json_array(), *nics = json_array();
     for (int n = 0; n < t->node_count; n++) {
         const brg__node *node = &t->nodes[n];
-        json_array_append_new(nodes, json_pack("{s:s, s:s, s:[i,i], s:[i,i]}", "name", node->name, "source",
+        brg__json_append(nodes, json_pack("{s:s, s:s, s:[i,i], s:[i,i]}", "name", node->name, "source",
                                                node->source, "devices", node->first_device, node->device_count,
                                                "nics", node->first_nic, node->nic_count));
     }
-    for (int i = 0; i < t->device_count; i++) json_array_append_new(devices, device_json(t, i));
+    for (int i = 0; i < t->device_count; i++) brg__json_append(devices, device_json(t, i));
     for (int k = 0; k < t->nic_count; k++) {
         const brg__nic *nic = &t->nics[k];
-        json_array_append_new(nics, json_pack("{s:i, s:s, s:s, s:i, s:i, s:f}", "index", k, "name", nic->name,
+        brg__json_append(nics, json_pack("{s:i, s:s, s:s, s:i, s:i, s:f}", "index", k, "name", nic->name,
                                               "pci_bus_id", nic->pci_bus_id, "node", nic->node, "numa_node",
                                               nic->numa_node, "bandwidth", nic->bandwidth));
     }
@@ -141,16 +142,14 @@ brg_status brg_topology_to_json(const brg_topology *t, char **out) {
     if (!t || !out) return BRG_ERR_INVALID_ARGUMENT;
     link_classes lc;
     BRG__CHECK(classes_build(t, &lc));
+    uint64_t mark = brg__json_build_begin();
     json_t *root = topology_json(t, &lc);
     classes_free(&lc);
     /* One line, not indented: a link matrix grows as the square of the device count. */
-    char *text = root ? json_dumps(root, JSON_PRESERVE_ORDER) : NULL;
+    char *text = brg__json_dump(root, JSON_PRESERVE_ORDER, mark);
     json_decref(root);
-    /* A copy from malloc, so that free() is right whatever allocator jansson was given. */
-    char *copy = text ? brg__strdup(text) : NULL;
-    free(text);
-    if (!copy) return BRG_ERR_OUT_OF_MEMORY;
-    *out = copy;
+    if (!text) return BRG_ERR_OUT_OF_MEMORY;
+    *out = text;
     return BRG_OK;
 }
 

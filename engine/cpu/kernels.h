@@ -169,11 +169,12 @@ static inline float brg__cpu_max(const float *restrict x, int64_t n) {
 
 /* e^x within about 1e-7 relative (Cephes' expf: Cody-Waite reduction by ln 2, a degree-6 polynomial,
  * then 2^k from the exponent bits), written without calls or branches so that loops over it vectorize.
- * Arguments below -87.3 give 0 (where float would go subnormal); above 88, e^88. The kernels call it
- * on x <= 0 (softmax) and in GELU, where e^88 already saturates the result. */
+ * Arguments below -87.3 give 0 (where float would go subnormal); above 88, e^88; a NaN gives itself (the
+ * clamp sends it to -87.3 first, so that no NaN reaches the integer conversion, which it would overflow).
+ * The kernels call it on x <= 0 (softmax) and in GELU, where e^88 already saturates the result. */
 static inline float brg__cpu_exp(float x) {
     float c = x > 88.0f ? 88.0f : x;
-    c = c < -87.3f ? -87.3f : c;
+    c = c >= -87.3f ? c : -87.3f;
     /* k = round(c / ln 2): adding 1.5 * 2^23 leaves the rounded integer in the low mantissa bits. */
     float k = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = c - k * 0.693359375f;
@@ -184,7 +185,8 @@ static inline float brg__cpu_exp(float x) {
     int32_t bits = ((int32_t)k + 127) * (1 << 23);
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return x < -87.3f ? 0.0f : p * scale;
+    float e = x < -87.3f ? 0.0f : p * scale;
+    return x == x ? e : x;
 }
 
 #endif

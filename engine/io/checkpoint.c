@@ -92,8 +92,9 @@ static brg_status write_text(const char *path, const char *text, char *msg) {
     return s;
 }
 
-static brg_status write_json(const char *path, json_t *root, char *msg) {
-    char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+/* root built since `mark` (brg__json_build_begin): a tree that lost a member is not written. */
+static brg_status write_json(const char *path, json_t *root, uint64_t mark, char *msg) {
+    char *text = brg__json_dump(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17), mark);
     if (!text) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     brg_status s = write_text(path, text, msg);
     free(text);
@@ -188,27 +189,27 @@ static brg_status write_shards(brg_trainer *t, const brg_graph *g, const brg_che
 
 static json_t *gpt_config(const brg_model_config *m) {
     json_t *c = json_object();
-    json_object_set_new(c, "architectures", json_pack("[s]", "GPT2LMHeadModel"));
-    json_object_set_new(c, "model_type", json_string("gpt2"));
-    json_object_set_new(c, "n_embd", json_integer(m->hidden));
-    json_object_set_new(c, "n_layer", json_integer(m->layers));
-    json_object_set_new(c, "n_head", json_integer(m->heads));
-    json_object_set_new(c, "vocab_size", json_integer(m->vocab));
-    json_object_set_new(c, "n_positions", json_integer(m->seq));
-    json_object_set_new(c, "n_ctx", json_integer(m->seq));
-    json_object_set_new(c, "n_inner", json_null());
-    json_object_set_new(c, "layer_norm_epsilon", json_real(1e-5));
-    json_object_set_new(c, "activation_function", json_string("gelu_new")); /* the tanh approximation */
-    json_object_set_new(c, "initializer_range", json_real(0.02));
-    json_object_set_new(c, "resid_pdrop", json_real(0.0));
-    json_object_set_new(c, "embd_pdrop", json_real(0.0));
-    json_object_set_new(c, "attn_pdrop", json_real(0.0));
-    json_object_set_new(c, "tie_word_embeddings", json_true());
+    brg__json_set(c, "architectures", json_pack("[s]", "GPT2LMHeadModel"));
+    brg__json_set(c, "model_type", json_string("gpt2"));
+    brg__json_set(c, "n_embd", json_integer(m->hidden));
+    brg__json_set(c, "n_layer", json_integer(m->layers));
+    brg__json_set(c, "n_head", json_integer(m->heads));
+    brg__json_set(c, "vocab_size", json_integer(m->vocab));
+    brg__json_set(c, "n_positions", json_integer(m->seq));
+    brg__json_set(c, "n_ctx", json_integer(m->seq));
+    brg__json_set(c, "n_inner", json_null());
+    brg__json_set(c, "layer_norm_epsilon", json_real(1e-5));
+    brg__json_set(c, "activation_function", json_string("gelu_new")); /* the tanh approximation */
+    brg__json_set(c, "initializer_range", json_real(0.02));
+    brg__json_set(c, "resid_pdrop", json_real(0.0));
+    brg__json_set(c, "embd_pdrop", json_real(0.0));
+    brg__json_set(c, "attn_pdrop", json_real(0.0));
+    brg__json_set(c, "tie_word_embeddings", json_true());
     /* GPT-2's end-of-text token is the last of its 50257; a model of another vocabulary has none. */
     json_t *eos = m->vocab == 50257 ? json_integer(50256) : json_null();
-    json_object_set_new(c, "bos_token_id", json_incref(eos));
-    json_object_set_new(c, "eos_token_id", eos);
-    json_object_set_new(c, "torch_dtype", json_string("float32"));
+    brg__json_set(c, "bos_token_id", json_incref(eos));
+    brg__json_set(c, "eos_token_id", eos);
+    brg__json_set(c, "torch_dtype", json_string("float32"));
     return c;
 }
 
@@ -216,6 +217,7 @@ static json_t *gpt_config(const brg_model_config *m) {
 static brg_status write_descriptions(brg_trainer *t, const brg_graph *g, const brg_checkpoint_options *o,
                                      const char *dir, uint64_t fp, char *msg) {
     int ranks = brg__trainer_process_count(t);
+    uint64_t mark = brg__json_build_begin();
     json_t *map = json_object(), *index = json_object();
     int64_t total = 0;
     for (int64_t p = 0; p < g->n_params; p++) {
@@ -224,19 +226,19 @@ static brg_status write_descriptions(brg_trainer *t, const brg_graph *g, const b
         char name[BRG_MAX_NAME + 32], file[64];
         file_name_of(g->params[p]->name, o, name, sizeof name);
         shard_name(file, sizeof file, "model", owner, ranks);
-        json_object_set_new(map, name, json_string(file));
+        brg__json_set(map, name, json_string(file));
         total += brg__tensor_numel(g->params[p], 1) * (int64_t)sizeof(float);
     }
-    json_object_set_new(index, "metadata", json_pack("{sI}", "total_size", (json_int_t)total));
-    json_object_set_new(index, "weight_map", map);
+    brg__json_set(index, "metadata", json_pack("{sI}", "total_size", (json_int_t)total));
+    brg__json_set(index, "weight_map", map);
     char path[PATH_MAX_LEN];
     PATHF(path, "%s/model.safetensors.index.json", dir);
-    brg_status s = write_json(path, index, msg);
+    brg_status s = write_json(path, index, mark, msg);
     json_decref(index);
     if (s == BRG_OK && is_gpt(o)) {
         json_t *c = gpt_config(o->model);
         PATHF(path, "%s/config.json", dir);
-        s = write_json(path, c, msg);
+        s = write_json(path, c, mark, msg);
         json_decref(c);
     }
     char hex[17], hash[17];
@@ -247,7 +249,7 @@ static brg_status write_descriptions(brg_trainer *t, const brg_graph *g, const b
                            (json_int_t)brg__trainer_next_sample(t), "model", o && o->model ? o->model->name : "",
                            "model_hash", hash, "params_fingerprint", hex, "ranks", ranks);
     PATHF(path, "%s/trainer.json", dir);
-    if (s == BRG_OK) s = tr ? write_json(path, tr, msg) : BRG_ERR_OUT_OF_MEMORY;
+    if (s == BRG_OK) s = write_json(path, tr, mark, msg);
     json_decref(tr);
     return s;
 }
@@ -364,11 +366,21 @@ static brg_status find_latest(const char *root, char *dir, size_t size, char *ms
 }
 
 static json_t *load_json(const char *path, char *msg, brg_status *s) {
+    brg_error err = {0};
+    char *text = NULL;
+    size_t size = 0;
+    *s = brg__read_file(path, "", INT64_C(1) << 26, &text, &size, &err);
+    if (*s != BRG_OK) {
+        brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, *s, "%s", err.message);
+        return NULL;
+    }
     json_error_t je;
-    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!j)
-        *s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, access(path, F_OK) == 0 ? BRG_ERR_PARSE : BRG_ERR_IO,
-                              "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    json_t *j = brg__json_parse(text, size, JSON_REJECT_DUPLICATES, &je, s);
+    free(text);
+    if (!j && *s == BRG_ERR_OUT_OF_MEMORY)
+        brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, *s, "%s: out of memory", path);
+    else if (!j)
+        *s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_PARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
     else if (!json_is_object(j)) {
         *s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_PARSE, "%s: not a JSON object", path);
         json_decref(j);

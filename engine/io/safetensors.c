@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "io/safetensors.h"
 
 #define ST_MSG(status, ...) brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, (status), __VA_ARGS__)
@@ -165,7 +166,9 @@ static brg_status parse_tensor(brg__st_file *f, const char *name, json_t *e, brg
 /* The header (len bytes at text) of f, whose data area has f->data_size bytes. */
 static brg_status parse_header(brg__st_file *f, const char *text, size_t len, char *msg) {
     json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    brg_status parsed;
+    json_t *root = brg__json_parse(text, len, JSON_REJECT_DUPLICATES, &je, &parsed);
+    if (!root && parsed == BRG_ERR_OUT_OF_MEMORY) return ST_MSG(parsed, "%s: header: out of memory", f->name);
     if (!root) return ST_MSG(BRG_ERR_PARSE, "%s: header: %s (line %d, column %d)", f->name, je.text, je.line, je.column);
     brg_status s = BRG_OK;
     if (!json_is_object(root)) s = ST_MSG(BRG_ERR_PARSE, "%s: the header is not a JSON object", f->name);
@@ -515,11 +518,17 @@ static int pending_by_name(const void *a, const void *b) {
 /* The header: "__metadata__" first, then the tensors in name order (jansson keeps insertion order). */
 static char *header_text(brg__st_writer *w) {
     qsort(w->tensors, (size_t)w->n, sizeof *w->tensors, pending_by_name);
+    uint64_t mark = brg__json_build_begin();
     json_t *root = json_object();
     if (w->n_meta) {
         json_t *meta = json_object();
         /* sorted keys */
         int64_t *order = brg__malloc((size_t)w->n_meta * sizeof *order);
+        if (!order) {
+            json_decref(meta);
+            json_decref(root);
+            return NULL;
+        }
         for (int64_t i = 0; order && i < w->n_meta; i++) order[i] = i;
         for (int64_t i = 1; order && i < w->n_meta; i++)
             for (int64_t j = i; j > 0 && strcmp(w->keys[order[j - 1]], w->keys[order[j]]) > 0; j--) {
@@ -528,21 +537,21 @@ static char *header_text(brg__st_writer *w) {
                 order[j - 1] = x;
             }
         for (int64_t i = 0; order && i < w->n_meta; i++)
-            json_object_set_new(meta, w->keys[order[i]], json_string(w->values[order[i]]));
+            brg__json_set(meta, w->keys[order[i]], json_string(w->values[order[i]]));
         free(order);
-        json_object_set_new(root, "__metadata__", meta);
+        brg__json_set(root, "__metadata__", meta);
     }
     int64_t at = 0;
     for (int64_t i = 0; i < w->n; i++) {
         const pending_tensor *t = &w->tensors[i];
         json_t *shape = json_array();
-        for (int d = 0; d < t->ndim; d++) json_array_append_new(shape, json_integer(t->shape[d]));
-        json_object_set_new(root, t->name,
+        for (int d = 0; d < t->ndim; d++) brg__json_append(shape, json_integer(t->shape[d]));
+        brg__json_set(root, t->name,
                             json_pack("{s:s, s:o, s:[I, I]}", "dtype", brg__st_dtype_name(t->dtype), "shape", shape,
                                       "data_offsets", (json_int_t)at, (json_int_t)(at + t->bytes)));
         at += t->bytes;
     }
-    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = brg__json_dump(root, JSON_COMPACT | JSON_PRESERVE_ORDER, mark);
     json_decref(root);
     return text;
 }

@@ -42,6 +42,7 @@ uint64_t brg__options_hash(const brg_train_options *o) {
     MIX(h, o->data_parallel);
     MIX(h, o->zero);
     MIX(h, o->bucket_bytes);
+    MIX(h, o->nan_check_every);
     if (o->rank_layout) h = mix(h, o->rank_layout, (size_t)o->data_parallel * (size_t)o->stages * sizeof *o->rank_layout);
     return h;
 }
@@ -122,7 +123,7 @@ static brg_status fan(brg__transport *t, uint64_t tag, int gather, const void *m
         s = gather ? t->vt->post_send(t, 0, tag, mine, bytes, &reqs[0]) : t->vt->post_recv(t, 0, tag, buf, bytes, &reqs[0]);
         posted = s == BRG_OK;
     }
-    if (s != BRG_OK) brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, s, "rank %d: posting %s failed", t->rank, what);
+    if (s != BRG_OK) brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, s, "rank %d: posting %s failed: %s", t->rank, what, brg_status_string(s));
     brg_status waited = wait_list(t, reqs, peers, posted, what, s == BRG_OK ? msg : NULL);
     if (s == BRG_OK) s = waited;
     free(reqs);

@@ -153,6 +153,7 @@ brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend 
     s->batch = batch;
     s->n_slots = n_slots;
     s->recompute = recompute;
+    s->poison_slot = -1;
     int failed = 0;
     size_t nt = (size_t)g->n_tensors, np = (size_t)g->n_params, no = (size_t)op_count(s);
     s->acts = calloc_array((size_t)n_slots, sizeof *s->acts, &failed);
@@ -212,13 +213,18 @@ void brg__stage_destroy(brg__stage *s) {
     if (!s) return;
     const brg_graph *g = s->graph;
     brg__backend *be = s->be;
-    for (int slot = 0; s->acts && slot < s->n_slots; slot++) {
+    /* Any array may be missing: creation may have failed part way (every one is calloc'd, so what exists
+     * holds NULL or a buffer). */
+    for (int slot = 0; s->acts && s->act_grads && s->aux && s->dropped && slot < s->n_slots; slot++) {
         if (s->acts[slot] && s->act_grads[slot] && s->aux[slot]) brg__stage_release(s, slot);
-        free(s->acts[slot]);
-        free(s->act_grads[slot]);
-        free(s->aux[slot]);
     }
-    for (int64_t p = 0; s->param && s->grad_owned && s->grad_lent && p < g->n_params; p++) {
+    for (int slot = 0; slot < s->n_slots; slot++) {
+        if (s->acts) free(s->acts[slot]);
+        if (s->act_grads) free(s->act_grads[slot]);
+        if (s->aux) free(s->aux[slot]);
+    }
+    for (int64_t p = 0; s->param && s->adam_m && s->adam_v && s->param_grad && s->grad_owned && s->grad_lent &&
+                        s->consumer_grad && p < g->n_params; p++) {
         if (s->grad_lent[p] && !s->grad_owned[p]) /* the consumer's buffer is the view: not ours to free */
             for (int64_t k = 0; k < op_count(s) * BRG__MAX_INPUTS; k++)
                 if (s->consumer_grad[k] == s->param_grad[p]) s->consumer_grad[k] = NULL;
@@ -328,11 +334,85 @@ static brg_status forward_op(brg__stage *s, int slot, int64_t i) {
     return s->be->vt->forward(s->be, &call);
 }
 
+/* ---- numerical checks ------------------------------------------------------------------------------ */
+
+/* 0 when the 4-byte float or 2-byte bfloat16 at p is finite; else 1 for an infinity, 2 for a NaN (the
+ * exponent bits all set, and the fraction zero or not). */
+static int nonfinite_element(const unsigned char *p, int64_t element_bytes) {
+    uint32_t v, exponent, fraction;
+    if (element_bytes == 2) {
+        uint16_t h;
+        memcpy(&h, p, sizeof h);
+        v = h;
+        exponent = 0x7f80u;
+        fraction = 0x007fu;
+    } else {
+        memcpy(&v, p, sizeof v);
+        exponent = 0x7f800000u;
+        fraction = 0x007fffffu;
+    }
+    if ((v & exponent) != exponent) return 0;
+    return (v & fraction) ? 2 : 1;
+}
+
+/* The index of the first NaN or infinity among the elements of buf (bytes long, in the backend's memory),
+ * or -1; *value says which. Read through the backend in pieces, so any backend's memory can be checked. */
+static int64_t first_nonfinite(const brg__stage *s, const void *buf, size_t bytes, int64_t element_bytes,
+                               const char **value) {
+    unsigned char piece[16384]; /* a multiple of both element sizes */
+    for (size_t at = 0; at < bytes; at += sizeof piece) {
+        size_t n = bytes - at < sizeof piece ? bytes - at : sizeof piece;
+        s->be->vt->download(s->be, piece, (const unsigned char *)buf + at, n);
+        for (size_t k = 0; k + (size_t)element_bytes <= n; k += (size_t)element_bytes) {
+            int kind = nonfinite_element(piece + k, element_bytes);
+            if (kind) {
+                *value = kind == 2 ? "NaN" : "an infinity";
+                return (int64_t)((at + k) / (size_t)element_bytes);
+            }
+        }
+    }
+    return -1;
+}
+
+static const char *layer_of(const brg__stage *s, const brg__op *op) {
+    return op->layer >= 0 && op->layer < s->graph->n_layers ? s->graph->layers[op->layer].name : "?";
+}
+
+/* Checks buf, written by op: its output in forward (t NULL), or the gradient of its input t in backward;
+ * BRG_ERR_NUMERICAL with the message when it holds a NaN or an infinity. */
+static brg_status check_written(brg__stage *s, const brg__op *op, const brg_tensor *t, const void *buf, int param) {
+    if (!t) t = op->output;
+    if (!buf || t->dtype != BRG_F32) return BRG_OK;
+    int64_t element_bytes = param ? (int64_t)sizeof(float) : s->be->vt->element_bytes(s->be, t->dtype);
+    size_t bytes = param ? (size_t)brg__tensor_numel(t, 1) * sizeof(float) : brg__stage_tensor_bytes(s, t);
+    const char *value = "";
+    int64_t at = first_nonfinite(s, buf, bytes, element_bytes, &value);
+    if (at < 0) return BRG_OK;
+    char what[BRG_MAX_NAME + 64] = "the output";
+    if (t != op->output) snprintf(what, sizeof what, "the gradient of '%s' written by the backward", t->name);
+    return brg__message_set(s->msg, sizeof s->msg, BRG_ERR_NUMERICAL, "%s in %s of op '%s' (%s, layer %s), element %lld of %lld",
+                            value, what, op->name, brg_op_kind_name(op->kind), layer_of(s, op), (long long)at,
+                            (long long)(bytes / (size_t)element_bytes));
+}
+
+/* A NaN into the first element of op i's output (the test hook), both in fp32 and in bf16 (all ones). */
+static void poison(brg__stage *s, int slot, int64_t i) {
+    const unsigned char ones[4] = {0xff, 0xff, 0xff, 0xff};
+    const brg_tensor *out = stage_op(s, i)->output;
+    if (out->dtype == BRG_F32 && brg__stage_tensor_bytes(s, out) >= sizeof ones)
+        s->be->vt->upload(s->be, s->acts[slot][out->index], ones, sizeof ones);
+}
+
 brg_status brg__stage_forward(brg__stage *s, int slot) {
     BRG__CHECK(brg__stage_acquire(s, slot));
     for (int64_t i = s->op_begin; i < s->op_end; i++) {
         if (!ensure_op_memory(s, slot, i)) return out_of_memory(s, "activations", slot);
         BRG__CHECK(forward_op(s, slot, i));
+        if (slot == s->poison_slot && i == s->op_begin) poison(s, slot, i);
+        if (s->check_finite) {
+            const brg__op *op = stage_op(s, i);
+            BRG__CHECK(check_written(s, op, NULL, s->acts[slot][op->output->index], 0));
+        }
     }
     return BRG_OK;
 }
@@ -399,6 +479,8 @@ brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part)
             wanted |= call.din[q] != NULL;
         }
         if (wanted) BRG__CHECK(s->be->vt->backward(s->be, &call));
+        for (int q = 0; wanted && s->check_finite && q < op->n_inputs; q++)
+            BRG__CHECK(check_written(s, op, op->inputs[q], call.din[q], op->inputs[q]->kind == BRG_TENSOR_PARAMETER));
         if (s->grad_hook && (part & BRG__BACKWARD_WEIGHT) && slot == s->hook_slot)
             BRG__CHECK(s->grad_hook(s->hook_ctx, s, i));
     }
@@ -497,7 +579,7 @@ brg_status brg__stage_loss_sum(brg__stage *s, int slot, double *sum) {
     const brg_tensor *loss = g->ops[g->loss_op].output;
     int64_t n = brg__tensor_numel(loss, s->batch);
     float *host = brg__malloc((size_t)n * sizeof(float));
-    if (!host) return BRG_ERR_OUT_OF_MEMORY;
+    if (!host) return out_of_memory(s, "the loss values", slot);
     s->be->vt->download(s->be, host, s->acts[slot][loss->index], (size_t)n * sizeof(float));
     double total = 0.0;
     for (int64_t i = 0; i < n; i++) total += host[i];

@@ -55,6 +55,13 @@ typedef struct brg__stage {
     void *hook_ctx;
     int hook_slot;
 
+    /* Numerical checks, set by the trainer before each step. check_finite: every op's output in forward, and
+     * every gradient an op's backward writes, are scanned for NaN and infinity; the first found fails the
+     * pass with BRG_ERR_NUMERICAL naming the op, its layer and the tensor. poison_slot >= 0 (a test hook):
+     * the forward of that micro-batch writes a NaN into its first op's output (then it is checked as ever). */
+    int check_finite;
+    int poison_slot;
+
     char msg[BRG_ERROR_MESSAGE_MAX];
 } brg__stage;
 

@@ -101,6 +101,7 @@ struct brg_trainer {
     int inject_stage, inject_micro_batch;
     int inject_optimizer_rank; /* -1: none */
     int inject_replica;        /* -1: none */
+    int inject_nan_stage, inject_nan_micro_batch; /* -1: none */
     int trace_ready;
     int threads_per_rank; /* CPU kernel threads of each rank */
     /* Hosting: this process runs ranks [local_begin, local_end): all of them as threads, or one of an MPI
@@ -158,6 +159,7 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
                 "data_parallel must be 1 to 4096 with stages x data_parallel <= 65536 ranks, got %d", o->data_parallel);
     BRG__OPTION(o->zero == 0 || o->zero == 1, "zero must be 0 or 1 (ZeRO-1), got %d", o->zero);
     BRG__OPTION(o->bucket_bytes >= 0, "bucket_bytes must be >= 0, got %lld", (long long)o->bucket_bytes);
+    BRG__OPTION(o->nan_check_every >= 0, "nan_check_every must be >= 0, got %lld", (long long)o->nan_check_every);
     BRG__OPTION(o->chunks >= 1 && o->chunks <= 64, "chunks must be 1 to 64, got %d", o->chunks);
     BRG__OPTION(o->backend == BRG_BACKEND_CPU || o->backend == BRG_BACKEND_CUDA, "backend must be cpu or cuda, got %d",
                 (int)o->backend);
@@ -418,7 +420,10 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
     so.micro_batches = (int)o->micro_batches;
     so.data_parallel = o->data_parallel;
     BRG__CHECK(brg_schedule_create(&so, &t->schedule, err));
-    if (brg_schedule_check(t->schedule) != BRG_OK)
+    brg_status checked = brg_schedule_check(t->schedule);
+    if (checked == BRG_ERR_OUT_OF_MEMORY)
+        return brg__error_set(err, checked, "%s", brg_schedule_last_error(t->schedule));
+    if (checked != BRG_OK)
         return brg__error_set(err, BRG_ERR_INTERNAL, "the generated schedule failed its check: %s",
                               brg_schedule_last_error(t->schedule));
     t->n_stages = o->stages * o->chunks;
@@ -550,6 +555,7 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     t->inject_stage = -1;
     t->inject_optimizer_rank = -1;
     t->inject_replica = -1;
+    t->inject_nan_stage = -1;
     t->opts.rank_layout = NULL;
     t->pp = opts->stages;
     t->dp = opts->data_parallel;
@@ -744,7 +750,7 @@ static brg_status post_recvs(worker *w, vstage *v, int mb, int grads, int prank)
         void *dst = grads ? (void *)st->act_grads[mb][x->index] : st->acts[mb][x->index];
         brg_status s = w->tp->vt->post_recv(w->tp, peer, brg__transfer_tag(grads ? TAG_GRAD : TAG_ACTIVATION, boundary, mb, x->index),
                                             dst, brg__stage_tensor_bytes(st, x), &reqs[k]);
-        if (s != BRG_OK) return worker_fail(w, s, "rank %d: posting a receive from rank %d failed", w->rank, peer);
+        if (s != BRG_OK) return worker_fail(w, s, "rank %d: posting a receive from rank %d failed: %s", w->rank, peer, brg_status_string(s));
     }
     return BRG_OK;
 }
@@ -763,7 +769,7 @@ static brg_status send_tensors(worker *w, vstage *v, int mb, int grads, int pran
         brg_status s = w->tp->vt->post_send(w->tp, peer, brg__transfer_tag(grads ? TAG_GRAD : TAG_ACTIVATION, boundary, mb, x->index), src,
                                             brg__stage_tensor_bytes(st, x), &req);
         if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
-        if (s != BRG_OK) return worker_fail(w, s, "rank %d: sending to rank %d failed%s%s", w->rank, peer, msg[0] ? ": " : "", msg);
+        if (s != BRG_OK) return worker_fail(w, s, "rank %d: sending to rank %d failed: %s", w->rank, peer, msg[0] ? msg : brg_status_string(s));
     }
     return BRG_OK;
 }
@@ -792,6 +798,9 @@ static brg_status copy_backward(worker *w, vstage *from, int mb) {
     return BRG_OK;
 }
 
+/* How a non-finite figure reads in a message (printf's "-nan" says more than it knows). */
+static const char *nonfinite_name(double x) { return isnan(x) ? "NaN" : x > 0 ? "+infinity" : "-infinity"; }
+
 static brg_status run_forward(worker *w, vstage *v, int mb) {
     brg_trainer *t = w->trainer;
     BRG__CHECK(acquire(w, v, mb));
@@ -808,6 +817,11 @@ static brg_status run_forward(worker *w, vstage *v, int mb) {
     brg_status s = brg__stage_forward(v->st, mb);
     if (s == BRG_OK && v->index == t->n_stages - 1) s = brg__stage_loss_sum(v->st, mb, &v->loss_sums[mb]);
     if (s != BRG_OK) return worker_fail(w, s, "stage %d, micro-batch %d, forward: %s", v->index, mb, v->st->msg);
+    if (v->index == t->n_stages - 1 && !isfinite(v->loss_sums[mb]))
+        return worker_fail(w, BRG_ERR_NUMERICAL,
+                           "stage %d, micro-batch %d, forward: the loss is %s (this step's ops were not scanned: "
+                           "nan_check_every 1, or --nan-check 1, names the op where it first appears)",
+                           v->index, mb, nonfinite_name(v->loss_sums[mb]));
     double t2 = brg__now_seconds();
     w->stats.compute_seconds += t2 - t1;
     record(w, BRG_INSTRUCTION_FORWARD, BRG_TRACE_COMPUTE, mb, v->index, t1, t2);
@@ -918,7 +932,7 @@ static brg_status reduce_tied(worker *w) {
             s = w->tp->vt->post_recv(w->tp, from, brg__transfer_tag(TAG_TIED, c, 0, tp->param), parts[i][c], bytes,
                                      &list[n].req);
             if (s == BRG_OK) n++;
-            else worker_fail(w, s, "rank %d: posting the receive of tied gradients from rank %d", w->rank, from);
+            else worker_fail(w, s, "rank %d: posting the receive of tied gradients from rank %d failed: %s", w->rank, from, brg_status_string(s));
         }
     }
     /* Sends: each local consumer's gradient to every other rank holding the parameter. */
@@ -934,7 +948,7 @@ static brg_status reduce_tied(worker *w) {
                 s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_TIED, c, 0, tp->param),
                                          consumer_grad_of(w, tp, c), bytes, &list[n].req);
                 if (s == BRG_OK) n++;
-                else worker_fail(w, s, "rank %d: posting tied gradients to rank %d", w->rank, r);
+                else worker_fail(w, s, "rank %d: posting tied gradients to rank %d failed: %s", w->rank, r, brg_status_string(s));
             }
         }
     }
@@ -999,7 +1013,7 @@ static brg_status global_norm(worker *w, double *norm) {
         s = w->tp->vt->post_recv(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)q * bytes, bytes,
                                  &list[n].req);
         if (s == BRG_OK) n++;
-        else worker_fail(w, s, "rank %d: posting the receive of norm partials from rank %d", w->rank, r);
+        else worker_fail(w, s, "rank %d: posting the receive of norm partials from rank %d failed: %s", w->rank, r, brg_status_string(s));
     }
     for (int q = 0; q < t->pp && s == BRG_OK; q++) {
         if (q == w->prank) continue;
@@ -1008,7 +1022,7 @@ static brg_status global_norm(worker *w, double *norm) {
         s = w->tp->vt->post_send(w->tp, r, brg__transfer_tag(TAG_NORM, 0, 0, 0), slots + (size_t)w->prank * bytes, bytes,
                                  &list[n].req);
         if (s == BRG_OK) n++;
-        else worker_fail(w, s, "rank %d: posting norm partials to rank %d", w->rank, r);
+        else worker_fail(w, s, "rank %d: posting norm partials to rank %d failed: %s", w->rank, r, brg_status_string(s));
     }
     if (list) {
         brg_status waited = wait_exchange(w, list, n, "norm partials");
@@ -1072,6 +1086,12 @@ static brg_status run_optimizer(worker *w, double *norm_out) {
     } /* else reduce_replicas did it, at ALLREDUCE_GRADS */
     double norm = 0.0;
     BRG__CHECK(global_norm(w, &norm));
+    if (!isfinite(norm)) /* every rank adds the same partials: all stop here, none steps */
+        return worker_fail(w, BRG_ERR_NUMERICAL,
+                           "rank %d: the global gradient norm is %s: no optimizer step was taken (the parameters are "
+                           "as before this step); nan_check_every 1, or --nan-check 1, names the op where it first "
+                           "appears",
+                           w->rank, nonfinite_name(norm));
     float scale = 1.0f;
     if (t->opts.grad_clip > 0.0f && norm > t->opts.grad_clip) scale = (float)(t->opts.grad_clip / norm);
     const brg_train_options *o = &t->opts;
@@ -1221,7 +1241,7 @@ static void *eval_main(void *arg) {
                                              st->acts[0][x->index], brg__stage_tensor_bytes(st, x), &req);
                     if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
                     if (s != BRG_OK) worker_fail(w, s, "rank %d: evaluation: receiving from rank %d: %s", w->rank,
-                                                 peer_of(w, v[-1].rank), msg);
+                                                 peer_of(w, v[-1].rank), msg[0] ? msg : brg_status_string(s));
                 }
             else if (k > 0)
                 for (int64_t q = 0; q < st->n_recv; q++) { /* the previous stage is on this rank: in its slot 0 */
@@ -1233,8 +1253,12 @@ static void *eval_main(void *arg) {
             if (s == BRG_OK && (s = brg__stage_forward(st, 0)) != BRG_OK)
                 worker_fail(w, s, "stage %d, evaluation batch %lld: %s", k, (long long)j, st->msg);
             double sum = 0.0;
-            if (s == BRG_OK && k == t->n_stages - 1 && (s = brg__stage_loss_sum(st, 0, &sum)) == BRG_OK)
-                t->eval_sums[j] = sum;
+            if (s == BRG_OK && k == t->n_stages - 1) {
+                if ((s = brg__stage_loss_sum(st, 0, &sum)) == BRG_OK)
+                    t->eval_sums[j] = sum;
+                else
+                    worker_fail(w, s, "stage %d, evaluation batch %lld: %s", k, (long long)j, st->msg);
+            }
             if (s == BRG_OK && remote_next(t, v))
                 for (int64_t q = 0; q < st->n_send && s == BRG_OK; q++) {
                     const brg_tensor *x = t->graph->tensors[st->send[q]];
@@ -1243,7 +1267,7 @@ static void *eval_main(void *arg) {
                                              st->acts[0][x->index], brg__stage_tensor_bytes(st, x), &req);
                     if (s == BRG_OK) s = w->tp->vt->wait(w->tp, req, msg);
                     if (s != BRG_OK) worker_fail(w, s, "rank %d: evaluation: sending to rank %d: %s", w->rank,
-                                                 peer_of(w, v[1].rank), msg);
+                                                 peer_of(w, v[1].rank), msg[0] ? msg : brg_status_string(s));
                 }
             /* The next stage on this rank copies from slot 0 first; release the one before. */
             if (k > 0 && v[-1].rank == w->prank) brg__stage_release(v[-1].st, 0);
@@ -1292,9 +1316,13 @@ brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches,
 /* ---- the step -------------------------------------------------------------------------------- */
 
 static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
+    int64_t every = t->opts.nan_check_every;
+    int check = every > 0 && t->steps_done % every == 0;
     for (int k = 0; k < t->n_stages * t->dp; k++) {
         vstage *v = &t->stages[k];
         if (!v->st) continue;
+        v->st->check_finite = check;
+        v->st->poison_slot = k == t->inject_nan_stage ? t->inject_nan_micro_batch : -1; /* replica 0's */
         for (int64_t j = 0; j < t->opts.micro_batches; j++) {
             mb_state *m = &v->mb[j];
             m->forward_done = m->activations_sent = m->backward_input_done = m->backward_done = m->grads_sent = 0;
@@ -1423,8 +1451,8 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
     int64_t tokens = brg__trainer_step_samples(t) * t->seq;
     double loss = loss_sum / (double)tokens;
     if (!isfinite(loss))
-        return trainer_fail(t, BRG_ERR_BACKEND, "step %lld: the loss is %g (diverged; lower the learning rate)",
-                            (long long)t->steps_done, loss);
+        return trainer_fail(t, BRG_ERR_NUMERICAL, "step %lld: the loss is %s (diverged; lower the learning rate)",
+                            (long long)t->steps_done, nonfinite_name(loss));
     double idle = 0.0;
     int64_t peak = 0;
     for (int r = 0; r < t->ranks; r++) {
@@ -1629,6 +1657,8 @@ brg_status brg_trainer_fingerprint(const brg_trainer *t, uint64_t *out) {
     free(sorted);
     free(h);
     free(all);
+    if (st == BRG_ERR_OUT_OF_MEMORY)
+        return trainer_fail((brg_trainer *)t, st, "computing the parameters' fingerprint: out of memory");
     if (st == BRG_OK) *out = fp;
     return st;
 }
@@ -1775,6 +1805,12 @@ void brg__trainer_inject_failure(brg_trainer *t, int stage, int micro_batch) {
     if (!t) return;
     t->inject_stage = stage;
     t->inject_micro_batch = micro_batch;
+}
+
+void brg__trainer_inject_nan(brg_trainer *t, int stage, int micro_batch) {
+    if (!t) return;
+    t->inject_nan_stage = stage;
+    t->inject_nan_micro_batch = micro_batch;
 }
 
 void brg__trainer_inject_replica_failure(brg_trainer *t, int replica) {

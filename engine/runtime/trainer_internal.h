@@ -16,6 +16,10 @@ void brg__trainer_inject_optimizer_fault(brg_trainer *t, int rank);
  * posted, the other replicas waiting on them), as a replica that dies mid all-reduce (-1 turns it off). */
 void brg__trainer_inject_replica_failure(brg_trainer *t, int replica);
 
+/* Makes the forward of (virtual stage, micro-batch) of replica 0 write a NaN into its first op's output,
+ * as a kernel gone wrong would (stage -1 turns it off): the numerical checks then name it. */
+void brg__trainer_inject_nan(brg_trainer *t, int stage, int micro_batch);
+
 /* Cuts g's layers into n contiguous parts minimizing the largest part's forward + backward FLOPs;
  * first_layers[k] receives part k's first layer. BRG_OK, BRG_ERR_INVALID_ARGUMENT (n < 1 or n > layers),
  * BRG_ERR_OUT_OF_MEMORY. */

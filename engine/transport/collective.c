@@ -141,8 +141,8 @@ static brg_status post_one(brg__group *g, int is_send, int member, void *buf, si
     brg_status s = is_send ? g->tp->vt->post_send(g->tp, peer, tag, buf, bytes, &g->reqs[g->n_reqs])
                            : g->tp->vt->post_recv(g->tp, peer, tag, buf, bytes, &g->reqs[g->n_reqs]);
     if (s != BRG_OK)
-        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, s, "rank %d: posting a collective's %s rank %d failed",
-                                g->tp->rank, is_send ? "send to" : "receive from", peer);
+        return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, s, "rank %d: posting a collective's %s rank %d failed: %s",
+                                g->tp->rank, is_send ? "send to" : "receive from", peer, brg_status_string(s));
     g->req_peer[g->n_reqs++] = is_send ? peer : -1 - peer;
     return BRG_OK;
 }

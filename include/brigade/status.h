@@ -35,7 +35,8 @@ extern "C" {
     X(ERR_MISMATCH, 15, "the file was made for another model, topology or version")              \
     X(ERR_NO_DEVICE, 16, "no usable device found")                                                 \
     X(ERR_CANCELLED, 17, "cancelled because another worker failed")                                \
-    X(ERR_INTERNAL, 18, "internal error (a bug in brigade: please report it)")
+    X(ERR_INTERNAL, 18, "internal error (a bug in brigade: please report it)")                    \
+    X(ERR_NUMERICAL, 19, "a NaN or an infinity appeared in the loss, an activation or a gradient")
 
 typedef enum brg_status {
 #define BRG__STATUS_ENUM(name, value, text) BRG_##name = value,

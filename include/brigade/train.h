@@ -147,12 +147,18 @@ typedef struct brg_train_options {
     int zero;
     const int *rank_layout;
     int64_t bucket_bytes;
+    /* Numerical checks. Every step, the loss of each micro-batch and the global gradient norm must be finite:
+     * otherwise the step fails with BRG_ERR_NUMERICAL before the optimizer runs (the parameters stay as they
+     * were). Steps 1, 1 + nan_check_every, 1 + 2 nan_check_every, ... also scan every op's output and every
+     * gradient a backward writes, so the error names the stage, micro-batch, op and tensor where a NaN or an
+     * infinity first appeared (a scan reads each tensor once more). 0: the loss and the norm alone; >= 0. */
+    int64_t nan_check_every;
 } brg_train_options;
 
 #define BRG_TRAIN_OPTIONS_INIT                                                                             \
     {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0, 1, 1, BRG_SCHEDULE_1F1B, BRG_RECOMPUTE_NONE, NULL, 0, \
      600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0, 0, BRG_HOSTING_THREADS, NULL, 0, BRG_LR_CONSTANT, 0, \
-     0.0f, 0, 1, 0, NULL, 0}
+     0.0f, 0, 1, 0, NULL, 0, 100}
 
 /* The learning rate of step `step` (from 1) under o's schedule. */
 double brg_lr_at(const brg_train_options *o, int64_t step);

@@ -22,6 +22,8 @@ void test_exp(void) {
     BRG_ASSERT_NEAR(brg__cpu_exp(-INFINITY), 0.0, 0.0); // softmax of a masked score
     CU_ASSERT(isfinite(brg__cpu_exp(1000.0f)));         // saturates at e^88
     BRG_ASSERT_NEAR(brg__cpu_exp(1000.0f) / exp(88.0), 1.0, 1e-6);
+    CU_ASSERT(isnan(brg__cpu_exp(NAN)));                // a NaN stays one (the numerical checks find it)
+    CU_ASSERT(isfinite(brg__cpu_exp(INFINITY)));        // saturates like any large argument
 }
 
 void test_reductions(void) {
