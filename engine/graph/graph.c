@@ -114,9 +114,43 @@ static int grow(void **array, int64_t *cap, int64_t need, size_t elem) {
     return 1;
 }
 
+/* ---- tensor names -------------------------------------------------------------------------------
+ * Every new tensor's name is checked against those already in the graph. A hash index keeps that check
+ * constant-time, so building a graph is linear in its ops (a linear search made gpt:layers=1024 take
+ * seconds). Open addressing over a power-of-two table, at most half full. */
+
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+static void name_index_put(int64_t *slots, int64_t n_slots, const brg_tensor *t) {
+    uint64_t mask = (uint64_t)n_slots - 1, i = name_hash(t->name) & mask;
+    while (slots[i]) i = (i + 1) & mask;
+    slots[i] = t->index + 1;
+}
+
+/* Room in the index for one more name: the table doubled and refilled when it would pass half full. */
+static int name_index_reserve(brg_graph *g) {
+    if ((g->n_tensors + 1) * 2 <= g->n_name_slots) return 1;
+    int64_t n = g->n_name_slots ? g->n_name_slots * 2 : 64;
+    int64_t *slots = brg__calloc((size_t)n, sizeof *slots);
+    if (!slots) return 0;
+    for (int64_t i = 0; i < g->n_tensors; i++) name_index_put(slots, n, g->tensors[i]);
+    free(g->name_slots);
+    g->name_slots = slots;
+    g->n_name_slots = n;
+    return 1;
+}
+
 static brg_tensor *find_tensor(const brg_graph *g, const char *name) {
-    for (int64_t i = 0; i < g->n_tensors; i++)
-        if (strcmp(g->tensors[i]->name, name) == 0) return g->tensors[i];
+    if (!g->n_name_slots) return NULL;
+    uint64_t mask = (uint64_t)g->n_name_slots - 1;
+    for (uint64_t i = name_hash(name) & mask; g->name_slots[i]; i = (i + 1) & mask) {
+        brg_tensor *t = g->tensors[g->name_slots[i] - 1];
+        if (strcmp(t->name, name) == 0) return t;
+    }
     return NULL;
 }
 
@@ -141,7 +175,8 @@ static int check_new_name(brg_graph *g, const char *what, const char *name) {
 
 static brg_tensor *new_tensor(brg_graph *g, const char *name, brg_tensor_kind kind, brg_dtype dtype, int ndim,
                               const int64_t *shape) {
-    if (!grow((void **)&g->tensors, &g->cap_tensors, g->n_tensors + 1, sizeof *g->tensors)) {
+    if (!grow((void **)&g->tensors, &g->cap_tensors, g->n_tensors + 1, sizeof *g->tensors) ||
+        !name_index_reserve(g)) {
         fail(g, BRG_ERR_OUT_OF_MEMORY, "out of memory adding tensor '%s'", name);
         return NULL;
     }
@@ -170,6 +205,7 @@ static brg_tensor *new_tensor(brg_graph *g, const char *name, brg_tensor_kind ki
     t->param_index = -1;
     t->graph = g;
     g->tensors[g->n_tensors++] = t;
+    name_index_put(g->name_slots, g->n_name_slots, t);
     return t;
 }
 
@@ -190,6 +226,7 @@ void brg_graph_destroy(brg_graph *g) {
     if (!g) return;
     for (int64_t i = 0; i < g->n_tensors; i++) free(g->tensors[i]);
     free(g->tensors);
+    free(g->name_slots);
     free(g->ops);
     free(g->layers);
     free(g->params);

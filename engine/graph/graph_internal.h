@@ -48,6 +48,8 @@ struct brg_graph {
     char error[BRG_ERROR_MESSAGE_MAX];
     brg_tensor **tensors;
     int64_t n_tensors, cap_tensors;
+    int64_t *name_slots; /* hash index of the tensors' names (graph.c): tensor index + 1, 0 when empty */
+    int64_t n_name_slots;
     brg__op *ops;
     int64_t n_ops, cap_ops;
     brg__layer *layers;

@@ -418,6 +418,35 @@ static void test_status_strings(void) {
     CU_ASSERT_STRING_EQUAL(brg_version(), expect);
 }
 
+/* Tensor names are found through a hash index (engine/graph/graph.c; a linear search made large models
+ * slow to build): among thousands of tensors, across the index's growth, a repeated name is still refused,
+ * naming it, and a new one still accepted. */
+static void test_many_names(void) {
+    brg_graph *g = NULL;
+    BRG_ASSERT_OK(brg_graph_create(&g), "brg_graph_create");
+    brg_tensor *x = brg_input(g, "x", BRG_F32, 2, (int64_t[]){BRG_BATCH, 4});
+    char name[32];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(name, sizeof name, "act.%d", i);
+        x = brg_gelu(g, x, name);
+    }
+    BRG_ASSERT_OK(brg_graph_status(g), brg_graph_last_error(g));
+    BRG_ASSERT_EQ_INT(brg_graph_tensor_count(g), 3001);
+    CU_ASSERT(brg_gelu(g, x, "act.2999") == NULL);
+    BRG_ASSERT_STATUS(brg_graph_status(g), BRG_ERR_NAME);
+    BRG_ASSERT_CONTAINS(brg_graph_last_error(g), "name 'act.2999' is already used");
+    brg_graph_destroy(g);
+    BRG_ASSERT_OK(brg_graph_create(&g), "brg_graph_create");
+    x = brg_input(g, "x", BRG_F32, 2, (int64_t[]){BRG_BATCH, 4});
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof name, "act.%d", i);
+        x = brg_gelu(g, x, name);
+    }
+    CU_ASSERT(brg_gelu(g, x, "x") == NULL);
+    BRG_ASSERT_CONTAINS(brg_graph_last_error(g), "name 'x' is already used");
+    brg_graph_destroy(g);
+}
+
 int main(int argc, char **argv) {
     static const brg_test_case cases[] = {
         {"build_and_shapes", test_build_and_shapes},
@@ -429,6 +458,7 @@ int main(int argc, char **argv) {
         {"introspection_bounds", test_introspection_bounds},
         {"set_init", test_set_init},
         {"status_strings", test_status_strings},
+        {"many_names", test_many_names},
         {NULL, NULL},
     };
     return brg_test_main(argc, argv, "graph", cases);
