@@ -272,6 +272,10 @@ static op_fn forward_of(brg_op_kind kind) {
     case BRG_OP_RELU: return brg__cuda_relu_forward;
     case BRG_OP_ATTENTION: return brg__cuda_attention_forward;
     case BRG_OP_CROSS_ENTROPY: return brg__cuda_cross_entropy_forward;
+    case BRG_OP_TP_COPY: /* the group's collectives: the stage runs them, not a kernel */
+    case BRG_OP_TP_REDUCE:
+    case BRG_OP_TP_GATHER:
+    case BRG_OP_TP_SCATTER:
     case BRG_OP_KIND_COUNT: break;
     }
     return NULL;
@@ -288,6 +292,10 @@ static op_fn backward_of(brg_op_kind kind) {
     case BRG_OP_RELU: return brg__cuda_relu_backward;
     case BRG_OP_ATTENTION: return brg__cuda_attention_backward;
     case BRG_OP_CROSS_ENTROPY: return brg__cuda_cross_entropy_backward;
+    case BRG_OP_TP_COPY:
+    case BRG_OP_TP_REDUCE:
+    case BRG_OP_TP_GATHER:
+    case BRG_OP_TP_SCATTER:
     case BRG_OP_KIND_COUNT: break;
     }
     return NULL;

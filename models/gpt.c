@@ -6,19 +6,25 @@
 #define GPT_LAYERNORM_EPS 1e-5f
 #define GPT_INIT_STD 0.02f
 
-/* One transformer block, as layer "h.<index>". h: (B, T, C) -> (B, T, C). */
+/* One transformer block, as layer "h.<index>". h: (B, T, C) -> (B, T, C). Under tensor parallelism
+ * (Megatron-LM) the heads split over the group: c_attn by columns (q, k and v alike), c_proj by rows; the
+ * MLP's c_fc by columns, its c_proj by rows. */
 static brg_tensor *gpt_block(brg_graph *g, brg_tensor *h, const brg_model_config *cfg, int index) {
     int64_t C = cfg->hidden;
     brg_layer_begin(g, "h.%d", index);
     brg_tensor *x = brg_layernorm(g, h, GPT_LAYERNORM_EPS, "ln_1");   // (B, T, C)
     brg_tensor *qkv = brg_linear(g, x, 3 * C, "attn.c_attn");          // (B, T, 3C)
+    brg_tensor_parallel(g, qkv, BRG_TP_COLUMN, 3);
     brg_tensor *a = brg_causal_attention(g, qkv, cfg->heads, "attn"); // (B, T, C)
     a = brg_linear(g, a, C, "attn.c_proj");                             // (B, T, C)
+    brg_tensor_parallel(g, a, BRG_TP_ROW, 1);
     h = brg_add(g, h, a, "attn_residual");                              // (B, T, C)
     x = brg_layernorm(g, h, GPT_LAYERNORM_EPS, "ln_2");                // (B, T, C)
     x = brg_linear(g, x, 4 * C, "mlp.c_fc");                            // (B, T, 4C)
+    brg_tensor_parallel(g, x, BRG_TP_COLUMN, 1);
     x = brg_gelu(g, x, "mlp.gelu");                                     // (B, T, 4C)
     x = brg_linear(g, x, C, "mlp.c_proj");                              // (B, T, C)
+    brg_tensor_parallel(g, x, BRG_TP_ROW, 1);
     h = brg_add(g, h, x, "mlp_residual");                               // (B, T, C)
     brg_layer_end(g);
 
@@ -36,6 +42,7 @@ void brg__model_add_gpt(brg_graph *g, const brg_model_config *cfg) {
 
     /* Outside any layer, so that the layer and parameter names are Hugging Face's: "wte.weight". */
     brg_tensor *h = brg_embedding(g, tokens, V, C, "wte"); // (B, T, C)
+    brg_tensor_parallel(g, h, BRG_TP_VOCAB, 1);            // rows of the vocabulary split (and the tied head's)
     brg_tensor *wpe = brg_param(g, "wpe.weight", 2, (int64_t[]){T, C},
                                 (brg_init){BRG_INIT_NORMAL, GPT_INIT_STD}); // (T, C)
     h = brg_add(g, h, wpe, "wpe");                                           // (B, T, C)

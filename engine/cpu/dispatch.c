@@ -21,6 +21,10 @@ brg_status brg__cpu_forward(const brg__op_call *call) {
     case BRG_OP_RELU: return brg__cpu_relu_forward(call);
     case BRG_OP_ATTENTION: return brg__cpu_attention_forward(call);
     case BRG_OP_CROSS_ENTROPY: return brg__cpu_cross_entropy_forward(call);
+    case BRG_OP_TP_COPY: /* the group's collectives: the stage runs them, not a kernel */
+    case BRG_OP_TP_REDUCE:
+    case BRG_OP_TP_GATHER:
+    case BRG_OP_TP_SCATTER:
     case BRG_OP_KIND_COUNT: break;
     }
     return brg__message_set(call->msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_UNSUPPORTED,
@@ -38,6 +42,10 @@ brg_status brg__cpu_backward(const brg__op_call *call) {
     case BRG_OP_RELU: return brg__cpu_relu_backward(call);
     case BRG_OP_ATTENTION: return brg__cpu_attention_backward(call);
     case BRG_OP_CROSS_ENTROPY: return brg__cpu_cross_entropy_backward(call);
+    case BRG_OP_TP_COPY:
+    case BRG_OP_TP_REDUCE:
+    case BRG_OP_TP_GATHER:
+    case BRG_OP_TP_SCATTER:
     case BRG_OP_KIND_COUNT: break;
     }
     return brg__message_set(call->msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_UNSUPPORTED,

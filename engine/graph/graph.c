@@ -475,9 +475,9 @@ static int op_name_ok(brg_graph *g, const op_spec *s) {
     return check_op_name(g, s, full, sizeof full);
 }
 
-static brg_tensor *add_op(brg_graph *g, op_spec *s) {
-    char full[BRG_MAX_NAME * 2 + 2];
-    if (!check_op_name(g, s, full, sizeof full)) return NULL;
+/* The op of spec s named `full` (checked: unique, short enough), in the open layer, or in a new implicit
+ * layer of its own when none is open. */
+static brg_tensor *add_op_full(brg_graph *g, op_spec *s, const char *full) {
     if (!grow((void **)&g->ops, &g->cap_ops, g->n_ops + 1, sizeof *g->ops)) {
         fail(g, BRG_ERR_OUT_OF_MEMORY, "out of memory adding op '%s'", full);
         return NULL;
@@ -507,6 +507,12 @@ static brg_tensor *add_op(brg_graph *g, op_spec *s) {
     g->layers[layer].op_end = g->n_ops;
     if (s->kind == BRG_OP_CROSS_ENTROPY && g->loss_op < 0) g->loss_op = op->index;
     return out;
+}
+
+static brg_tensor *add_op(brg_graph *g, op_spec *s) {
+    char full[BRG_MAX_NAME * 2 + 2];
+    if (!check_op_name(g, s, full, sizeof full)) return NULL;
+    return add_op_full(g, s, full);
 }
 
 /* Creates "<layer>.<name>.<suffix>" as a parameter of the op being built. */
@@ -755,6 +761,89 @@ brg_tensor *brg_cross_entropy(brg_graph *g, brg_tensor *logits, brg_tensor *targ
     s.out_ndim = targets->ndim;
     memcpy(s.out_shape, targets->shape, sizeof s.out_shape);
     return add_op(g, &s);
+}
+
+/* ---- tensor parallelism ------------------------------------------------------------------------ */
+
+brg_status brg_tensor_parallel(brg_graph *g, brg_tensor *output, brg_tp_role role, int blocks) {
+    if (!g) return BRG_ERR_INVALID_ARGUMENT;
+    if (!can_build(g, "brg_tensor_parallel")) return g->status;
+    if (!output || output->graph != g || output->kind != BRG_TENSOR_ACTIVATION)
+        return fail(g, BRG_ERR_INVALID_ARGUMENT, "brg_tensor_parallel: '%s' is not the output of an op of this graph",
+                    output ? output->name : "(NULL)");
+    brg__op *op = &g->ops[output->producer];
+    int linear = op->kind == BRG_OP_LINEAR;
+    int fits = role == BRG_TP_REPLICATED || ((role == BRG_TP_COLUMN || role == BRG_TP_ROW) && linear) ||
+               (role == BRG_TP_VOCAB && op->kind == BRG_OP_EMBEDDING);
+    if (role < BRG_TP_REPLICATED || role > BRG_TP_VOCAB || !fits)
+        return fail(g, BRG_ERR_INVALID_ARGUMENT,
+                    "brg_tensor_parallel: op '%s' (%s) cannot take role %d (column and row split a linear, vocab an "
+                    "embedding)",
+                    op->name, brg_op_kind_name(op->kind), (int)role);
+    int64_t features = output->shape[output->ndim - 1];
+    if (blocks < 1 || (blocks > 1 && (role != BRG_TP_COLUMN || features % blocks != 0)))
+        return fail(g, BRG_ERR_INVALID_ARGUMENT,
+                    "brg_tensor_parallel: op '%s': %d blocks%s", op->name, blocks,
+                    blocks < 1 ? " (at least 1)" : role != BRG_TP_COLUMN ? " (only a column split has blocks)"
+                                                                          : " do not divide its output features");
+    op->tp_role = role;
+    op->tp_blocks = blocks;
+    return BRG_OK;
+}
+
+brg_status brg__graph_open_layer(brg_graph *g, const char *name, int implicit) {
+    if (!can_build(g, "brg__graph_open_layer")) return g ? g->status : BRG_ERR_INVALID_ARGUMENT;
+    if (g->layer_open >= 0) return fail(g, BRG_ERR_INVALID_USAGE, "layer '%s' is still open", g->layers[g->layer_open].name);
+    if (!add_layer(g, name, implicit)) return g->status;
+    g->layer_open = g->n_layers - 1;
+    return BRG_OK;
+}
+
+brg_status brg__graph_close_layer(brg_graph *g) {
+    if (!can_build(g, "brg__graph_close_layer")) return g ? g->status : BRG_ERR_INVALID_ARGUMENT;
+    if (g->layer_open < 0) return fail(g, BRG_ERR_INVALID_USAGE, "no layer is open");
+    g->layer_open = -1;
+    return BRG_OK;
+}
+
+brg_tensor *brg__graph_param_named(brg_graph *g, const char *name, int ndim, const int64_t *shape, brg_init init) {
+    if (!can_build(g, "brg__graph_param_named")) return NULL;
+    return new_param(g, "brg__graph_param_named", name, ndim, shape, init);
+}
+
+brg_tensor *brg__graph_op_named(brg_graph *g, brg_op_kind kind, const char *name, int n_inputs, brg_tensor *const *inputs,
+                                int ndim, const int64_t *shape, int64_t heads, brg_matmul_flags flags, float eps) {
+    op_spec s;
+    spec_init(&s, kind, "brg__graph_op_named", name);
+    if (!can_build(g, s.call)) return NULL;
+    if (g->layer_open < 0) {
+        fail(g, BRG_ERR_INVALID_USAGE, "brg__graph_op_named '%s': no layer is open", name ? name : "?");
+        return NULL;
+    }
+    if (!name || !name[0] || strlen(name) >= BRG_MAX_NAME - 8 || find_tensor(g, name) || n_inputs < 1 ||
+        n_inputs > BRG__MAX_INPUTS || ndim < 1 || ndim > BRG_MAX_DIMS) {
+        fail(g, BRG_ERR_NAME, "brg__graph_op_named: op name '%s' is empty, too long or used, or its inputs or "
+             "dimensions are out of range", name ? name : "?");
+        return NULL;
+    }
+    for (int i = 0; i < n_inputs; i++)
+        if (!inputs[i] || inputs[i]->graph != g) {
+            fail(g, BRG_ERR_INVALID_ARGUMENT, "brg__graph_op_named '%s': input %d is missing", name, i);
+            return NULL;
+        }
+    s.n_inputs = n_inputs;
+    for (int i = 0; i < n_inputs; i++) s.inputs[i] = inputs[i];
+    s.out_dtype = BRG_F32;
+    s.out_ndim = ndim;
+    memcpy(s.out_shape, shape, (size_t)ndim * sizeof *shape);
+    s.heads = heads;
+    s.flags = flags;
+    s.eps = eps;
+    if (kind == BRG_OP_CROSS_ENTROPY && g->loss_op >= 0) {
+        fail(g, BRG_ERR_INVALID_USAGE, "brg__graph_op_named '%s': the graph already has a loss", name);
+        return NULL;
+    }
+    return add_op_full(g, &s, name);
 }
 
 /* ---- introspection --------------------------------------------------------------------------- */

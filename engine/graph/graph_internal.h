@@ -9,6 +9,19 @@
 
 #define BRG__MAX_INPUTS 3
 
+/* How a tensor-parallel rank's parameter is a slice of the whole model's (engine/graph/tensor_parallel.c).
+ * parts < 2 (a zeroed slice): the whole parameter, which every rank holds. Else dimension `dim` of the
+ * whole parameter, of `whole`
+ * entries, is `blocks` equal blocks, each cut into `parts` pieces of ceil(whole / blocks / parts) entries,
+ * and rank i holds piece i of every block (pieces past the end are padding: a vocabulary t does not
+ * divide). */
+typedef struct brg__slice {
+    int dim;
+    int blocks;
+    int parts;
+    int64_t whole;
+} brg__slice;
+
 struct brg_tensor {
     int64_t index; /* position in graph->tensors */
     char name[BRG_MAX_NAME];
@@ -22,6 +35,11 @@ struct brg_tensor {
     int64_t param_index;         /* dense index among parameters, -1 otherwise */
     brg_init init;
     struct brg_graph *graph;
+    /* A tensor-parallel rank's graph (brg__graph_localize): parameters' slices of the whole model's; and
+     * partial_grad, for a parameter every rank holds whole but whose gradient each computes from its share
+     * of the positions only (sequence parallelism), to be summed over the group before the optimizer. */
+    brg__slice slice;
+    int partial_grad;
 };
 
 typedef struct brg__op {
@@ -35,6 +53,11 @@ typedef struct brg__op {
     int64_t heads;          /* attention */
     brg_matmul_flags flags; /* matmul */
     float eps;              /* layernorm */
+    brg_tp_role tp_role;    /* the model's mark (brg_tensor_parallel) */
+    int tp_blocks;
+    /* A tensor-parallel rank's embedding or cross-entropy over its rows of a split vocabulary: the whole
+     * model's vocabulary (rank i's rows start at i times its local rows); 0 otherwise. */
+    int64_t tp_vocab;
 } brg__op;
 
 typedef struct brg__layer {
@@ -59,6 +82,7 @@ struct brg_graph {
     int layer_open; /* index of the open layer, -1 when none */
     int finalized;
     int64_t loss_op; /* the cross-entropy op, -1 until there is one */
+    int tp_parts, tp_sequence; /* a tensor-parallel rank's graph: the group's size, sequence parallelism; 0, 0 */
 };
 
 /* Elements of t with BRG_BATCH bound to `batch`. */
@@ -75,6 +99,35 @@ int64_t brg__graph_max_batch(const brg_graph *g, const char **binding);
 brg_status brg__graph_check_batch(const brg_graph *g, int64_t batch, char *msg, size_t size);
 /* Bytes of one element. */
 int64_t brg__dtype_size(brg_dtype dtype);
+/* ---- building a tensor-parallel rank's graph (brg__graph_localize) ---- */
+
+/* The graph one rank of a tensor-parallel group of `parts` runs, for the whole model g (finalized; its ops
+ * marked by brg_tensor_parallel), with sequence parallelism when `sequence`: g's layers in g's order, with
+ * each op's share of the work, parameters of g's names holding their slices (brg__slice), and the group's
+ * collectives (BRG_OP_TP_*) where shares must be summed or gathered. parts 1 gives g's equal. Finalized;
+ * the caller destroys it. BRG_ERR_INVALID_ARGUMENT naming what parts does not divide (heads, features,
+ * positions) or what cannot be split (a layernorm over split features), BRG_ERR_OUT_OF_MEMORY. */
+brg_status brg__graph_localize(const brg_graph *g, int parts, int sequence, brg_graph **out, char *msg);
+
+/* Entries of dimension slice->dim a rank holds (every block's piece, padding included). */
+int64_t brg__slice_local(const brg__slice *slice);
+/* Rank `rank`'s slice of the whole parameter (host memory, whole_shape: local's shape with the slice's
+ * dimension `whole`), into local (local->shape; padding entries zero); and back: put writes rank's valid
+ * entries into whole. */
+void brg__slice_take(const brg_tensor *local, int rank, const float *whole, float *dst);
+void brg__slice_put(const brg_tensor *local, int rank, const float *src, float *whole);
+/* Elements of the whole parameter a local one is a slice of. */
+int64_t brg__slice_whole_numel(const brg_tensor *local);
+
+/* Low-level builders for derived graphs: a layer opened (implicit: named after its one op) or closed, a
+ * parameter and an op named exactly `name` (no layer prefix), in the open layer. NULL / status on failure,
+ * recorded as the graph's error. */
+brg_status brg__graph_open_layer(brg_graph *g, const char *name, int implicit);
+brg_status brg__graph_close_layer(brg_graph *g);
+brg_tensor *brg__graph_param_named(brg_graph *g, const char *name, int ndim, const int64_t *shape, brg_init init);
+brg_tensor *brg__graph_op_named(brg_graph *g, brg_op_kind kind, const char *name, int n_inputs, brg_tensor *const *inputs,
+                                int ndim, const int64_t *shape, int64_t heads, brg_matmul_flags flags, float eps);
+
 /* The op at index i (no checks). */
 static inline const brg__op *brg__graph_op(const brg_graph *g, int64_t i) { return &g->ops[i]; }
 
@@ -89,6 +142,14 @@ typedef struct brg__matmul_dims {
 } brg__matmul_dims;
 void brg__matmul_dims_get(const brg__op *op, int64_t batch, brg__matmul_dims *d);
 
+/* The collectives of tensor parallelism, as the cost model times them on the group's links. */
+typedef enum brg__comm_kind {
+    BRG__COMM_NONE = 0,
+    BRG__COMM_ALLREDUCE = 1,      /* comm_bytes: the buffer summed */
+    BRG__COMM_ALLGATHER = 2,      /* comm_bytes: the gathered whole */
+    BRG__COMM_REDUCE_SCATTER = 3, /* comm_bytes: the whole before scattering */
+} brg__comm_kind;
+
 /* Per-op metadata from the op registry, with BRG_BATCH bound to `batch`. */
 typedef struct brg__op_costs {
     double flops[BRG_PASS_COUNT];
@@ -96,6 +157,8 @@ typedef struct brg__op_costs {
     int64_t aux_floats;     /* internals saved by forward for backward (layernorm mean/rstd, attention probs) */
     int64_t scratch_floats; /* temporary workspace for one call of forward or backward */
     int cheap_to_recompute;
+    brg__comm_kind comm_kind[BRG_PASS_COUNT]; /* a tensor-parallel rank's collective in that pass, if any */
+    double comm_bytes[BRG_PASS_COUNT];
 } brg__op_costs;
 void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *costs);
 
@@ -104,6 +167,17 @@ void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *costs);
  * Backward accumulates: din[i] += d(loss)/d(input i), for every i whose din[i] is non-NULL; the runtime
  * asks for activation inputs in the backward-input pass and parameters in the backward-weight pass.
  * Kernels validate data they cannot trust (token ids, targets) and report through msg. */
+/* The tensor-parallel group's collectives, for a kernel that communicates inside (the cross-entropy over a
+ * split vocabulary): on backend memory, blocking, every member calling in the same order. */
+typedef struct brg__tp_comm {
+    int rank, size;
+    void *ctx;
+    /* buf[0, n) summed over the group in member order: bitwise alike on every member */
+    brg_status (*allreduce)(void *ctx, float *buf, int64_t n, char *msg);
+    /* buf[size * n]: member i's n entries at i * n (this member's already in place) */
+    brg_status (*allgather)(void *ctx, float *buf, int64_t n, char *msg);
+} brg__tp_comm;
+
 typedef struct brg__op_call {
     const brg__op *op;
     int64_t batch;
@@ -114,6 +188,8 @@ typedef struct brg__op_call {
     const float *dout;
     float *din[BRG__MAX_INPUTS];
     char *msg; /* BRG_ERROR_MESSAGE_MAX bytes for a failure message; may be NULL */
+    int tp_rank;               /* this rank's index in its tensor-parallel group (0 without one) */
+    const brg__tp_comm *comm;  /* the group, for ops with tp_vocab; NULL without one */
 } brg__op_call;
 
 #endif

@@ -12,6 +12,8 @@ static const char *const kind_names[BRG_OP_KIND_COUNT] = {
     [BRG_OP_EMBEDDING] = "embedding", [BRG_OP_LINEAR] = "linear",       [BRG_OP_MATMUL] = "matmul",
     [BRG_OP_ADD] = "add",             [BRG_OP_LAYERNORM] = "layernorm", [BRG_OP_GELU] = "gelu",
     [BRG_OP_RELU] = "relu",           [BRG_OP_ATTENTION] = "attention", [BRG_OP_CROSS_ENTROPY] = "cross_entropy",
+    [BRG_OP_TP_COPY] = "tp_copy",     [BRG_OP_TP_REDUCE] = "tp_reduce", [BRG_OP_TP_GATHER] = "tp_gather",
+    [BRG_OP_TP_SCATTER] = "tp_scatter",
 };
 
 const char *brg_op_kind_name(brg_op_kind kind) {
@@ -132,6 +134,36 @@ void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
         c->bytes_moved[BRG_PASS_FORWARD] = f * (rows * v + 2 * rows);
         backward_of(c, x, 5 * rows * v, f * (3 * rows * v + 2 * rows));
         c->cheap_to_recompute = 1;
+        if (op->tp_vocab) {
+            /* Over a split vocabulary: each row's maximum gathered from the group, its sum of exponentials and
+             * target logit summed over it; the log-sum-exp kept for backward. */
+            int parts = op->output->graph ? op->output->graph->tp_parts : 1;
+            c->aux_floats = float_count(rows);
+            c->scratch_floats = float_count(rows * (parts + 2));
+            c->comm_kind[BRG_PASS_FORWARD] = BRG__COMM_ALLREDUCE;
+            c->comm_bytes[BRG_PASS_FORWARD] = f * (2 + parts) * rows;
+        }
+        break;
+    }
+    case BRG_OP_TP_COPY:
+    case BRG_OP_TP_REDUCE:
+    case BRG_OP_TP_GATHER:
+    case BRG_OP_TP_SCATTER: {
+        /* A copy of the tensor through the group; what crosses the links is the collective's. */
+        double in = (double)brg__tensor_numel(x, batch);
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (in + out);
+        c->bytes_moved[BRG_PASS_BACKWARD_INPUT] = f * (in + out);
+        int p_reduce = op->kind == BRG_OP_TP_COPY ? BRG_PASS_BACKWARD_INPUT : BRG_PASS_FORWARD;
+        if (op->kind == BRG_OP_TP_COPY || op->kind == BRG_OP_TP_REDUCE) {
+            c->comm_kind[p_reduce] = BRG__COMM_ALLREDUCE;
+            c->comm_bytes[p_reduce] = f * out;
+        } else {
+            int gather = op->kind == BRG_OP_TP_GATHER;
+            double whole = gather ? out : in; /* the gathered, or not yet scattered, size */
+            c->comm_kind[BRG_PASS_FORWARD] = gather ? BRG__COMM_ALLGATHER : BRG__COMM_REDUCE_SCATTER;
+            c->comm_kind[BRG_PASS_BACKWARD_INPUT] = gather ? BRG__COMM_REDUCE_SCATTER : BRG__COMM_ALLGATHER;
+            c->comm_bytes[BRG_PASS_FORWARD] = c->comm_bytes[BRG_PASS_BACKWARD_INPUT] = f * whole;
+        }
         break;
     }
     case BRG_OP_KIND_COUNT:

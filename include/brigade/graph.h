@@ -76,7 +76,14 @@ typedef enum brg_op_kind {
     BRG_OP_RELU = 6,
     BRG_OP_ATTENTION = 7,     /* causal multi-head self-attention on a fused (.., T, 3C) q,k,v input */
     BRG_OP_CROSS_ENTROPY = 8, /* per-position softmax cross-entropy loss: (.., V) logits, (..) targets */
-    BRG_OP_KIND_COUNT = 9,
+    /* The collectives of tensor parallelism, which only the graph a tensor-parallel rank runs holds (inserted
+     * by the trainer and the planner from brg_tensor_parallel's marks, never built by hand), over the ranks
+     * of one tensor-parallel group (Megatron-LM's f and g, and their sequence-parallel forms): */
+    BRG_OP_TP_COPY = 9,     /* forward: identity; backward: the gradient summed over the group */
+    BRG_OP_TP_REDUCE = 10,  /* forward: the input summed over the group; backward: identity */
+    BRG_OP_TP_GATHER = 11,  /* forward: the sequence (dim 1) gathered from the group; backward: summed and scattered */
+    BRG_OP_TP_SCATTER = 12, /* forward: summed over the group and scattered along the sequence; backward: gathered */
+    BRG_OP_KIND_COUNT = 13,
 } brg_op_kind;
 
 typedef enum brg_matmul_flags {
@@ -192,6 +199,33 @@ brg_tensor *brg_causal_attention(brg_graph *g, brg_tensor *qkv, int64_t heads, c
  * position. A graph has exactly one; training minimizes the mean over every position of the global
  * batch. A target outside [0, V) fails at run time with BRG_ERR_INVALID_ARGUMENT. */
 brg_tensor *brg_cross_entropy(brg_graph *g, brg_tensor *logits, brg_tensor *targets, const char *name);
+
+/* ---- tensor parallelism ------------------------------------------------------------------------------
+ * A model says how its ops split over the t ranks of a tensor-parallel group (Megatron-LM: Shoeybi et al.
+ * 2019; with sequence parallelism, Korthikanti et al. 2022); the trainer and the planner derive, for any t,
+ * what each rank computes and where the group communicates. Parameters keep the unsplit model's names and
+ * shapes here: each rank holds a slice, and checkpoints and fingerprints stay those of the whole model.
+ *   COLUMN (linear): output features split; `blocks` > 1 when the output is that many equal blocks split
+ *     alike (GPT-2's fused q, k, v: 3), so that an attention reading it keeps whole heads on each rank.
+ *   ROW (linear): input features split (it reads a COLUMN output, through attention or an elementwise
+ *     op); the partial outputs are summed over the group, then the bias added.
+ *   VOCAB (embedding): vocabulary rows split; an output head reading the same weight (h x W^T) then gives
+ *     each rank its share of the logits, and the cross-entropy reads them where they are. A vocabulary not
+ *     divisible by t is padded (rows no token reaches, logits the loss leaves out).
+ * Every other op is computed whole by every rank (with sequence parallelism: layernorms, residual adds and
+ * elementwise ops on the rank's share of the positions). */
+typedef enum brg_tp_role {
+    BRG_TP_REPLICATED = 0,
+    BRG_TP_COLUMN = 1,
+    BRG_TP_ROW = 2,
+    BRG_TP_VOCAB = 3,
+} brg_tp_role;
+
+/* Marks the op that produced `output` with its role (blocks: 1, or for COLUMN the equal blocks of its
+ * output features, which it must divide). Returns BRG_OK, the sticky status, BRG_ERR_INVALID_ARGUMENT
+ * (NULL, not an op output of g, a role the op kind cannot take: COLUMN and ROW need a linear, VOCAB an
+ * embedding; blocks < 1 or not dividing), BRG_ERR_INVALID_USAGE (finalized). */
+brg_status brg_tensor_parallel(brg_graph *g, brg_tensor *output, brg_tp_role role, int blocks);
 
 /* ---- introspection (for the partitioner, the runtime and reports) ---------------------------- */
 /* Per-sample figures count one unit of BRG_BATCH; multiply by the micro-batch size. Indices are

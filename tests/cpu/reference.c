@@ -128,6 +128,6 @@ void ref_forward(const brg__op *op, int64_t batch, double *const in[BRG__MAX_INP
         break;
     case BRG_OP_ATTENTION: attention(op, batch, in[0], out); break;
     case BRG_OP_CROSS_ENTROPY: cross_entropy(op, batch, in[0], ids[1], out); break;
-    case BRG_OP_KIND_COUNT: break;
+    default: break; /* the tensor-parallel collectives are not kernels */
     }
 }
