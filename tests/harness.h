@@ -44,7 +44,7 @@ struct brg_graph *brg_test_build(const char *spec, struct brg_model_config *cfg)
 /* A training run: `steps` steps of the synthetic task (data seed 3), then the fingerprint (collective under
  * MPI hosting). Failures are in status and error (not assertions: a caller may expect one). With keep, the
  * trainer is left to *keep (the caller destroys it; NULL when creation failed); else it is destroyed. */
-#define BRG_TEST_MAX_STEPS 16
+#define BRG_TEST_MAX_STEPS 20
 typedef struct brg_test_training {
     int status; /* a brg_status */
     char error[512];

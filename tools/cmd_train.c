@@ -72,6 +72,8 @@ enum {
     GIVEN_MICRO_BATCHES = 64,
     GIVEN_DP = 128,
     GIVEN_ZERO = 256,
+    GIVEN_TP = 512,
+    GIVEN_SP = 1024,
 };
 
 static void usage(FILE *f) {
@@ -116,6 +118,10 @@ static void usage(FILE *f) {
             "                        samples; --micro-batches counts one replica's (a step trains on\n"
             "                        D x micro-batches x micro-batch samples, whatever D: bitwise the same\n"
             "                        parameters on every replica, close to one replica's at equal global batch)\n"
+            "  --tp T                tensor-parallel ranks per stage of each replica (default 1): each holds its\n"
+            "                        slices of the stage's parameters and computes its share of every split op\n"
+            "                        (attention heads, MLP columns, the vocabulary), T x pp x D ranks in all\n"
+            "  --sp 0|1              1: sequence parallelism, the positions split between the split ops too\n"
             "  --global-batch N      samples per step, all replicas together: sets --micro-batches to\n"
             "                        N / (D x micro-batch), which must divide evenly\n"
             "  --zero 0|1            1: ZeRO-1, each replica keeps AdamW's moments of 1/D of the parameters\n"
@@ -254,6 +260,16 @@ static int parse_args(int argc, char **argv, train_args *a) {
             a->given |= GIVEN_DP;
             if (brg_cli_int64(command, flag, v, 1, 4096, &n)) return BRG_EXIT_USAGE;
             a->opts.data_parallel = (int)n;
+        } else if (strcmp(flag, "--tp") == 0) {
+            VALUE();
+            a->given |= GIVEN_TP;
+            if (brg_cli_int64(command, flag, v, 1, 64, &n)) return BRG_EXIT_USAGE;
+            a->opts.tensor_parallel = (int)n;
+        } else if (strcmp(flag, "--sp") == 0) {
+            VALUE();
+            a->given |= GIVEN_SP;
+            if (brg_cli_int64(command, flag, v, 0, 1, &n)) return BRG_EXIT_USAGE;
+            a->opts.sequence_parallel = (int)n;
         } else if (strcmp(flag, "--zero") == 0) {
             VALUE();
             a->given |= GIVEN_ZERO;
@@ -613,6 +629,9 @@ static void format_stage_peaks(const brg_trainer *tr, char *buf, size_t size) {
 static void print_plan(const train_args *a, const brg_trainer *tr, const brg_graph *g) {
     int first[512], n = 0;
     if (brg_trainer_split(tr, first, 512, &n) != BRG_OK) return;
+    if (a->opts.tensor_parallel > 1)
+        printf("tensor parallel: %d ranks per stage of each replica%s\n", a->opts.tensor_parallel,
+               a->opts.sequence_parallel ? ", with sequence parallelism" : "");
     if (a->opts.data_parallel > 1)
         printf("data parallel: %d replicas of the pipeline, %lld samples per step%s\n", a->opts.data_parallel,
                (long long)(a->opts.data_parallel * a->opts.micro_batch * a->opts.micro_batches),
@@ -801,21 +820,35 @@ static uint64_t command_line_key(int argc, char **argv) {
     return h;
 }
 
-/* Under mpirun or srun: one rank (a stage of a replica) per process, --pp x --dp the job's size. */
+/* Under mpirun or srun: one rank (a stage of a replica, or its share with tensor parallelism) per process,
+ * --pp x --dp x --tp the job's size. */
 static int join_launch(train_args *a, int argc, char **argv) {
     const brg_launch *l = &a->launch;
     if (l->world <= 1) return 0;
-    int dp = a->opts.data_parallel;
+    int dp = a->opts.data_parallel, tp = a->opts.tensor_parallel;
     if (!(a->given & GIVEN_PP) && !a->plan) {
-        if (l->world % dp != 0) {
+        if (l->world % (dp * tp) != 0 && tp == 1) {
             rank_error(l, "--dp %d does not divide the %d processes %s started (one process per stage of each "
                           "replica: start a multiple of %d)",
                        dp, l->world, l->launcher, dp);
             return BRG_EXIT_USAGE;
         }
-        a->opts.stages = l->world / dp;
+        if (l->world % (dp * tp) != 0) {
+            rank_error(l, "--dp %d x --tp %d does not divide the %d processes %s started (one process per rank: start "
+                          "a multiple of %d)",
+                       dp, tp, l->world, l->launcher, dp * tp);
+            return BRG_EXIT_USAGE;
+        }
+        a->opts.stages = l->world / (dp * tp);
     }
-    if (a->opts.stages * dp != l->world && dp > 1) {
+    if (tp > 1 && a->opts.stages * dp * tp != l->world) {
+        rank_error(l, "%s%s gives %d pipeline stage%s x %d replica%s x %d tensor-parallel ranks = %d ranks, but %s "
+                      "started %d processes: one process runs each rank (start %d)",
+                   a->plan ? "the plan " : "--pp", a->plan ? a->plan : "", a->opts.stages, a->opts.stages == 1 ? "" : "s",
+                   dp, dp == 1 ? "" : "s", tp, a->opts.stages * dp * tp, l->launcher, l->world, a->opts.stages * dp * tp);
+        return BRG_EXIT_USAGE;
+    }
+    if (tp == 1 && a->opts.stages * dp != l->world && dp > 1) {
         rank_error(l, "%s%s gives %d pipeline stage%s x %d replicas = %d ranks, but %s started %d processes: one "
                       "process runs each rank (start %d)",
                    a->plan ? "the plan " : "--pp", a->plan ? a->plan : "", a->opts.stages, a->opts.stages == 1 ? "" : "s",
@@ -823,7 +856,7 @@ static int join_launch(train_args *a, int argc, char **argv) {
                    l->launcher, l->world, a->opts.stages * dp);
         return BRG_EXIT_USAGE;
     }
-    if (a->opts.stages != l->world && dp == 1) {
+    if (tp == 1 && a->opts.stages != l->world && dp == 1) {
         rank_error(l, "%s%s gives %d pipeline stages, but %s started %d processes: one process runs each "
                               "stage (start %d, or ask for --pp %d)",
                            a->plan ? "the plan " : "--pp", a->plan ? a->plan : "", a->opts.stages, l->launcher,

@@ -13,8 +13,11 @@ static brg_status check_tokens(const brg__op_call *call, const int32_t *tokens, 
     return BRG_OK;
 }
 
+/* Tensor parallelism splits the vocabulary (op->tp_vocab): this rank holds rows [first, first + rows) of
+ * the whole table; a token outside them gives a row of zeros here (another rank's row, summed after). */
 typedef struct embedding_job {
     int64_t n, dim, per_piece; /* positions, embedding width, positions or columns per piece */
+    int64_t first, rows;       /* the table's rows this rank holds, from the whole table's `first` */
     const int32_t *tokens;
     const float *weight, *dout;
     float *out, *dweight;
@@ -24,8 +27,13 @@ static void embedding_forward_piece(void *ctx, int64_t piece, float *scratch) {
     const embedding_job *job = ctx;
     int64_t i0, i1, dim = job->dim;
     brg__cpu_piece_range(piece, job->per_piece, job->n, &i0, &i1);
-    for (int64_t i = i0; i < i1; i++)
-        memcpy(job->out + i * dim, job->weight + (int64_t)job->tokens[i] * dim, (size_t)dim * sizeof(float));
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t row = (int64_t)job->tokens[i] - job->first;
+        if (row >= 0 && row < job->rows)
+            memcpy(job->out + i * dim, job->weight + row * dim, (size_t)dim * sizeof(float));
+        else
+            memset(job->out + i * dim, 0, (size_t)dim * sizeof(float));
+    }
 }
 
 /* Columns [c0, c1) of dweight[tokens[i]] += dout[i] for every position i in ascending order. */
@@ -34,20 +42,30 @@ static void embedding_backward_piece(void *ctx, int64_t piece, float *scratch) {
     int64_t c0, c1, dim = job->dim;
     brg__cpu_piece_range(piece, job->per_piece, dim, &c0, &c1);
     for (int64_t i = 0; i < job->n; i++) {
-        float *restrict row = job->dweight + (int64_t)job->tokens[i] * dim;
+        int64_t r = (int64_t)job->tokens[i] - job->first;
+        if (r < 0 || r >= job->rows) continue;
+        float *restrict row = job->dweight + r * dim;
         const float *restrict grad = job->dout + i * dim;
         for (int64_t c = c0; c < c1; c++) row[c] += grad[c];
     }
+}
+
+/* The rows this rank holds, and the vocabulary tokens are checked against. */
+static int64_t embedding_rows(const brg__op_call *call, embedding_job *job) {
+    int64_t rows = call->op->inputs[1]->shape[0];
+    job->rows = rows;
+    job->first = call->op->tp_vocab ? (int64_t)call->tp_rank * rows : 0;
+    return call->op->tp_vocab ? call->op->tp_vocab : rows;
 }
 
 brg_status brg__cpu_embedding_forward(const brg__op_call *call) {
     const brg__op *op = call->op;
     embedding_job job = {0};
     job.n = brg__tensor_numel(op->inputs[0], call->batch); // tokens (S)
-    int64_t vocab = op->inputs[1]->shape[0];
+    int64_t vocab = embedding_rows(call, &job);
     job.dim = op->inputs[1]->shape[1];
     job.tokens = call->in[0]; // (S)
-    job.weight = call->in[1]; // (V, C)
+    job.weight = call->in[1]; // (V, C): this rank's rows of it
     job.out = call->out;      // (S, C)
     BRG__CHECK(check_tokens(call, job.tokens, job.n, vocab));
     job.per_piece = brg__cpu_rows_per_piece(job.dim);
@@ -61,7 +79,7 @@ brg_status brg__cpu_embedding_backward(const brg__op_call *call) {
     job.dweight = call->din[1]; // (V, C)
     if (!job.dweight) return BRG_OK; // token ids have no gradient
     job.n = brg__tensor_numel(op->inputs[0], call->batch);
-    int64_t vocab = op->inputs[1]->shape[0];
+    int64_t vocab = embedding_rows(call, &job);
     job.dim = op->inputs[1]->shape[1];
     job.tokens = call->in[0]; // (S)
     job.dout = call->dout;    // (S, C)

@@ -25,6 +25,87 @@ static BRG__CPU_VECTOR_CLONES void row_softmax_accumulate(float *restrict d, con
     for (int64_t j = 0; j < n; j++) d[j] += g * (brg__cpu_exp(x[j] - m) * inv_sum);
 }
 
+/* The sum of e^(x - m) over a row, in eight lanes. */
+static BRG__CPU_VECTOR_CLONES float row_sum_exp(const float *restrict x, int64_t n, float m) {
+    float acc[BRG__CPU_LANES] = {0};
+    int64_t j = 0;
+    for (; j + BRG__CPU_LANES <= n; j += BRG__CPU_LANES)
+        for (int l = 0; l < BRG__CPU_LANES; l++) acc[l] += brg__cpu_exp(x[j + l] - m);
+    for (; j < n; j++) acc[j % BRG__CPU_LANES] += brg__cpu_exp(x[j] - m);
+    return brg__cpu_lanes_total(acc);
+}
+
+static brg_status check_targets(const brg__op_call *call, const int32_t *targets, int64_t n, int64_t vocab);
+
+/* ---- over a vocabulary split across a tensor-parallel group (op->tp_vocab) ----
+ * This rank holds logits [first, first + valid) of every row (its last columns may be padding past the
+ * whole vocabulary, left out). Each row's maximum comes from every rank's (gathered), its sum of
+ * exponentials and target logit are summed over the group (Megatron-LM's vocabulary-parallel loss); the
+ * log-sum-exp is kept for backward. */
+typedef struct split_rows {
+    int64_t n, local, first, valid;
+} split_rows;
+
+static split_rows split_of(const brg__op_call *call) {
+    split_rows r;
+    r.local = brg__cpu_last_dim(call->op->inputs[0], call->batch);
+    r.n = brg__cpu_rows(call->op->inputs[0], call->batch);
+    r.first = (int64_t)call->tp_rank * r.local;
+    int64_t left = call->op->tp_vocab - r.first;
+    r.valid = left < 0 ? 0 : left < r.local ? left : r.local;
+    return r;
+}
+
+static brg_status cross_entropy_split_forward(const brg__op_call *call) {
+    const brg__tp_comm *comm = call->comm;
+    if (!comm)
+        return brg__message_set(call->msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_INTERNAL,
+                                "op '%s' (cross_entropy): a split vocabulary without its tensor-parallel group", call->op->name);
+    split_rows r = split_of(call);
+    const float *logits = call->in[0];     // (N, V / t)
+    const int32_t *targets = call->in[1];  // (N)
+    float *losses = call->out, *lse = call->aux; // (N), (N)
+    float *maxima = call->scratch;               // (t, N)
+    float *sums = maxima + (int64_t)comm->size * r.n; // (2, N): sums of exponentials, target logits
+    BRG__CHECK(check_targets(call, targets, r.n, call->op->tp_vocab));
+    for (int64_t i = 0; i < r.n; i++)
+        maxima[(int64_t)comm->rank * r.n + i] = r.valid ? brg__cpu_max(logits + i * r.local, r.valid) : -INFINITY;
+    BRG__CHECK(comm->allgather(comm->ctx, maxima, r.n, call->msg));
+    for (int64_t i = 0; i < r.n; i++) {
+        float m = maxima[i];
+        for (int k = 1; k < comm->size; k++) m = fmaxf(m, maxima[(int64_t)k * r.n + i]);
+        maxima[i] = m;
+        const float *row = logits + i * r.local;
+        int64_t t = (int64_t)targets[i] - r.first;
+        sums[i] = r.valid ? row_sum_exp(row, r.valid, m) : 0.0f;
+        sums[r.n + i] = t >= 0 && t < r.valid ? row[t] : 0.0f;
+    }
+    BRG__CHECK(comm->allreduce(comm->ctx, sums, 2 * r.n, call->msg));
+    for (int64_t i = 0; i < r.n; i++) {
+        lse[i] = maxima[i] + logf(sums[i]);
+        losses[i] = lse[i] - sums[r.n + i];
+    }
+    return BRG_OK;
+}
+
+static brg_status cross_entropy_split_backward(const brg__op_call *call) {
+    split_rows r = split_of(call);
+    const float *logits = call->in[0], *lse = call->aux, *dlosses = call->dout;
+    const int32_t *targets = call->in[1];
+    float *dlogits = call->din[0];
+    BRG__CHECK(check_targets(call, targets, r.n, call->op->tp_vocab));
+    for (int64_t i = 0; i < r.n; i++) {
+        const float *row = logits + i * r.local;
+        float *drow = dlogits + i * r.local;
+        float g = dlosses[i];
+        int64_t t = (int64_t)targets[i] - r.first;
+        float before = t >= 0 && t < r.valid ? drow[t] : 0.0f;
+        row_softmax_accumulate(drow, row, r.valid, lse[i], 1.0f, g);
+        if (t >= 0 && t < r.valid) drow[t] = before + g * (brg__cpu_exp(row[t] - lse[i]) - 1.0f);
+    }
+    return BRG_OK;
+}
+
 /* ---- entry points ---- */
 
 static brg_status check_targets(const brg__op_call *call, const int32_t *targets, int64_t n, int64_t vocab) {
@@ -75,6 +156,7 @@ static void cross_entropy_backward_piece(void *ctx, int64_t piece, float *scratc
 
 brg_status brg__cpu_cross_entropy_forward(const brg__op_call *call) {
     const brg__op *op = call->op;
+    if (op->tp_vocab) return cross_entropy_split_forward(call);
     cross_entropy_job job = {0};
     job.vocab = brg__cpu_last_dim(op->inputs[0], call->batch);
     job.n = brg__cpu_rows(op->inputs[0], call->batch);
@@ -90,6 +172,7 @@ brg_status brg__cpu_cross_entropy_forward(const brg__op_call *call) {
 brg_status brg__cpu_cross_entropy_backward(const brg__op_call *call) {
     if (!call->din[0]) return BRG_OK; // targets have no gradient
     const brg__op *op = call->op;
+    if (op->tp_vocab) return cross_entropy_split_backward(call);
     cross_entropy_job job = {0};
     job.vocab = brg__cpu_last_dim(op->inputs[0], call->batch);
     job.n = brg__cpu_rows(op->inputs[0], call->batch);

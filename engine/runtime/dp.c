@@ -38,6 +38,8 @@ struct brg__dp {
     int64_t n_params;
     double *sum_squares; /* ZeRO-1: [n_params] over every member's part */
     int gathered;        /* ZeRO-1: full moments on the stages (brg__dp_gather_moments) */
+    brg__dp_piece_hook hook; /* called on each gradient as it is final, before its bucket goes */
+    void *hook_ctx;
 };
 
 static brg_status oom(char *msg) { return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory"); }
@@ -195,6 +197,7 @@ static brg_status post_bucket(brg__dp *dp, bucket *b, char *msg) {
 static brg_status piece_ready(brg__dp *dp, piece *pc, char *msg) {
     pc->ready = 1;
     if (!pc->tied) brg__stage_reduce_param_grad(pc->st, pc->param); /* tied ones: summed across stages */
+    if (dp->hook) BRG__CHECK(dp->hook(dp->hook_ctx, pc->st, pc->param, msg));
     for (int b = 0; b < dp->n_buckets; b++) {
         bucket *bk = &dp->buckets[b];
         int i = (int)(pc - dp->pieces);
@@ -214,6 +217,11 @@ brg_status brg__dp_grad_ready(brg__dp *dp, brg__stage *s, int64_t op, char *msg)
 }
 
 brg_status brg__dp_progress(brg__dp *dp, char *msg) { return brg__group_progress(dp->group, msg); }
+
+void brg__dp_set_piece_hook(brg__dp *dp, brg__dp_piece_hook hook, void *ctx) {
+    dp->hook = hook;
+    dp->hook_ctx = ctx;
+}
 
 brg_status brg__dp_reduce(brg__dp *dp, char *msg) {
     /* The tied pieces now (their sums across stages are done), and any piece no backward finished. */

@@ -33,6 +33,12 @@ brg_status brg__dp_create(brg__dp **out, brg__stage **stages, int n, const unsig
                           brg__backend *be, const int *members, int size, int zero, int64_t bucket_bytes, char *msg);
 void brg__dp_destroy(brg__dp *dp);
 
+/* Called on parameter p's gradient (held by stage s) once it is final and before its bucket is posted, in
+ * the same order on every member (tensor parallelism sums the shares' gradients of sequence-parallel
+ * parameters there). */
+typedef brg_status (*brg__dp_piece_hook)(void *ctx, brg__stage *s, int64_t p, char *msg);
+void brg__dp_set_piece_hook(brg__dp *dp, brg__dp_piece_hook hook, void *ctx);
+
 /* The step begins: nothing is ready or posted. */
 void brg__dp_begin_step(brg__dp *dp);
 /* Op `op` of stage s has finished its weight gradients of the last micro-batch: the parameters it read

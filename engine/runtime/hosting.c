@@ -43,6 +43,8 @@ uint64_t brg__options_hash(const brg_train_options *o) {
     MIX(h, o->zero);
     MIX(h, o->bucket_bytes);
     MIX(h, o->nan_check_every);
+    MIX(h, o->tensor_parallel);
+    MIX(h, o->sequence_parallel);
     if (o->rank_layout) h = mix(h, o->rank_layout, (size_t)o->data_parallel * (size_t)o->stages * sizeof *o->rank_layout);
     return h;
 }

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/backend.h"
+
 static int64_t op_count(const brg__stage *s) { return s->op_end - s->op_begin; }
 
 static const brg__op *stage_op(const brg__stage *s, int64_t i) { return &s->graph->ops[i]; }
@@ -62,13 +64,21 @@ static void alloc_params(brg__stage *s, uint64_t seed, int *failed) {
             s->param[p] = stage_alloc(s, bytes, failed);
             s->adam_m[p] = stage_alloc(s, bytes, failed);
             s->adam_v[p] = stage_alloc(s, bytes, failed);
+            /* A tensor-parallel slice: the whole parameter's values, this rank's share of them. */
+            int64_t whole_n = brg__slice_whole_numel(t);
             float *host = brg__malloc(bytes);
-            if (!host || *failed) {
+            float *whole = whole_n == n ? host : brg__malloc((size_t)whole_n * sizeof(float));
+            if (!host || !whole || *failed) {
+                if (whole != host) free(whole);
                 free(host);
                 *failed = 1;
                 return;
             }
-            brg__param_init_values(t, seed, host, n);
+            brg__param_init_values(t, seed, whole, whole_n);
+            if (whole != host) {
+                brg__slice_take(t, s->tp_rank, whole, host);
+                free(whole);
+            }
             s->be->vt->upload(s->be, s->param[p], host, bytes);
             free(host);
         }
@@ -143,10 +153,12 @@ static void plan_zeroing(brg__stage *s) {
 
 brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend *be, int64_t op_begin,
                              int64_t op_end, int64_t batch, int n_slots, brg_recompute recompute, uint64_t seed,
-                             float dloss_value, char *msg) {
+                             float dloss_value, int tp_rank, char *msg) {
     brg__stage *s = brg__calloc(1, sizeof *s);
     if (!s) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     s->graph = g;
+    s->tp_rank = tp_rank;
+    s->tp_size = g->tp_parts > 1 ? g->tp_parts : 1;
     s->be = be;
     s->op_begin = op_begin;
     s->op_end = op_end;
@@ -326,12 +338,153 @@ static const void *operand(const brg__stage *s, int slot, const brg_tensor *t) {
     return t->kind == BRG_TENSOR_PARAMETER ? (const void *)s->param[t->param_index] : s->acts[slot][t->index];
 }
 
+/* ---- the tensor-parallel group's collectives (ops TP_COPY, TP_REDUCE, TP_GATHER, TP_SCATTER) ----------
+ * On the stage's activations, blocking: every rank of the group runs the same ops in the same order. The
+ * group's collectives lay a buffer out member after member, so gathering and scattering positions (dim 1
+ * of (B, T, ...)) reorders between (B, T) and (group, B, T / group). */
+
+static brg_status group_run(brg__stage *s, brg__collective_kind kind, void *buf, int64_t count, const char *what) {
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status st = brg__group_post(s->tp_group, kind, buf, count, sizeof(float), 0, msg);
+    if (st == BRG_OK) st = brg__group_wait_all(s->tp_group, msg);
+    if (st != BRG_OK)
+        return brg__message_set(s->msg, sizeof s->msg, st, "%s over the tensor-parallel group: %s", what, msg);
+    return BRG_OK;
+}
+
+static brg_status comm_allreduce(void *ctx, float *buf, int64_t n, char *msg) {
+    brg__stage *s = ctx;
+    brg_status st = group_run(s, BRG__ALLREDUCE, buf, n, "a sum");
+    if (st != BRG_OK && msg) snprintf(msg, BRG_ERROR_MESSAGE_MAX, "%s", s->msg);
+    return st;
+}
+
+static brg_status comm_allgather(void *ctx, float *buf, int64_t n, char *msg) {
+    brg__stage *s = ctx;
+    brg_status st = group_run(s, BRG__ALLGATHER, buf, n * s->tp_size, "a gather");
+    if (st != BRG_OK && msg) snprintf(msg, BRG_ERROR_MESSAGE_MAX, "%s", s->msg);
+    return st;
+}
+
+void brg__stage_set_tensor_group(brg__stage *s, brg__group *group) {
+    s->tp_group = group;
+    s->comm = (brg__tp_comm){s->tp_rank, s->tp_size, s, comm_allreduce, comm_allgather};
+}
+
+/* Copies between x (B, T, ...) and the group's layout (group, B, T / group, ...): to_group, or back. */
+static void reorder_positions(brg__stage *s, const brg_tensor *whole_shape, float *x, float *grouped, int to_group) {
+    int64_t b = whole_shape->shape[0] == BRG_BATCH ? s->batch : whole_shape->shape[0];
+    int64_t share = brg__tensor_numel(whole_shape, s->batch) / b / s->tp_size; /* floats of one member's positions */
+    for (int64_t k = 0; k < b; k++)
+        for (int i = 0; i < s->tp_size; i++) {
+            float *in_x = x + (k * s->tp_size + i) * share, *in_g = grouped + (i * b + k) * share;
+            if (to_group) s->be->vt->copy(s->be, in_g, in_x, (size_t)share * sizeof(float));
+            else s->be->vt->copy(s->be, in_x, in_g, (size_t)share * sizeof(float));
+        }
+}
+
+/* The forward of a collective: out from in, through the group. */
+static brg_status tp_forward(brg__stage *s, const brg__op *op, const void *in, void *out) {
+    const brg_tensor *x = op->inputs[0];
+    size_t in_bytes = brg__stage_tensor_bytes(s, x), out_bytes = brg__stage_tensor_bytes(s, op->output);
+    int64_t out_n = brg__tensor_numel(op->output, s->batch), in_n = brg__tensor_numel(x, s->batch);
+    if (!s->tp_group) return brg__message_set(s->msg, sizeof s->msg, BRG_ERR_INTERNAL, "op '%s': no tensor-parallel group", op->name);
+    switch (op->kind) {
+    case BRG_OP_TP_COPY:
+        s->be->vt->copy(s->be, out, in, out_bytes);
+        return BRG_OK;
+    case BRG_OP_TP_REDUCE:
+        s->be->vt->copy(s->be, out, in, out_bytes);
+        return group_run(s, BRG__ALLREDUCE, out, out_n, op->name);
+    case BRG_OP_TP_GATHER: { /* (B, T/t, ..) -> (B, T, ..) */
+        float *grouped = s->be->vt->alloc(s->be, out_bytes);
+        if (!grouped) return out_of_memory(s, "a gather's buffer", 0);
+        s->be->vt->copy(s->be, grouped + (int64_t)s->tp_rank * in_n, in, in_bytes);
+        brg_status st = group_run(s, BRG__ALLGATHER, grouped, out_n, op->name);
+        if (st == BRG_OK) reorder_positions(s, op->output, out, grouped, 0);
+        s->be->vt->free(s->be, grouped);
+        return st;
+    }
+    case BRG_OP_TP_SCATTER: { /* (B, T, ..) summed over the group, this rank's positions: (B, T/t, ..) */
+        float *grouped = s->be->vt->alloc(s->be, in_bytes);
+        if (!grouped) return out_of_memory(s, "a scatter's buffer", 0);
+        reorder_positions(s, x, (float *)in, grouped, 1);
+        brg_status st = group_run(s, BRG__REDUCE_SCATTER, grouped, in_n, op->name);
+        if (st == BRG_OK) s->be->vt->copy(s->be, out, grouped + (int64_t)s->tp_rank * out_n, out_bytes);
+        s->be->vt->free(s->be, grouped);
+        return st;
+    }
+    default:
+        return brg__message_set(s->msg, sizeof s->msg, BRG_ERR_INTERNAL, "op '%s' is not a collective", op->name);
+    }
+}
+
+/* din += the gradient of the collective's input, from dout. */
+static brg_status tp_backward(brg__stage *s, const brg__op *op, const float *dout, float *din) {
+    const brg_tensor *x = op->inputs[0];
+    size_t in_bytes = brg__stage_tensor_bytes(s, x), out_bytes = brg__stage_tensor_bytes(s, op->output);
+    int64_t out_n = brg__tensor_numel(op->output, s->batch), in_n = brg__tensor_numel(x, s->batch);
+    if (!din) return BRG_OK;
+    if (op->kind == BRG_OP_TP_REDUCE) {
+        s->be->vt->accumulate(s->be, din, dout, in_n);
+        return BRG_OK;
+    }
+    size_t bytes = op->kind == BRG_OP_TP_SCATTER ? in_bytes : out_bytes;
+    float *work = s->be->vt->alloc(s->be, bytes);
+    if (!work) return out_of_memory(s, "a collective's gradient buffer", 0);
+    brg_status st = BRG_OK;
+    switch (op->kind) {
+    case BRG_OP_TP_COPY: /* the shares' input gradients summed */
+        s->be->vt->copy(s->be, work, dout, out_bytes);
+        st = group_run(s, BRG__ALLREDUCE, work, out_n, op->name);
+        if (st == BRG_OK) s->be->vt->accumulate(s->be, din, work, in_n);
+        break;
+    case BRG_OP_TP_GATHER: /* summed over the group, this rank's positions */
+        reorder_positions(s, op->output, (float *)dout, work, 1);
+        st = group_run(s, BRG__REDUCE_SCATTER, work, out_n, op->name);
+        if (st == BRG_OK) s->be->vt->accumulate(s->be, din, work + (int64_t)s->tp_rank * in_n, in_n);
+        break;
+    case BRG_OP_TP_SCATTER: { /* every rank's positions gathered */
+        float *grouped = s->be->vt->alloc(s->be, in_bytes);
+        if (!grouped) {
+            st = out_of_memory(s, "a collective's gradient buffer", 0);
+            break;
+        }
+        s->be->vt->copy(s->be, grouped + (int64_t)s->tp_rank * out_n, dout, out_bytes);
+        st = group_run(s, BRG__ALLGATHER, grouped, in_n, op->name);
+        if (st == BRG_OK) {
+            reorder_positions(s, x, work, grouped, 0);
+            s->be->vt->accumulate(s->be, din, work, in_n);
+        }
+        s->be->vt->free(s->be, grouped);
+        break;
+    }
+    default:
+        st = brg__message_set(s->msg, sizeof s->msg, BRG_ERR_INTERNAL, "op '%s' is not a collective", op->name);
+    }
+    s->be->vt->free(s->be, work);
+    return st;
+}
+
+static int is_collective(const brg__op *op) { return op->kind >= BRG_OP_TP_COPY && op->kind <= BRG_OP_TP_SCATTER; }
+
 static brg_status forward_op(brg__stage *s, int slot, int64_t i) {
     const brg__op *op = stage_op(s, i);
+    if (is_collective(op)) return tp_forward(s, op, s->acts[slot][op->inputs[0]->index], s->acts[slot][op->output->index]);
     brg__op_call call = {.op = op, .batch = s->batch, .out = s->acts[slot][op->output->index],
-                         .aux = s->aux[slot][i - s->op_begin], .scratch = s->scratch, .msg = s->msg};
+                         .aux = s->aux[slot][i - s->op_begin], .scratch = s->scratch, .msg = s->msg,
+                         .tp_rank = s->tp_rank, .comm = s->tp_group ? &s->comm : NULL};
     for (int q = 0; q < op->n_inputs; q++) call.in[q] = operand(s, slot, op->inputs[q]);
     return s->be->vt->forward(s->be, &call);
+}
+
+brg_status brg__stage_sum_partial_grads(brg__stage *s, int64_t only) {
+    const brg_graph *g = s->graph;
+    for (int64_t p = only >= 0 ? only : 0; p < (only >= 0 ? only + 1 : g->n_params); p++) {
+        if (!g->params[p]->partial_grad || !s->param_grad[p] || !s->tp_group) continue;
+        BRG__CHECK(group_run(s, BRG__ALLREDUCE, s->param_grad[p], brg__tensor_numel(g->params[p], 1), g->params[p]->name));
+    }
+    return BRG_OK;
 }
 
 /* ---- numerical checks ------------------------------------------------------------------------------ */
@@ -458,7 +611,8 @@ brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part)
     for (int64_t i = s->op_end - 1; i >= s->op_begin; i--) {
         const brg__op *op = stage_op(s, i);
         brg__op_call call = {.op = op, .batch = s->batch, .out = s->acts[slot][op->output->index],
-                             .aux = s->aux[slot][i - s->op_begin], .scratch = s->scratch, .msg = s->msg};
+                             .aux = s->aux[slot][i - s->op_begin], .scratch = s->scratch, .msg = s->msg,
+                             .tp_rank = s->tp_rank, .comm = s->tp_group ? &s->comm : NULL};
         call.dout = op->kind == BRG_OP_CROSS_ENTROPY ? s->dloss : s->act_grads[slot][op->output->index];
         int wanted = 0;
         if ((part & BRG__BACKWARD_INPUT) && s->zero_before[op->output->index] == i)
@@ -478,7 +632,8 @@ brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part)
             }
             wanted |= call.din[q] != NULL;
         }
-        if (wanted) BRG__CHECK(s->be->vt->backward(s->be, &call));
+        if (wanted && is_collective(op)) BRG__CHECK(tp_backward(s, op, call.dout, call.din[0]));
+        else if (wanted) BRG__CHECK(s->be->vt->backward(s->be, &call));
         for (int q = 0; wanted && s->check_finite && q < op->n_inputs; q++)
             BRG__CHECK(check_written(s, op, op->inputs[q], call.din[q], op->inputs[q]->kind == BRG_TENSOR_PARAMETER));
         if (s->grad_hook && (part & BRG__BACKWARD_WEIGHT) && slot == s->hook_slot)

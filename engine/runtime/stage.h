@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "brigade/train.h"
 #include "graph/graph_internal.h"
+#include "transport/transport.h"
 
 typedef enum brg__backward_part {
     BRG__BACKWARD_INPUT = 1,  /* gradients of activation inputs */
@@ -62,15 +63,29 @@ typedef struct brg__stage {
     int check_finite;
     int poison_slot;
 
+    /* Tensor parallelism (the graph is a rank's share: brg__graph_localize): this rank's index in its group
+     * of tp_size, the group (set by the trainer before the first pass; NULL with one rank), and the
+     * collectives kernels reach through op calls. */
+    int tp_rank, tp_size;
+    brg__group *tp_group;
+    brg__tp_comm comm;
+
     char msg[BRG_ERROR_MESSAGE_MAX];
 } brg__stage;
 
-/* Allocates the stage's parameters (initialized from `seed` and their names), optimizer state and
- * gradients; activations come per micro-batch (brg__stage_acquire). dloss_value is every position's
- * loss gradient (1 / positions in the global batch). */
+/* Allocates the stage's parameters (initialized from `seed` and their names: a slice of a tensor-parallel
+ * graph takes rank tp_rank's share of the whole parameter's values), optimizer state and gradients;
+ * activations come per micro-batch (brg__stage_acquire). dloss_value is every position's loss gradient
+ * (1 / positions in the global batch). */
 brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend *be, int64_t op_begin,
                              int64_t op_end, int64_t batch, int n_slots, brg_recompute recompute, uint64_t seed,
-                             float dloss_value, char *msg);
+                             float dloss_value, int tp_rank, char *msg);
+/* Joins the stage to its tensor-parallel group (members in index order; this rank at tp_rank). */
+void brg__stage_set_tensor_group(brg__stage *s, brg__group *group);
+/* Sums the gradient of every parameter the stage holds whole but computes from its share of the positions
+ * (sequence parallelism: brg_tensor.partial_grad) over the group, in parameter order; p >= 0: that one
+ * only. Collective over the group. */
+brg_status brg__stage_sum_partial_grads(brg__stage *s, int64_t p);
 void brg__stage_destroy(brg__stage *s);
 
 /* Allocates slot's received activations and inputs (idempotent); forward allocates the rest. */

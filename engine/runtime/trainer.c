@@ -39,7 +39,7 @@ typedef struct mb_state {
 typedef struct vstage {
     int index; /* global virtual stage s */
     int rank;  /* its pipeline rank (the schedule's) */
-    int replica, grank; /* its data-parallel replica, and the rank that runs it */
+    int copy, grank; /* its copy of the pipeline (trainer.copies), and the rank that runs it */
     int first_layer, end_layer; /* layers [first_layer, end_layer) */
     int64_t op_begin, op_end;   /* its ops */
     brg__stage *st;             /* NULL when its rank runs in another process */
@@ -50,9 +50,11 @@ typedef struct vstage {
 typedef struct worker {
     struct brg_trainer *trainer;
     int rank;            /* among every rank of the job */
-    int prank, replica;  /* its pipeline rank (stage of the schedule) and data-parallel replica */
-    struct vstage *vs;   /* its replica's virtual stages */
+    int prank, copy;     /* its pipeline rank (stage of the schedule) and copy of the pipeline */
+    int replica, tp_index; /* the copy's data-parallel replica and index in its tensor-parallel group */
+    struct vstage *vs;   /* its copy's virtual stages */
     brg__dp *dp;         /* data parallelism: its group of replicas; NULL with one replica */
+    brg__group *tp_group; /* tensor parallelism: its group (the copies of its replica); NULL with one rank */
     brg__backend *be;
     brg__transport *tp;
     pthread_t thread;
@@ -78,14 +80,19 @@ typedef struct tied_param {
     int *consumer_input;     /* input slot of each consumer */
 } tied_param;
 
+/* Copies of the pipeline: every data-parallel replica's, and with tensor parallelism every rank of its
+ * group: copy c is index c % tp of replica c / tp. Each copy has the schedule's ranks and virtual stages. */
 struct brg_trainer {
-    const brg_graph *graph;
+    const brg_graph *graph; /* what the ranks run: the model's graph, or a tensor-parallel rank's share of it */
+    const brg_graph *model; /* the model's graph as given (names and shapes of the whole parameters) */
+    brg_graph *local;       /* owned: graph, when it is a share (tensor parallelism) */
     brg_train_options opts;
-    int ranks, n_stages; /* ranks: every rank of the job, pp * dp */
-    int pp, dp;          /* pipeline ranks, replicas */
-    int *layout;         /* [dp * pp]: rank of (replica d, pipeline rank p) at d * pp + p */
+    int ranks, n_stages; /* ranks: every rank of the job, pp * dp * tp */
+    int pp, dp, tp;      /* pipeline ranks, replicas, tensor-parallel group size */
+    int copies;          /* dp * tp */
+    int *layout;         /* [copies * pp]: rank of (copy c, pipeline rank p) at c * pp + p */
     unsigned char *tied_mask; /* [param] summed across pipeline stages */
-    vstage *stages;      /* [dp][n_stages]: replica d's at d * n_stages */
+    vstage *stages;      /* [copies][n_stages]: copy c's at c * n_stages */
     worker *workers;
     brg_schedule *schedule;
     brg__inproc_fabric *fabric; /* CPU ranks */
@@ -119,10 +126,12 @@ struct brg_trainer {
 /* Whether this process runs `rank`. */
 static int is_local(const brg_trainer *t, int rank) { return rank >= t->local_begin && rank < t->local_end; }
 
-/* The rank of pipeline rank `prank` in replica d. */
-static int rank_of(const brg_trainer *t, int replica, int prank) { return t->layout[replica * t->pp + prank]; }
-/* The rank of w's pipeline peer `prank` (the same replica). */
-static int peer_of(const worker *w, int prank) { return rank_of(w->trainer, w->replica, prank); }
+/* The rank of pipeline rank `prank` in copy c. */
+static int rank_of(const brg_trainer *t, int copy, int prank) { return t->layout[copy * t->pp + prank]; }
+/* The copy of index i of replica d's tensor-parallel group. */
+static int copy_of(const brg_trainer *t, int replica, int tp_index) { return replica * t->tp + tp_index; }
+/* The rank of w's pipeline peer `prank` (the same copy). */
+static int peer_of(const worker *w, int prank) { return rank_of(w->trainer, w->copy, prank); }
 
 BRG__PRINTF(3, 4)
 static brg_status trainer_fail(brg_trainer *t, brg_status status, const char *fmt, ...) {
@@ -160,6 +169,12 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
     BRG__OPTION(o->zero == 0 || o->zero == 1, "zero must be 0 or 1 (ZeRO-1), got %d", o->zero);
     BRG__OPTION(o->bucket_bytes >= 0, "bucket_bytes must be >= 0, got %lld", (long long)o->bucket_bytes);
     BRG__OPTION(o->nan_check_every >= 0, "nan_check_every must be >= 0, got %lld", (long long)o->nan_check_every);
+    BRG__OPTION(o->tensor_parallel >= 1 && o->tensor_parallel <= 64 &&
+                    (int64_t)o->tensor_parallel * o->data_parallel * o->stages <= 65536,
+                "tensor_parallel must be 1 to 64 with tensor_parallel x stages x data_parallel <= 65536 ranks, got %d",
+                o->tensor_parallel);
+    BRG__OPTION(o->sequence_parallel == 0 || o->sequence_parallel == 1, "sequence_parallel must be 0 or 1, got %d",
+                o->sequence_parallel);
     BRG__OPTION(o->chunks >= 1 && o->chunks <= 64, "chunks must be 1 to 64, got %d", o->chunks);
     BRG__OPTION(o->backend == BRG_BACKEND_CPU || o->backend == BRG_BACKEND_CUDA, "backend must be cpu or cuda, got %d",
                 (int)o->backend);
@@ -179,6 +194,10 @@ static brg_status check_options(const brg_train_options *o, brg_error *err) {
     BRG__OPTION(o->lr_schedule == BRG_LR_CONSTANT || o->total_steps > o->warmup_steps,
                 "total_steps must exceed warmup_steps for a decaying learning rate, got %lld", (long long)o->total_steps);
 #undef BRG__OPTION
+    if (o->tensor_parallel > 1 && o->backend != BRG_BACKEND_CPU)
+        return brg__error_set(err, BRG_ERR_UNSUPPORTED,
+                              "training option tensor_parallel: tensor parallelism runs on the CPU backend in this build "
+                              "(its CUDA kernels for a split vocabulary and bf16 sums over the group are not written yet)");
     if (o->hosting == BRG_HOSTING_MPI && !brg__mpi_built())
         return brg__error_set(err, BRG_ERR_UNSUPPORTED,
                               "training option hosting: this brigade was built without MPI (install Open MPI, "
@@ -192,7 +211,12 @@ static brg_status join_job(brg_trainer *t, const brg_train_options *o, brg_error
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
     brg_status s = brg__mpi_transport_create(&t->mpi, o->mpi_comm, o->timeout_seconds, msg);
     if (s != BRG_OK) return brg__error_set(err, s, "%s", msg);
-    int world = o->stages * o->data_parallel;
+    int world = o->stages * o->data_parallel * o->tensor_parallel;
+    if (t->mpi->ranks != world && o->tensor_parallel > 1)
+        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
+                              "the job has %d processes but %d stages x %d replicas x %d tensor-parallel ranks make %d: "
+                              "one process runs each (start %d processes, e.g. mpirun -np %d)",
+                              t->mpi->ranks, o->stages, o->data_parallel, o->tensor_parallel, world, world, world);
     if (t->mpi->ranks != world && o->data_parallel == 1)
         return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
                               "the job has %d processes but the pipeline %d stages: one process runs each stage "
@@ -372,7 +396,7 @@ static brg_status find_tied(brg_trainer *t) {
                         tp->consumer_input[tp->n_consumers++] = q;
                     }
         /* Every holder sums all contributions itself: its gradient needs a buffer of its own. */
-        for (int d = 0; d < t->dp; d++)
+        for (int d = 0; d < t->copies; d++)
             for (int c = 0; c < tp->n_consumers; c++) {
                 brg__stage *st = t->stages[d * t->n_stages + tp->consumer_stage[c]].st;
                 if (st) BRG__CHECK(brg__stage_own_param_grad(st, p));
@@ -381,12 +405,22 @@ static brg_status find_tied(brg_trainer *t) {
     return BRG_OK;
 }
 
+/* Sequence parallelism: a parameter's gradient summed over the tensor-parallel group as it is final, before
+ * its sum over the replicas. */
+static brg_status partial_grad_hook(void *ctx, brg__stage *st, int64_t p, char *msg) {
+    (void)ctx;
+    brg_status s = brg__stage_sum_partial_grads(st, p);
+    if (s != BRG_OK) snprintf(msg, BRG_ERROR_MESSAGE_MAX, "%s", st->msg);
+    return s;
+}
+
 static brg_status dp_hook(void *ctx, brg__stage *st, int64_t op) {
     worker *w = ctx;
     return brg__dp_grad_ready(w->dp, st, op, st->msg);
 }
 
-/* Each local rank's group of replicas: its pipeline rank in every replica, in replica order. */
+/* Each local rank's group of replicas: its pipeline rank in every replica (at its own index of the
+ * tensor-parallel group), in replica order. */
 static brg_status create_data_parallel(brg_trainer *t, char *msg) {
     int *members = brg__calloc((size_t)t->dp, sizeof *members);
     brg__stage **mine = brg__calloc((size_t)t->n_stages, sizeof *mine);
@@ -396,9 +430,10 @@ static brg_status create_data_parallel(brg_trainer *t, char *msg) {
         int n = 0;
         for (int k = 0; k < t->n_stages; k++)
             if (w->vs[k].rank == w->prank) mine[n++] = w->vs[k].st;
-        for (int d = 0; d < t->dp; d++) members[d] = rank_of(t, d, w->prank);
+        for (int d = 0; d < t->dp; d++) members[d] = rank_of(t, copy_of(t, d, w->tp_index), w->prank);
         int64_t bucket = t->opts.bucket_bytes > 0 ? t->opts.bucket_bytes : (int64_t)4 << 20;
         s = brg__dp_create(&w->dp, mine, n, t->tied_mask, w->tp, w->be, members, t->dp, t->opts.zero, bucket, msg);
+        if (s == BRG_OK && w->tp_group) brg__dp_set_piece_hook(w->dp, partial_grad_hook, w);
         for (int k = 0; k < n && s == BRG_OK; k++) {
             mine[k]->grad_hook = dp_hook;
             mine[k]->hook_ctx = w;
@@ -407,6 +442,22 @@ static brg_status create_data_parallel(brg_trainer *t, char *msg) {
     }
     free(members);
     free(mine);
+    return s;
+}
+
+/* Each local rank's tensor-parallel group: its pipeline rank in every copy of its replica, in index order;
+ * its stages run their collectives on it. */
+static brg_status create_tensor_groups(brg_trainer *t, char *msg) {
+    int *members = brg__calloc((size_t)t->tp, sizeof *members);
+    brg_status s = members ? BRG_OK : brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int r = t->local_begin; r < t->local_end && s == BRG_OK; r++) {
+        worker *w = &t->workers[r];
+        for (int i = 0; i < t->tp; i++) members[i] = rank_of(t, copy_of(t, w->replica, i), w->prank);
+        s = brg__group_create(&w->tp_group, w->tp, w->be, members, t->tp, 1, msg);
+        for (int k = 0; k < t->n_stages && s == BRG_OK; k++)
+            if (w->vs[k].rank == w->prank) brg__stage_set_tensor_group(w->vs[k].st, w->tp_group);
+    }
+    free(members);
     return s;
 }
 
@@ -428,7 +479,7 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
                               brg_schedule_last_error(t->schedule));
     t->n_stages = o->stages * o->chunks;
     int *first = brg__calloc((size_t)t->n_stages + 1, sizeof *first);
-    t->stages = brg__calloc((size_t)t->n_stages * (size_t)t->dp, sizeof *t->stages);
+    t->stages = brg__calloc((size_t)t->n_stages * (size_t)t->copies, sizeof *t->stages);
     t->workers = brg__calloc((size_t)t->ranks, sizeof *t->workers);
     t->norm_partials = brg__calloc((size_t)t->ranks * (size_t)(g->n_params + 1), sizeof *t->norm_partials);
     if (!first || !t->stages || !t->workers || !t->norm_partials) {
@@ -458,10 +509,12 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         w->rank = r;
         for (int k = 0; k < t->ranks; k++)
             if (t->layout[k] == r) {
-                w->replica = k / t->pp;
+                w->copy = k / t->pp;
                 w->prank = k % t->pp;
             }
-        w->vs = &t->stages[(size_t)w->replica * (size_t)t->n_stages];
+        w->replica = w->copy / t->tp;
+        w->tp_index = w->copy % t->tp;
+        w->vs = &t->stages[(size_t)w->copy * (size_t)t->n_stages];
         if (!is_local(t, r)) continue; /* another process runs it */
         w->tp = t->nccl ? brg__nccl_endpoint(t->nccl, r) : t->mpi ? t->mpi : brg__inproc_endpoint(t->fabric, r);
         w->host_tokens = brg__malloc(bt * sizeof(int32_t));
@@ -475,13 +528,13 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
     }
     /* Every position of the global batch (every replica's) weighs alike in the loss. */
     float dloss = (float)(1.0 / ((double)t->dp * (double)o->micro_batches * (double)bt));
-    for (int i = 0; i < t->n_stages * t->dp && s == BRG_OK; i++) {
+    for (int i = 0; i < t->n_stages * t->copies && s == BRG_OK; i++) {
         vstage *v = &t->stages[i];
         int k = i % t->n_stages;
         v->index = k;
         v->rank = brg_schedule_stage_rank(t->schedule, k);
-        v->replica = i / t->n_stages;
-        v->grank = rank_of(t, v->replica, v->rank);
+        v->copy = i / t->n_stages;
+        v->grank = rank_of(t, v->copy, v->rank);
         v->first_layer = first[k];
         v->end_layer = first[k + 1];
         v->op_begin = g->layers[v->first_layer].op_begin;
@@ -489,7 +542,7 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         if (!is_local(t, v->grank)) continue;
         brg_recompute policy = o->stage_recompute ? o->stage_recompute[k] : o->recompute;
         s = brg__stage_create(&v->st, g, t->workers[v->grank].be, v->op_begin, v->op_end, o->micro_batch,
-                              (int)o->micro_batches, policy, o->seed, dloss, msg);
+                              (int)o->micro_batches, policy, o->seed, dloss, v->copy % t->tp, msg);
         v->mb = s == BRG_OK ? brg__calloc((size_t)o->micro_batches, sizeof *v->mb) : NULL;
         v->loss_sums = s == BRG_OK ? brg__calloc((size_t)o->micro_batches, sizeof *v->loss_sums) : NULL;
         if (s == BRG_OK && (!v->mb || !v->loss_sums)) s = brg__message_set(msg, sizeof msg, BRG_ERR_OUT_OF_MEMORY, "out of memory");
@@ -504,27 +557,30 @@ static brg_status create_pipeline(brg_trainer *t, brg_error *err) {
         s = find_tied(t);
         if (s != BRG_OK) brg__message_set(msg, sizeof msg, s, "out of memory preparing tied parameters");
     }
+    if (s == BRG_OK && t->tp > 1) s = create_tensor_groups(t, msg);
     if (s == BRG_OK && t->dp > 1) s = create_data_parallel(t, msg);
     free(first);
     if (s != BRG_OK && msg[0]) brg__error_set(err, s, "%s", msg);
     return s;
 }
 
-/* The rank of every (replica, pipeline rank): the caller's layout, checked, or replica after replica. */
+/* The rank of every (copy, pipeline rank): the caller's layout (entry (d * pp + p) * tp + i: replica d,
+ * stage p, tensor-parallel index i), checked, or that entry's index itself. */
 static brg_status make_layout(brg_trainer *t, const int *given, brg_error *err) {
     t->layout = brg__malloc((size_t)t->ranks * sizeof *t->layout);
     unsigned char *seen = brg__calloc((size_t)t->ranks, 1);
     brg_status s = t->layout && seen ? BRG_OK : brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     for (int k = 0; k < t->ranks && s == BRG_OK; k++) {
+        int i = k % t->tp, p = k / t->tp % t->pp, d = k / t->tp / t->pp;
         int r = given ? given[k] : k;
         if (r < 0 || r >= t->ranks || seen[r])
             s = brg__error_set(err, BRG_ERR_INVALID_ARGUMENT,
-                               "training option rank_layout: entry %d (stage %d of replica %d) is rank %d: the layout "
+                               "training option rank_layout: entry %d (stage %d of replica %d%s) is rank %d: the layout "
                                "must give each of the %d ranks once",
-                               k, k % t->pp, k / t->pp, r, t->ranks);
+                               k, p, d, t->tp > 1 ? ", at its tensor-parallel index" : "", r, t->ranks);
         else
             seen[r] = 1;
-        if (s == BRG_OK) t->layout[k] = r;
+        if (s == BRG_OK) t->layout[copy_of(t, d, i) * t->pp + p] = r;
     }
     free(seen);
     return s;
@@ -547,7 +603,7 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
         return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "training option micro_batch: %s", batch_msg);
     brg_trainer *t = brg__calloc(1, sizeof *t);
     if (!t) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
-    t->graph = g;
+    t->graph = t->model = g;
     t->opts = *opts;
     t->opts.split = NULL; /* borrowed: not kept */
     t->opts.stage_recompute = NULL;
@@ -559,10 +615,19 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
     t->opts.rank_layout = NULL;
     t->pp = opts->stages;
     t->dp = opts->data_parallel;
-    t->ranks = t->pp * t->dp;
+    t->tp = opts->tensor_parallel;
+    t->copies = t->dp * t->tp;
+    t->ranks = t->pp * t->copies;
     t->local_begin = 0;
     t->local_end = t->ranks;
-    brg_status s = make_layout(t, opts->rank_layout, err);
+    brg_status s = BRG_OK;
+    if (t->tp > 1) { /* every rank runs its share of the model */
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        s = brg__graph_localize(g, t->tp, opts->sequence_parallel, &t->local, msg);
+        if (s != BRG_OK) brg__error_set(err, s, "%s", msg);
+        else t->graph = t->local;
+    }
+    if (s == BRG_OK) s = make_layout(t, opts->rank_layout, err);
     if (s == BRG_OK) s = find_inputs(t, err);
     if (s == BRG_OK && opts->hosting == BRG_HOSTING_MPI) s = join_job(t, opts, err);
     int joined = s == BRG_OK && t->mpi;
@@ -594,7 +659,8 @@ brg_status brg_trainer_create(brg_trainer **out, const brg_graph *g, const brg_t
 
 void brg_trainer_destroy(brg_trainer *t) {
     if (!t) return;
-    for (int k = 0; t->stages && k < t->n_stages * t->dp; k++) {
+    for (int r = 0; t->workers && r < t->ranks; r++) brg__group_destroy(t->workers[r].tp_group);
+    for (int k = 0; t->stages && k < t->n_stages * t->copies; k++) {
         vstage *v = &t->stages[k];
         for (int64_t j = 0; v->mb && j < t->opts.micro_batches; j++) {
             free(v->mb[j].act_reqs);
@@ -629,6 +695,7 @@ void brg_trainer_destroy(brg_trainer *t) {
     free(t->norm_partials);
     free(t->stages);
     free(t->workers);
+    brg_graph_destroy(t->local);
     free(t);
 }
 
@@ -978,6 +1045,40 @@ static brg_status reduce_tied(worker *w) {
     return s;
 }
 
+/* Tensor parallelism: each parameter's sum of squares over the group, in index order (a slice's from every
+ * rank; a parameter every rank holds whole once, index 0's), so that every rank of the group, and of the
+ * pipeline after the exchange below, adds the same figures. */
+static brg_status tensor_group_squares(worker *w, double *host, size_t bytes) {
+    brg_trainer *t = w->trainer;
+    const brg_graph *g = t->graph;
+    int64_t np = g->n_params;
+    double *gathered = w->be->vt->alloc(w->be, (size_t)t->tp * bytes), *all = brg__malloc((size_t)t->tp * bytes);
+    if (!gathered || !all) {
+        w->be->vt->free(w->be, gathered);
+        free(all);
+        return worker_fail(w, BRG_ERR_OUT_OF_MEMORY, "out of memory summing gradient norms over the tensor-parallel group");
+    }
+    w->be->vt->upload(w->be, (unsigned char *)gathered + (size_t)w->tp_index * bytes, host, bytes);
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    brg_status s = brg__group_post(w->tp_group, BRG__ALLGATHER, gathered, (int64_t)t->tp * (int64_t)(bytes / sizeof(double)),
+                                   sizeof(double), 0, msg);
+    if (s == BRG_OK) s = brg__group_wait_all(w->tp_group, msg);
+    if (s == BRG_OK) {
+        w->be->vt->download(w->be, all, gathered, (size_t)t->tp * bytes);
+        size_t stride = bytes / sizeof(double);
+        for (int64_t p = 0; p < np; p++) {
+            double sum = all[p];
+            if (g->params[p]->slice.parts >= 2)
+                for (int i = 1; i < t->tp; i++) sum += all[(size_t)i * stride + (size_t)p];
+            host[p] = sum;
+        }
+    }
+    w->be->vt->free(w->be, gathered);
+    free(all);
+    if (s != BRG_OK) return worker_fail(w, s, "rank %d: summing gradient norms over the tensor-parallel group: %s", w->rank, msg);
+    return BRG_OK;
+}
+
 /* The global gradient norm: per parameter a sum of squares on its owner's rank, exchanged (through the
  * backend's memory, as every transfer goes), then added in parameter order on every rank, as one stage
  * adds them. */
@@ -993,6 +1094,7 @@ static brg_status global_norm(worker *w, double *norm) {
         host[p] = !mine ? 0.0 : zero ? brg__dp_sum_squares(w->dp, p) : brg__stage_grad_sum_squares(w->vs[owner].st, p);
     }
     size_t bytes = (size_t)(np ? np : 1) * sizeof(double);
+    if (w->tp_group) BRG__CHECK(tensor_group_squares(w, host, bytes));
     double *all = brg__malloc((size_t)t->pp * bytes);
     void *device = w->be->vt->alloc(w->be, (size_t)t->pp * bytes);
     if (!all || !device) {
@@ -1083,7 +1185,12 @@ static brg_status run_optimizer(worker *w, double *norm_out) {
         for (int k = 0; k < t->n_stages; k++)
             if (w->vs[k].rank == w->prank) brg__stage_reduce_grads(w->vs[k].st);
         BRG__CHECK(reduce_tied(w));
-    } /* else reduce_replicas did it, at ALLREDUCE_GRADS */
+        for (int k = 0; k < t->n_stages && w->tp_group; k++) /* sequence parallelism: shares' gradients summed */
+            if (w->vs[k].rank == w->prank) {
+                brg_status s = brg__stage_sum_partial_grads(w->vs[k].st, -1);
+                if (s != BRG_OK) return worker_fail(w, s, "rank %d: %s", w->rank, w->vs[k].st->msg);
+            }
+    } /* else reduce_replicas did it, at ALLREDUCE_GRADS (the shares' sums as each gradient was final) */
     double norm = 0.0;
     BRG__CHECK(global_norm(w, &norm));
     if (!isfinite(norm)) /* every rank adds the same partials: all stop here, none steps */
@@ -1254,7 +1361,7 @@ static void *eval_main(void *arg) {
                 worker_fail(w, s, "stage %d, evaluation batch %lld: %s", k, (long long)j, st->msg);
             double sum = 0.0;
             if (s == BRG_OK && k == t->n_stages - 1) {
-                if ((s = brg__stage_loss_sum(st, 0, &sum)) == BRG_OK)
+                if ((s = brg__stage_loss_sum(st, 0, &sum)) == BRG_OK && w->tp_index == 0) /* the group's ranks agree */
                     t->eval_sums[j] = sum;
                 else
                     worker_fail(w, s, "stage %d, evaluation batch %lld: %s", k, (long long)j, st->msg);
@@ -1303,7 +1410,7 @@ brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches,
                                                      (size_t)batches * sizeof *all, msg)
                            : BRG_ERR_OUT_OF_MEMORY;
         for (int64_t j = 0; j < batches && s == BRG_OK; j++)
-            t->eval_sums[j] = all[(size_t)rank_of(t, (int)(j % t->dp), t->pp - 1) * (size_t)batches + (size_t)j];
+            t->eval_sums[j] = all[(size_t)rank_of(t, copy_of(t, (int)(j % t->dp), 0), t->pp - 1) * (size_t)batches + (size_t)j];
         free(all);
         if (s != BRG_OK) return trainer_fail(t, s, "evaluation: %s", msg);
     }
@@ -1318,7 +1425,7 @@ brg_status brg_trainer_evaluate(brg_trainer *t, brg_data *data, int64_t batches,
 static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
     int64_t every = t->opts.nan_check_every;
     int check = every > 0 && t->steps_done % every == 0;
-    for (int k = 0; k < t->n_stages * t->dp; k++) {
+    for (int k = 0; k < t->n_stages * t->copies; k++) {
         vstage *v = &t->stages[k];
         if (!v->st) continue;
         v->st->check_finite = check;
@@ -1347,7 +1454,7 @@ static void reset_step_state(brg_trainer *t, brg_data *data, double start) {
 
 /* Frees the receives a failed step posted but never waited for. */
 static void cancel_pending(brg_trainer *t) {
-    for (int k = 0; k < t->n_stages * t->dp; k++) {
+    for (int k = 0; k < t->n_stages * t->copies; k++) {
         vstage *v = &t->stages[k];
         if (!v->st) continue;
         brg__transport *tp = t->workers[v->grank].tp;
@@ -1407,7 +1514,7 @@ static brg_status share_summaries(brg_trainer *t, double local_loss, double *los
             t->rank_bytes[r] = all[r].allocated;
         }
         *loss_sum = 0.0; /* the replicas' last stages, in replica order */
-        for (int d = 0; d < t->dp; d++) *loss_sum += all[rank_of(t, d, t->pp - 1)].loss_sum;
+        for (int d = 0; d < t->dp; d++) *loss_sum += all[rank_of(t, copy_of(t, d, 0), t->pp - 1)].loss_sum;
     }
     free(all);
     return s == BRG_OK ? BRG_OK : trainer_fail(t, s, "step %lld: %s", (long long)t->steps_done + 1, msg);
@@ -1438,8 +1545,8 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
         w->stats.moment_bytes = rank_moment_bytes(t, w);
     }
     double loss_sum = 0.0;
-    for (int d = 0; d < t->dp; d++) {
-        const vstage *last = &t->stages[(size_t)d * (size_t)t->n_stages + (size_t)t->n_stages - 1];
+    for (int d = 0; d < t->dp; d++) { /* every rank of a tensor-parallel group has the same loss: index 0's */
+        const vstage *last = &t->stages[(size_t)copy_of(t, d, 0) * (size_t)t->n_stages + (size_t)t->n_stages - 1];
         double replica_sum = 0.0;
         for (int64_t j = 0; last->st && j < t->opts.micro_batches; j++) replica_sum += last->loss_sums[j];
         loss_sum += replica_sum;
@@ -1559,35 +1666,35 @@ static int compare_names(const void *a, const void *b) {
     return strcmp((*(const brg_tensor *const *)a)->name, (*(const brg_tensor *const *)b)->name);
 }
 
-/* The copy of parameter p held by its owner stage in `replica`, when this process runs that stage. */
-static const vstage *owner_stage(const brg_trainer *t, int64_t p, int replica) {
+/* Parameter p as held by its owner stage in copy c, when this process runs that stage. */
+static const vstage *owner_stage(const brg_trainer *t, int64_t p, int copy) {
     int owner = t->param_owner[p];
     if (owner < 0) return NULL;
-    const vstage *v = &t->stages[(size_t)replica * (size_t)t->n_stages + (size_t)owner];
+    const vstage *v = &t->stages[(size_t)copy * (size_t)t->n_stages + (size_t)owner];
     return is_local(t, v->grank) ? v : NULL;
 }
 
-static const float *param_copy_of(const brg_trainer *t, int64_t p, int replica, brg__backend **be) {
-    const vstage *v = owner_stage(t, p, replica);
+static const float *param_copy_of(const brg_trainer *t, int64_t p, int copy, brg__backend **be) {
+    const vstage *v = owner_stage(t, p, copy);
     if (!v) return NULL;
     *be = t->workers[v->grank].be;
     return v->st->param[p];
 }
 
-/* The owner copy of the first replica this process runs it for. */
+/* The owner copy of the first replica this process runs it for (index 0 of a tensor-parallel group). */
 static const float *param_copy(const brg_trainer *t, int64_t p, brg__backend **be) {
     for (int d = 0; d < t->dp; d++) {
-        const float *x = param_copy_of(t, p, d, be);
+        const float *x = param_copy_of(t, p, copy_of(t, d, 0), be);
         if (x) return x;
     }
     return NULL;
 }
 
-/* Each parameter's hash (of its bytes) in each replica ([replica][param]), by its owner's process; 0 for
- * parameters owned elsewhere or read by no op. */
+/* Each parameter's hash (of its bytes: a tensor-parallel rank's slice) in each copy ([copy][param]), by its
+ * owner's process; 0 for parameters owned elsewhere or read by no op. */
 static brg_status local_param_hashes(const brg_trainer *t, uint64_t *hashes) {
     const brg_graph *g = t->graph;
-    for (int64_t i = 0; i < (int64_t)t->dp * g->n_params; i++) {
+    for (int64_t i = 0; i < (int64_t)t->copies * g->n_params; i++) {
         int64_t p = i % g->n_params;
         uint64_t *h = hashes + (i - p);
         brg__backend *be = NULL;
@@ -1604,22 +1711,67 @@ static brg_status local_param_hashes(const brg_trainer *t, uint64_t *hashes) {
     return BRG_OK;
 }
 
-/* Whether every replica's parameters hash alike (h: [replica][param], np per replica); names the first
- * that differs in the trainer's error. */
+/* Whether every replica's parameters hash alike (h: [copy][param], np per copy), each slice against the same
+ * slice of replica 0, and whether a tensor-parallel group's ranks hold alike what each holds whole; names
+ * the first that differs in the trainer's error. */
 static brg_status check_replicas(const brg_trainer *t, const uint64_t *h, size_t np) {
-    for (int d = 1; d < t->dp; d++)
-        for (int64_t p = 0; p < t->graph->n_params; p++)
-            if (h[(size_t)d * np + (size_t)p] != h[p])
+    for (int c = 1; c < t->copies; c++)
+        for (int64_t p = 0; p < t->graph->n_params; p++) {
+            int d = c / t->tp, i = c % t->tp, whole = t->graph->params[p]->slice.parts < 2;
+            size_t against = (size_t)(d == 0 ? copy_of(t, 0, 0) : copy_of(t, 0, i)) * np + (size_t)p;
+            if (d == 0 && !whole) continue; /* replica 0's slices: nothing to compare with */
+            if (h[(size_t)c * np + (size_t)p] != h[against])
                 return trainer_fail((brg_trainer *)t, BRG_ERR_INTERNAL,
-                                    "replica %d's parameter '%s' differs from replica 0's: the replicas diverged", d,
-                                    t->graph->params[p]->name);
+                                    "replica %d's parameter '%s'%s differs from %s: the %s diverged", d,
+                                    t->graph->params[p]->name, t->tp > 1 ? " (tensor-parallel index)" : "",
+                                    d == 0 ? "index 0's" : "replica 0's", d == 0 ? "tensor-parallel ranks" : "replicas");
+        }
+    return BRG_OK;
+}
+
+/* Tensor parallelism: each parameter's hash of the whole model's bytes, assembled from replica 0's slices
+ * (threads: straight from the ranks; MPI: gathered on rank 0, one parameter at a time), into whole[param]
+ * on rank 0. Collective under MPI. */
+static brg_status whole_param_hashes(const brg_trainer *t, uint64_t *whole, char *msg) {
+    const brg_graph *g = t->graph;
+    brg_status s = BRG_OK;
+    for (int64_t p = 0; p < g->n_params; p++) {
+        const brg_tensor *x = g->params[p];
+        int64_t n = brg__tensor_numel(x, 1), wn = brg__slice_whole_numel(x);
+        size_t bytes = (size_t)n * sizeof(float);
+        int gathering = t->mpi != NULL, root = !t->mpi || t->mpi->rank == 0;
+        float *slice = brg__malloc(bytes), *assembled = root ? brg__malloc((size_t)wn * sizeof(float)) : NULL;
+        float *all = gathering && root ? brg__malloc((size_t)t->ranks * bytes) : NULL;
+        if (!slice || (root && !assembled) || (gathering && root && !all))
+            s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory assembling '%s'", x->name);
+        int owner = t->param_owner[p];
+        for (int i = 0; i < t->tp && s == BRG_OK && owner >= 0; i++) {
+            brg__backend *be = NULL;
+            const float *src = param_copy_of(t, p, copy_of(t, 0, i), &be);
+            if (src) be->vt->download(be, slice, src, bytes);
+            if (!gathering && src) brg__slice_put(x, i, slice, assembled);
+        }
+        if (gathering && s == BRG_OK) {
+            int mine = owner >= 0 && param_copy_of(t, p, copy_of(t, 0, t->workers[t->mpi->rank].tp_index), &(brg__backend *){NULL});
+            if (!mine) memset(slice, 0, bytes);
+            s = brg__exchange_gather(t->mpi, brg__transfer_tag(TAG_FINGERPRINT, 2, 0, (uint64_t)p), slice, all, bytes, msg);
+            for (int i = 0; i < t->tp && s == BRG_OK && root && owner >= 0; i++)
+                brg__slice_put(x, i, all + (size_t)rank_of(t, copy_of(t, 0, i), t->stages[owner].rank) * (size_t)n, assembled);
+        }
+        if (s == BRG_OK && root && whole)
+            whole[p] = owner >= 0 ? brg__fnv1a(BRG__FNV_OFFSET, assembled, (size_t)wn * sizeof(float)) : 0;
+        free(slice);
+        free(assembled);
+        free(all);
+        if (s != BRG_OK) return s;
+    }
     return BRG_OK;
 }
 
 brg_status brg_trainer_fingerprint(const brg_trainer *t, uint64_t *out) {
     if (!t || !out) return BRG_ERR_INVALID_ARGUMENT;
     const brg_graph *g = t->graph;
-    size_t np = (size_t)(g->n_params ? g->n_params : 1), nd = (size_t)t->dp;
+    size_t np = (size_t)(g->n_params ? g->n_params : 1), nd = (size_t)t->copies;
     brg_tensor **sorted = brg__malloc(np * sizeof *sorted);
     uint64_t *h = brg__calloc(np * nd, sizeof *h);
     uint64_t *all = t->mpi && t->mpi->rank == 0 ? brg__calloc(np * nd * (size_t)t->ranks, sizeof *all) : NULL;
@@ -1630,13 +1782,18 @@ brg_status brg_trainer_fingerprint(const brg_trainer *t, uint64_t *out) {
         uint64_t tag = brg__transfer_tag(TAG_FINGERPRINT, 0, 0, 0);
         brg_status s = h ? brg__exchange_gather(t->mpi, tag, h, all, np * nd * sizeof *h, msg) : BRG_ERR_OUT_OF_MEMORY;
         if (st == BRG_OK) st = s;
-        for (size_t i = 0; st == BRG_OK && all && i < nd * (size_t)g->n_params; i++) { /* from each replica's owner */
+        for (size_t i = 0; st == BRG_OK && all && i < nd * (size_t)g->n_params; i++) { /* from each copy's owner */
             size_t d = i / (size_t)g->n_params, p = i % (size_t)g->n_params;
             int owner = t->param_owner[p];
             h[d * np + p] = owner >= 0 ? all[(size_t)rank_of(t, (int)d, t->stages[owner].rank) * np * nd + d * np + p] : 0;
         }
     }
     if (st == BRG_OK && (!t->mpi || t->mpi->rank == 0)) st = check_replicas(t, h, np);
+    if (t->tp > 1) { /* the whole parameters' hashes, in place of replica 0's slices' (collective under MPI) */
+        char msg[BRG_ERROR_MESSAGE_MAX] = "";
+        brg_status s = whole_param_hashes(t, h, msg);
+        if (st == BRG_OK && s != BRG_OK) st = trainer_fail((brg_trainer *)t, s, "the parameters' fingerprint: %s", msg);
+    }
     uint64_t fp = BRG__FNV_OFFSET;
     if (st == BRG_OK && sorted && h) {
         memcpy(sorted, g->params, (size_t)g->n_params * sizeof *sorted);
@@ -1667,14 +1824,27 @@ brg_status brg_trainer_get_param(const brg_trainer *t, const char *name, float *
     if (!t || !name || !dst) return BRG_ERR_INVALID_ARGUMENT;
     const brg_graph *g = t->graph;
     for (int64_t p = 0; p < g->n_params; p++) {
-        if (strcmp(g->params[p]->name, name) != 0) continue;
-        if (brg__tensor_numel(g->params[p], 1) != count) return BRG_ERR_SHAPE;
+        const brg_tensor *x = g->params[p];
+        if (strcmp(x->name, name) != 0) continue;
+        if (brg__slice_whole_numel(x) != count) return BRG_ERR_SHAPE;
         if (t->param_owner[p] < 0) return BRG_ERR_NAME;
-        brg__backend *be = NULL;
-        const float *src = param_copy(t, p, &be);
-        if (!src) return BRG_ERR_NOT_FOUND; /* held by a rank of another process */
-        be->vt->download(be, dst, src, (size_t)count * sizeof(float));
-        return BRG_OK;
+        int split = x->slice.parts >= 2;
+        size_t bytes = (size_t)brg__tensor_numel(x, 1) * sizeof(float);
+        float *slice = split ? brg__malloc(bytes) : NULL;
+        if (split && !slice) return BRG_ERR_OUT_OF_MEMORY;
+        brg_status s = BRG_OK;
+        for (int i = 0; i < (split ? t->tp : 1) && s == BRG_OK; i++) { /* replica 0's slices, the whole */
+            brg__backend *be = NULL;
+            const float *src = split ? param_copy_of(t, p, copy_of(t, 0, i), &be) : param_copy(t, p, &be);
+            if (!src) {
+                s = BRG_ERR_NOT_FOUND; /* held by a rank of another process */
+                break;
+            }
+            be->vt->download(be, split ? slice : dst, src, bytes);
+            if (split) brg__slice_put(x, i, slice, dst);
+        }
+        free(slice);
+        return s;
     }
     return BRG_ERR_NAME;
 }
@@ -1699,49 +1869,101 @@ brg_status brg__trainer_set_progress(brg_trainer *t, int64_t steps_done, int64_t
     return BRG_OK;
 }
 
-int brg__trainer_owns_param(const brg_trainer *t, int64_t p) { /* replica 0's owner copy */
+/* The parameters below are the model's (brg__trainer_graph: whole shapes); with tensor parallelism each
+ * maps by name to the ranks' parameter holding its slices. -1: none. */
+static int64_t local_param(const brg_trainer *t, int64_t p) {
+    if (!t || p < 0 || p >= t->model->n_params) return -1;
+    if (t->graph == t->model) return p;
+    const char *name = t->model->params[p]->name;
+    for (int64_t q = 0; q < t->graph->n_params; q++)
+        if (strcmp(t->graph->params[q]->name, name) == 0) return q;
+    return -1;
+}
+
+int brg__trainer_owns_param(const brg_trainer *t, int64_t p) { /* replica 0's owner copy (index 0's) */
     brg__backend *be = NULL;
-    return t && p >= 0 && p < t->graph->n_params && param_copy_of(t, p, 0, &be) != NULL;
+    int64_t q = local_param(t, p);
+    return q >= 0 && param_copy_of(t, q, 0, &be) != NULL;
 }
 
 int brg__trainer_holds_param(const brg_trainer *t, int64_t p) {
-    if (!t || p < 0 || p >= t->graph->n_params) return 0;
-    for (int k = 0; k < t->n_stages * t->dp; k++)
-        if (t->stages[k].st && t->stages[k].st->param[p]) return 1;
+    int64_t q = local_param(t, p);
+    if (q < 0) return 0;
+    for (int k = 0; k < t->n_stages * t->copies; k++)
+        if (t->stages[k].st && t->stages[k].st->param[q]) return 1;
     return 0;
 }
 
 brg_status brg__trainer_read_param_state(const brg_trainer *t, int64_t p, float *param, float *m, float *v) {
-    if (!t || p < 0 || p >= t->graph->n_params || !param || !m || !v) return BRG_ERR_INVALID_ARGUMENT;
-    const vstage *owner = owner_stage(t, p, 0);
-    if (!owner) return BRG_ERR_NOT_FOUND;
-    const brg__stage *st = owner->st;
-    if (!st->adam_m[p]) return BRG_ERR_INVALID_USAGE; /* ZeRO-1 shards: brg__trainer_gather_moments first */
-    size_t bytes = (size_t)brg__tensor_numel(t->graph->params[p], 1) * sizeof(float);
-    brg__backend *be = t->workers[owner->grank].be;
-    be->vt->download(be, param, st->param[p], bytes);
-    be->vt->download(be, m, st->adam_m[p], bytes);
-    be->vt->download(be, v, st->adam_v[p], bytes);
-    return BRG_OK;
+    int64_t q = local_param(t, p);
+    if (q < 0 || !param || !m || !v) return BRG_ERR_INVALID_ARGUMENT;
+    const brg_tensor *x = t->graph->params[q];
+    size_t bytes = (size_t)brg__tensor_numel(x, 1) * sizeof(float);
+    float *slices[3] = {NULL, NULL, NULL}, *whole[3] = {param, m, v};
+    int split = x->slice.parts >= 2;
+    for (int k = 0; split && k < 3; k++)
+        if (!(slices[k] = brg__malloc(bytes))) {
+            for (int j = 0; j < k; j++) free(slices[j]);
+            return BRG_ERR_OUT_OF_MEMORY;
+        }
+    brg_status s = BRG_OK;
+    /* A slice's ranks all in this process (threads), index after index; else replica 0's owner copy. */
+    for (int i = 0; i < (split ? t->tp : 1) && s == BRG_OK; i++) {
+        const vstage *owner = owner_stage(t, q, copy_of(t, 0, i));
+        if (!owner) {
+            s = split && i > 0 ? BRG_ERR_UNSUPPORTED : BRG_ERR_NOT_FOUND; /* a slice in another process */
+            break;
+        }
+        const brg__stage *st = owner->st;
+        if (!st->adam_m[q]) {
+            s = BRG_ERR_INVALID_USAGE; /* ZeRO-1 shards: brg__trainer_gather_moments first */
+            break;
+        }
+        brg__backend *be = t->workers[owner->grank].be;
+        const float *src[3] = {st->param[q], st->adam_m[q], st->adam_v[q]};
+        for (int k = 0; k < 3; k++) {
+            be->vt->download(be, split ? slices[k] : whole[k], src[k], bytes);
+            if (split) brg__slice_put(x, i, slices[k], whole[k]);
+        }
+    }
+    for (int k = 0; k < 3; k++) free(slices[k]);
+    return s;
 }
 
 brg_status brg__trainer_write_param_state(brg_trainer *t, int64_t p, const float *param, const float *m,
                                           const float *v) {
-    if (!t || p < 0 || p >= t->graph->n_params || !param || !m || !v) return BRG_ERR_INVALID_ARGUMENT;
-    size_t bytes = (size_t)brg__tensor_numel(t->graph->params[p], 1) * sizeof(float);
-    for (int k = 0; k < t->n_stages * t->dp; k++) {
+    int64_t q = local_param(t, p);
+    if (q < 0 || !param || !m || !v) return BRG_ERR_INVALID_ARGUMENT;
+    const brg_tensor *x = t->graph->params[q];
+    size_t bytes = (size_t)brg__tensor_numel(x, 1) * sizeof(float);
+    int split = x->slice.parts >= 2;
+    float *slices[3] = {NULL, NULL, NULL};
+    const float *whole[3] = {param, m, v};
+    for (int k = 0; split && k < 3; k++)
+        if (!(slices[k] = brg__malloc(bytes))) {
+            for (int j = 0; j < k; j++) free(slices[j]);
+            return BRG_ERR_OUT_OF_MEMORY;
+        }
+    brg_status s = BRG_OK;
+    for (int k = 0; k < t->n_stages * t->copies && s == BRG_OK; k++) {
         brg__stage *st = t->stages[k].st;
-        if (!st || !st->param[p]) continue;
+        if (!st || !st->param[q]) continue;
+        const float *values[3] = {param, m, v};
+        for (int j = 0; split && j < 3; j++) { /* this copy's index's slice */
+            brg__slice_take(x, t->stages[k].copy % t->tp, whole[j], slices[j]);
+            values[j] = slices[j];
+        }
         const worker *w = &t->workers[t->stages[k].grank];
-        w->be->vt->upload(w->be, st->param[p], param, bytes);
-        if (st->adam_m[p]) {
-            w->be->vt->upload(w->be, st->adam_m[p], m, bytes);
-            w->be->vt->upload(w->be, st->adam_v[p], v, bytes);
+        w->be->vt->upload(w->be, st->param[q], values[0], bytes);
+        if (st->adam_m[q]) {
+            w->be->vt->upload(w->be, st->adam_m[q], values[1], bytes);
+            w->be->vt->upload(w->be, st->adam_v[q], values[2], bytes);
         } else {
-            BRG__CHECK(brg__dp_set_moments(w->dp, st, p, m, v)); /* ZeRO-1: this replica's part */
+            s = brg__dp_set_moments(w->dp, st, q, values[1], values[2]); /* ZeRO-1: this replica's part */
         }
     }
-    return BRG_OK;
+    for (int k = 0; k < 3; k++) free(slices[k]);
+    return s;
 }
 
 brg_status brg__trainer_agree(brg_trainer *t, brg_status mine, char *msg) {
@@ -1759,11 +1981,12 @@ brg_status brg__trainer_agree(brg_trainer *t, brg_status mine, char *msg) {
     return mine != BRG_OK ? mine : s;
 }
 
-const brg_graph *brg__trainer_graph(const brg_trainer *t) { return t ? t->graph : NULL; }
+const brg_graph *brg__trainer_graph(const brg_trainer *t) { return t ? t->model : NULL; }
 
 int brg__trainer_param_owner_process(const brg_trainer *t, int64_t p) {
-    if (!t || p < 0 || p >= t->graph->n_params || t->param_owner[p] < 0) return -1;
-    return t->mpi ? rank_of(t, 0, t->stages[t->param_owner[p]].rank) : 0;
+    int64_t q = local_param(t, p);
+    if (q < 0 || t->param_owner[q] < 0) return -1;
+    return t->mpi ? rank_of(t, 0, t->stages[t->param_owner[q]].rank) : 0;
 }
 
 int64_t brg__trainer_step_samples(const brg_trainer *t) {

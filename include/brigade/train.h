@@ -153,12 +153,23 @@ typedef struct brg_train_options {
      * gradient a backward writes, so the error names the stage, micro-batch, op and tensor where a NaN or an
      * infinity first appeared (a scan reads each tensor once more). 0: the loss and the norm alone; >= 0. */
     int64_t nan_check_every;
+    /* Tensor parallelism (include/brigade/graph.h: brg_tensor_parallel): each stage of each replica runs on a
+     * group of tensor_parallel ranks, each holding its slices of the stage's parameters and computing its
+     * share of every marked op, the group summing and gathering between (Megatron-LM); sequence_parallel 1
+     * also splits the positions between the split ops (layernorms, residual adds). Ranks: tensor_parallel x
+     * stages x data_parallel; with rank_layout, the rank of (replica d, stage p, tensor-parallel index i) is
+     * rank_layout[(d * stages + p) * tensor_parallel + i] (it then has that many entries); without, that
+     * index itself (a group's ranks consecutive: on one node, on its fastest links). Parameters keep the
+     * whole model's names: checkpoints and fingerprints are those of the whole model, whatever the split.
+     * 1 and 0: none. */
+    int tensor_parallel;
+    int sequence_parallel;
 } brg_train_options;
 
 #define BRG_TRAIN_OPTIONS_INIT                                                                             \
     {4, 1, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1337, 0, 1, 1, BRG_SCHEDULE_1F1B, BRG_RECOMPUTE_NONE, NULL, 0, \
      600.0, 0, BRG_BACKEND_CPU, BRG_PRECISION_FP32, NULL, 0, 0, BRG_HOSTING_THREADS, NULL, 0, BRG_LR_CONSTANT, 0, \
-     0.0f, 0, 1, 0, NULL, 0, 100}
+     0.0f, 0, 1, 0, NULL, 0, 100, 1, 0}
 
 /* The learning rate of step `step` (from 1) under o's schedule. */
 double brg_lr_at(const brg_train_options *o, int64_t step);
