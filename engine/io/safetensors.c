@@ -517,7 +517,7 @@ static int pending_by_name(const void *a, const void *b) {
 
 /* The header: "__metadata__" first, then the tensors in name order (jansson keeps insertion order). */
 static char *header_text(brg__st_writer *w) {
-    qsort(w->tensors, (size_t)w->n, sizeof *w->tensors, pending_by_name);
+    if (w->n) qsort(w->tensors, (size_t)w->n, sizeof *w->tensors, pending_by_name); /* a shard of no tensors: NULL */
     uint64_t mark = brg__json_build_begin();
     json_t *root = json_object();
     if (w->n_meta) {

@@ -117,6 +117,8 @@ struct brg_trainer {
     brg__transport *mpi;
     int64_t *rank_bytes; /* [ranks] bytes each rank's backend held at the last exchange (MPI) */
     int local_rank, node_ranks; /* this process among the ranks sharing its node (picks its GPU), and their number */
+    float **assembled;    /* MPI hosting, tensor parallelism: [param][value, m, v] whole, on replica 0's index 0
+                             (brg__trainer_gather_moments), for brg__trainer_read_param_state */
     int64_t eval_batches; /* brg_trainer_evaluate: micro-batches, and each one's loss sum */
     double *eval_sums;
     brg_status status;
@@ -693,6 +695,8 @@ void brg_trainer_destroy(brg_trainer *t) {
     free(t->eval_sums);
     free(t->param_owner);
     free(t->norm_partials);
+    for (int64_t i = 0; t->assembled && i < 3 * t->graph->n_params; i++) free(t->assembled[i]);
+    free(t->assembled);
     free(t->stages);
     free(t->workers);
     brg_graph_destroy(t->local);
@@ -1901,6 +1905,11 @@ brg_status brg__trainer_read_param_state(const brg_trainer *t, int64_t p, float 
     size_t bytes = (size_t)brg__tensor_numel(x, 1) * sizeof(float);
     float *slices[3] = {NULL, NULL, NULL}, *whole[3] = {param, m, v};
     int split = x->slice.parts >= 2;
+    if (split && t->assembled && t->assembled[3 * q]) { /* gathered from the group's processes */
+        for (int k = 0; k < 3; k++)
+            memcpy(whole[k], t->assembled[3 * q + k], (size_t)brg__slice_whole_numel(x) * sizeof(float));
+        return BRG_OK;
+    }
     for (int k = 0; split && k < 3; k++)
         if (!(slices[k] = brg__malloc(bytes))) {
             for (int j = 0; j < k; j++) free(slices[j]);
@@ -2004,17 +2013,62 @@ static void *gather_main(void *arg) {
     return NULL;
 }
 
+/* MPI hosting with tensor parallelism: replica 0's slices of every split parameter (values and moments)
+ * gathered over each group, whole on index 0's process (t->assembled). Collective over the groups. */
+static brg_status assemble_slices(brg_trainer *t, char *msg) {
+    worker *w = &t->workers[t->mpi->rank];
+    const brg_graph *g = t->graph;
+    if (w->replica != 0) return BRG_OK; /* replica 0's copies are the ones saved */
+    t->assembled = brg__calloc((size_t)g->n_params * 3 + 1, sizeof *t->assembled);
+    if (!t->assembled) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    brg_status s = BRG_OK;
+    for (int64_t q = 0; q < g->n_params && s == BRG_OK; q++) {
+        const brg_tensor *x = g->params[q];
+        const vstage *owner = owner_stage(t, q, w->copy);
+        if (x->slice.parts < 2 || !owner) continue; /* whole, or held by another pipeline rank */
+        int64_t n = brg__tensor_numel(x, 1);
+        size_t bytes = (size_t)n * sizeof(float);
+        float *all = w->be->vt->alloc(w->be, (size_t)t->tp * bytes), *host = brg__malloc((size_t)t->tp * bytes);
+        const float *src[3] = {owner->st->param[q], owner->st->adam_m[q], owner->st->adam_v[q]};
+        if (!all || !host || !src[1]) s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, !src[1] ? BRG_ERR_INTERNAL : BRG_ERR_OUT_OF_MEMORY,
+                                                       "assembling '%s' from the tensor-parallel group: %s", x->name,
+                                                       !src[1] ? "no moments" : "out of memory");
+        for (int k = 0; k < 3 && s == BRG_OK; k++) {
+            w->be->vt->copy(w->be, all + (int64_t)w->tp_index * n, src[k], bytes);
+            s = brg__group_post(w->tp_group, BRG__ALLGATHER, all, (int64_t)t->tp * n, sizeof(float), 0, msg);
+            if (s == BRG_OK) s = brg__group_wait_all(w->tp_group, msg);
+            if (s != BRG_OK || w->tp_index != 0) continue;
+            float *whole = brg__malloc((size_t)brg__slice_whole_numel(x) * sizeof(float));
+            if (!whole) {
+                s = brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+                break;
+            }
+            w->be->vt->download(w->be, host, all, (size_t)t->tp * bytes);
+            for (int i = 0; i < t->tp; i++) brg__slice_put(x, i, host + (int64_t)i * n, whole);
+            t->assembled[3 * q + k] = whole;
+        }
+        w->be->vt->free(w->be, all);
+        free(host);
+    }
+    return s;
+}
+
 brg_status brg__trainer_gather_moments(brg_trainer *t, char *msg) {
-    if (!t || t->dp == 1 || !t->opts.zero) return BRG_OK;
-    for (int r = t->local_begin; r < t->local_end; r++) t->workers[r].status = BRG_OK;
-    run_workers(t, gather_main); /* collective over each group: every member at once */
-    const worker *bad = failed_worker(t);
-    if (!bad) return BRG_OK;
-    return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, bad->status, "%s", bad->msg);
+    if (!t) return BRG_OK;
+    if (t->dp > 1 && t->opts.zero) {
+        for (int r = t->local_begin; r < t->local_end; r++) t->workers[r].status = BRG_OK;
+        run_workers(t, gather_main); /* collective over each group: every member at once */
+        const worker *bad = failed_worker(t);
+        if (bad) return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, bad->status, "%s", bad->msg);
+    }
+    return t->mpi && t->tp > 1 ? assemble_slices(t, msg) : BRG_OK;
 }
 
 void brg__trainer_release_moments(brg_trainer *t) {
     for (int r = t->local_begin; r < t->local_end; r++) brg__dp_release_moments(t->workers[r].dp);
+    for (int64_t i = 0; t->assembled && i < 3 * t->graph->n_params; i++) free(t->assembled[i]);
+    free(t->assembled);
+    t->assembled = NULL;
 }
 
 int brg__trainer_process_rank(const brg_trainer *t) { return t && t->mpi ? t->mpi->rank : 0; }

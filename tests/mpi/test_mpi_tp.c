@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "brigade.h"
+#include "brigade/checkpoint.h"
 #include "harness.h"
 
 #define RANKS 8
@@ -85,6 +86,47 @@ static void test_like_threads_and_one_rank(void) {
     brg_graph_destroy(g);
 }
 
+/* Four processes (t 2 x pp 2) save a checkpoint, each split parameter gathered from its group: threads with
+ * one rank per stage resume it with the whole parameters, bitwise (the same fingerprint). */
+static void test_checkpoint_to_threads(void) {
+    brg_model_config cfg;
+    brg_graph *g = brg_test_build(SPEC, &cfg);
+    char root[512];
+    snprintf(root, sizeof root, "%s/mpi-tp-checkpoint", getenv("BRG_TEST_TMPDIR") ? getenv("BRG_TEST_TMPDIR") : "/tmp");
+    brg_checkpoint_options co = BRG_CHECKPOINT_OPTIONS_INIT;
+    co.model = &cfg;
+    uint64_t saved = 0;
+    brg_error err = {0};
+    if (first_ranks[4] != MPI_COMM_NULL) {
+        brg_train_options o = options(2, 1, 2, 1);
+        o.hosting = BRG_HOSTING_MPI;
+        o.mpi_comm = &first_ranks[4];
+        brg_trainer *t = NULL;
+        brg_data *d = NULL;
+        BRG_ASSERT_OK(brg_data_synthetic_create(&d, cfg.vocab, cfg.seq, 3, &err), err.message);
+        BRG_ASSERT_OK(brg_trainer_create(&t, g, &o, &err), err.message);
+        brg_step_stats st;
+        for (int s = 0; t && s < 2; s++) BRG_ASSERT_OK(brg_trainer_step(t, d, &st), brg_trainer_last_error(t));
+        if (t) BRG_ASSERT_OK(brg_checkpoint_save(t, root, &co, &err), err.message);
+        if (t) BRG_ASSERT_OK(brg_trainer_fingerprint(t, &saved), brg_trainer_last_error(t));
+        brg_trainer_destroy(t);
+        brg_data_destroy(d);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank == 0) {
+        brg_train_options o = options(1, 0, 2, 1);
+        brg_trainer *t = NULL;
+        int64_t at = 0;
+        uint64_t resumed = 1;
+        BRG_ASSERT_OK(brg_trainer_create(&t, g, &o, &err), err.message);
+        if (t) BRG_ASSERT_OK(brg_checkpoint_resume(t, root, &co, &at, &err), err.message);
+        if (t) BRG_ASSERT_OK(brg_trainer_fingerprint(t, &resumed), brg_trainer_last_error(t));
+        CU_ASSERT(at == 2 && resumed == saved);
+        brg_trainer_destroy(t);
+    }
+    brg_graph_destroy(g);
+}
+
 /* 8 processes for 2 x 2 x 1 ranks: refused on every rank, naming the counts. */
 static void test_wrong_job_size(void) {
     brg_model_config cfg;
@@ -118,6 +160,7 @@ int main(int argc, char **argv) {
     static const brg_test_case cases[] = {
         {"wrong_job_size", test_wrong_job_size},
         {"like_threads_and_one_rank", test_like_threads_and_one_rank},
+        {"checkpoint_to_threads", test_checkpoint_to_threads},
         {NULL, NULL},
     };
     int rc = brg_test_main(argc, argv, "mpi-tp", cases);
