@@ -599,6 +599,7 @@ static json_t *rank_figures(const brg_trainer *tr) {
         brg__json_set(o, "rank", json_integer(r));
         brg__json_set(o, "stage", json_integer(rs.stage));
         brg__json_set(o, "replica", json_integer(rs.replica));
+        brg__json_set(o, "tensor_index", json_integer(rs.tensor_index));
         brg__json_set(o, "moment_bytes", json_integer(rs.moment_bytes));
         brg__json_set(o, "allreduce_wait_seconds", json_real(rs.allreduce_wait_seconds));
         brg__json_set(o, "compute_seconds", json_real(rs.compute_seconds));

@@ -1546,6 +1546,7 @@ brg_status brg_trainer_step(brg_trainer *t, brg_data *data, brg_step_stats *stat
         w->stats.activation_peak_bytes = w->stats.peak_bytes - w->held_at_start;
         w->stats.stage = w->prank;
         w->stats.replica = w->replica;
+        w->stats.tensor_index = w->tp_index;
         w->stats.moment_bytes = rank_moment_bytes(t, w);
     }
     double loss_sum = 0.0;

@@ -186,6 +186,7 @@ typedef struct brg_rank_stats {
     int stage, replica;      /* the rank's pipeline stage and data-parallel replica */
     int64_t moment_bytes;    /* AdamW moments the rank holds (under ZeRO-1, its shards) */
     double allreduce_wait_seconds; /* waiting for the gradient sums after backward (not hidden by it) */
+    int tensor_index;        /* the rank's index in its tensor-parallel group (0 without one) */
 } brg_rank_stats;
 
 typedef struct brg_step_stats {
