@@ -149,10 +149,15 @@ void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
     case BRG_OP_TP_REDUCE:
     case BRG_OP_TP_GATHER:
     case BRG_OP_TP_SCATTER: {
-        /* A copy of the tensor through the group; what crosses the links is the collective's. */
+        /* A copy of the tensor through the group; what crosses the links is the collective's. The buffers the
+         * group's layout needs come from the stage's scratch: a copy's summed gradient and a gather's
+         * buffer one output, a scatter's two inputs (its reordered input, and backward the gathered
+         * gradient with its reordering). */
         double in = (double)brg__tensor_numel(x, batch);
         c->bytes_moved[BRG_PASS_FORWARD] = f * (in + out);
         c->bytes_moved[BRG_PASS_BACKWARD_INPUT] = f * (in + out);
+        c->scratch_floats = op->kind == BRG_OP_TP_REDUCE ? 0 : op->kind == BRG_OP_TP_SCATTER ? float_count(2 * in)
+                                                                                           : float_count(out);
         int p_reduce = op->kind == BRG_OP_TP_COPY ? BRG_PASS_BACKWARD_INPUT : BRG_PASS_FORWARD;
         if (op->kind == BRG_OP_TP_COPY || op->kind == BRG_OP_TP_REDUCE) {
             c->comm_kind[p_reduce] = BRG__COMM_ALLREDUCE;

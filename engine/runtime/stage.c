@@ -397,21 +397,17 @@ static brg_status tp_forward(brg__stage *s, const brg__op *op, const void *in, v
         s->be->vt->copy(s->be, out, in, out_bytes);
         return group_run(s, BRG__ALLREDUCE, out, out_n, op->name);
     case BRG_OP_TP_GATHER: { /* (B, T/t, ..) -> (B, T, ..) */
-        float *grouped = s->be->vt->alloc(s->be, out_bytes);
-        if (!grouped) return out_of_memory(s, "a gather's buffer", 0);
+        float *grouped = s->scratch; /* out_n floats (brg__op_costs) */
         s->be->vt->copy(s->be, grouped + (int64_t)s->tp_rank * in_n, in, in_bytes);
         brg_status st = group_run(s, BRG__ALLGATHER, grouped, out_n, op->name);
         if (st == BRG_OK) reorder_positions(s, op->output, out, grouped, 0);
-        s->be->vt->free(s->be, grouped);
         return st;
     }
     case BRG_OP_TP_SCATTER: { /* (B, T, ..) summed over the group, this rank's positions: (B, T/t, ..) */
-        float *grouped = s->be->vt->alloc(s->be, in_bytes);
-        if (!grouped) return out_of_memory(s, "a scatter's buffer", 0);
+        float *grouped = s->scratch; /* in_n floats of its 2 in_n */
         reorder_positions(s, x, (float *)in, grouped, 1);
         brg_status st = group_run(s, BRG__REDUCE_SCATTER, grouped, in_n, op->name);
         if (st == BRG_OK) s->be->vt->copy(s->be, out, grouped + (int64_t)s->tp_rank * out_n, out_bytes);
-        s->be->vt->free(s->be, grouped);
         return st;
     }
     default:
@@ -422,16 +418,14 @@ static brg_status tp_forward(brg__stage *s, const brg__op *op, const void *in, v
 /* din += the gradient of the collective's input, from dout. */
 static brg_status tp_backward(brg__stage *s, const brg__op *op, const float *dout, float *din) {
     const brg_tensor *x = op->inputs[0];
-    size_t in_bytes = brg__stage_tensor_bytes(s, x), out_bytes = brg__stage_tensor_bytes(s, op->output);
+    size_t out_bytes = brg__stage_tensor_bytes(s, op->output);
     int64_t out_n = brg__tensor_numel(op->output, s->batch), in_n = brg__tensor_numel(x, s->batch);
     if (!din) return BRG_OK;
     if (op->kind == BRG_OP_TP_REDUCE) {
         s->be->vt->accumulate(s->be, din, dout, in_n);
         return BRG_OK;
     }
-    size_t bytes = op->kind == BRG_OP_TP_SCATTER ? in_bytes : out_bytes;
-    float *work = s->be->vt->alloc(s->be, bytes);
-    if (!work) return out_of_memory(s, "a collective's gradient buffer", 0);
+    float *work = s->scratch; /* the op's scratch (brg__op_costs): out_n floats, a scatter's 2 in_n */
     brg_status st = BRG_OK;
     switch (op->kind) {
     case BRG_OP_TP_COPY: /* the shares' input gradients summed */
@@ -445,24 +439,18 @@ static brg_status tp_backward(brg__stage *s, const brg__op *op, const float *dou
         if (st == BRG_OK) s->be->vt->accumulate(s->be, din, work + (int64_t)s->tp_rank * in_n, in_n);
         break;
     case BRG_OP_TP_SCATTER: { /* every rank's positions gathered */
-        float *grouped = s->be->vt->alloc(s->be, in_bytes);
-        if (!grouped) {
-            st = out_of_memory(s, "a collective's gradient buffer", 0);
-            break;
-        }
+        float *grouped = work + in_n;
         s->be->vt->copy(s->be, grouped + (int64_t)s->tp_rank * out_n, dout, out_bytes);
         st = group_run(s, BRG__ALLGATHER, grouped, in_n, op->name);
         if (st == BRG_OK) {
             reorder_positions(s, x, work, grouped, 0);
             s->be->vt->accumulate(s->be, din, work, in_n);
         }
-        s->be->vt->free(s->be, grouped);
         break;
     }
     default:
         st = brg__message_set(s->msg, sizeof s->msg, BRG_ERR_INTERNAL, "op '%s' is not a collective", op->name);
     }
-    s->be->vt->free(s->be, work);
     return st;
 }
 
