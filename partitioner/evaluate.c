@@ -17,6 +17,8 @@ brg_status brg__evaluation_alloc(brg__evaluation *e, int stages, int ranks) {
     e->recompute = brg__calloc(S, sizeof(double));
     e->transfer = brg__calloc(S, sizeof(double));
     e->boundary_bytes = brg__calloc(S, sizeof(int64_t));
+    e->tp_seconds = brg__calloc(S, sizeof(double));
+    e->tp_bytes = brg__calloc(S, sizeof(int64_t));
     e->allreduce = brg__calloc(R, sizeof(double));
     e->allreduce_total = brg__calloc(R, sizeof(double));
     e->rank_dp_bytes = brg__calloc(R, sizeof(int64_t));
@@ -30,7 +32,7 @@ brg_status brg__evaluation_alloc(brg__evaluation *e, int stages, int ranks) {
     e->rank_total = brg__calloc(R, sizeof(int64_t));
     e->rank_in_flight = brg__calloc(R, sizeof(int));
     if (!e->forward || !e->backward || !e->backward_input || !e->backward_weight || !e->recompute || !e->transfer ||
-        !e->boundary_bytes || !e->allreduce || !e->allreduce_total || !e->rank_dp_bytes || !e->rank_moment_bytes ||
+        !e->boundary_bytes || !e->tp_seconds || !e->tp_bytes || !e->allreduce || !e->allreduce_total || !e->rank_dp_bytes || !e->rank_moment_bytes ||
         !e->optimizer || !e->busy || !e->memory || !e->rank_static ||
         !e->rank_activation || !e->rank_workspace || !e->rank_total || !e->rank_in_flight) {
         brg__evaluation_free(e);
@@ -48,6 +50,8 @@ void brg__evaluation_free(brg__evaluation *e) {
     free(e->recompute);
     free(e->transfer);
     free(e->boundary_bytes);
+    free(e->tp_seconds);
+    free(e->tp_bytes);
     free(e->allreduce);
     free(e->allreduce_total);
     free(e->rank_dp_bytes);
@@ -230,7 +234,7 @@ static double tied_exchange(const brg__model *m, const brg__config *c, const brg
             int other = rank_of_layer(c, first, m->shared[s].consumer_layer[k]);
             if (other == r) continue;
             brg_link l;
-            brg_topology_link(m->topology, p->devices[r * p->replicas], p->devices[other * p->replicas], &l);
+            brg__model_link(m, p->devices[r * p->replicas], p->devices[other * p->replicas], &l);
             t += l.latency + bytes / l.bandwidth;
         }
     }
@@ -255,6 +259,11 @@ brg_status brg__evaluate(const brg__model *m, const brg__batch_table *bt, const 
         e->backward_weight[s] = t.backward_weight;
         e->backward[s] = e->backward_input[s] + e->backward_weight[s];
         brg__stage_memory_get(bt, m, first[s], first[s + 1], policy[s], &e->memory[s]);
+        int a = first[s], z = first[s + 1];
+        double tp_forward = bt->tp_forward[z] - bt->tp_forward[a];
+        e->tp_seconds[s] = tp_forward + bt->tp_backward[z] - bt->tp_backward[a] +
+                           (policy[s] == BRG_RECOMPUTE_FULL ? tp_forward : 0.0);
+        e->tp_bytes[s] = bt->tp_bytes[z] - bt->tp_bytes[a];
         if (s + 1 < S) {
             int cut = first[s + 1];
             e->boundary_bytes[s] = bt->boundary_bytes[cut];
@@ -275,7 +284,7 @@ brg_status brg__evaluate(const brg__model *m, const brg__batch_table *bt, const 
     double worst_ratio = -1.0;
     brg__stage_memory chunk_memory[64];
     for (int r = 0; r < R; r++) {
-        int64_t statics = 0, workspace = 0, params = 0;
+        int64_t statics = 0, workspace = 0, params = 0, partial = 0;
         double busy = 0.0;
         for (int v = 0; v < c->chunks; v++) {
             int s = v * R + r;
@@ -283,6 +292,7 @@ brg_status brg__evaluate(const brg__model *m, const brg__batch_table *bt, const 
             statics += sm->params + sm->gradients + sm->optimizer;
             workspace += sm->workspace;
             params += sm->params;
+            for (int l = first[s]; l < first[s + 1]; l++) partial += m->layer_partial[l];
             busy += mb * (e->forward[s] + e->backward[s]);
             if (v < 64) chunk_memory[v] = *sm;
         }
@@ -328,8 +338,11 @@ brg_status brg__evaluate(const brg__model *m, const brg__batch_table *bt, const 
         for (int k = 0; k < m->class_count; k++)
             if (p->rank_classes[r] & (1u << k)) slowest_bandwidth = fmin(slowest_bandwidth, m->classes[k].memory_bandwidth);
         double updated = c->zero && c->replicas > 1 ? (double)params / c->replicas : (double)params;
+        /* Sequence parallelism: the gradients each rank of the group took from its positions alone (the
+         * layernorms', the row-parallel biases') summed over the group, in fp32, before the step. */
+        double partial_sum = brg__tp_collective_seconds(m, BRG__COMM_ALLREDUCE, 4.0 * (double)partial);
         e->optimizer[r] = 7.0 * updated / (slowest_bandwidth * m->memory_efficiency) + gather +
-                          tied_exchange(m, c, p, first, r, held);
+                          tied_exchange(m, c, p, first, r, held) + partial_sum;
         e->busy[r] = busy + e->allreduce[r] + e->optimizer[r];
         if (e->rank_total[r] > p->rank_usable[r]) e->feasible = 0;
         double ratio = p->rank_usable[r] > 0 ? (double)e->rank_total[r] / (double)p->rank_usable[r] : INFINITY;

@@ -5,7 +5,12 @@
  * efficiency)), plus a fixed overhead per pass (kernel launches); a profile replaces a layer's three pass
  * times on the devices it was measured on. Memory: the runtime allocates every tensor, internal and
  * parameter buffer separately, so each is rounded as the backend's allocator rounds it; sums are kept
- * as prefix sums over layers so a stage of any range costs O(1) to evaluate. */
+ * as prefix sums over layers so a stage of any range costs O(1) to evaluate.
+ *
+ * Tensor parallelism of width t: every figure is that of the graph one rank of a group runs (its share of
+ * each op, its slices of the parameters, the group's collectives as ops: brg__graph_localize), on groups of
+ * t devices; the collectives' time, on the group's slowest link, adds to the pass that runs them, since
+ * the ops after them wait for their result. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +65,10 @@ static brg_status check_options(const brg_plan_options *o, brg_error *err) {
     OPTION(o->alternatives >= 0 && o->alternatives <= 16, "alternatives must be 0..16, got %d", o->alternatives);
     OPTION(o->zero == 0 || o->zero == 1 || o->zero == BRG_PLAN_ZERO_AUTO, "zero must be 0, 1 or BRG_PLAN_ZERO_AUTO, got %d",
            o->zero);
+    OPTION(o->tensor_parallel >= 0 && o->tensor_parallel <= BRG_TOPOLOGY_MAX_DEVICES,
+           "tensor_parallel must be 0 (search) or 1..%d, got %d", BRG_TOPOLOGY_MAX_DEVICES, o->tensor_parallel);
+    OPTION(o->sequence_parallel == 0 || o->sequence_parallel == 1 || o->sequence_parallel == BRG_PLAN_SEQUENCE_PARALLEL_AUTO,
+           "sequence_parallel must be 0, 1 or BRG_PLAN_SEQUENCE_PARALLEL_AUTO, got %d", o->sequence_parallel);
     OPTION(o->max_simulated_instructions >= 1, "max_simulated_instructions must be >= 1, got %lld",
            (long long)o->max_simulated_instructions);
     OPTION((o->flags & ~(unsigned)(BRG_PLAN_TOPOLOGY_BLIND | BRG_PLAN_HEURISTIC)) == 0,
@@ -73,7 +82,7 @@ static brg_status choose_precision(brg__model *m, brg_error *err) {
     const brg_topology *t = m->topology;
     if (m->options.precision != BRG_PLAN_PRECISION_AUTO) {
         m->precision = (brg_precision)m->options.precision;
-        for (int d = 0; d < m->devices; d++) {
+        for (int d = 0; d < m->all_devices; d++) {
             brg_device_info info;
             brg_topology_device_info(t, d, &info);
             if (info.peak_flops[m->precision] <= 0)
@@ -89,7 +98,7 @@ static brg_status choose_precision(brg__model *m, brg_error *err) {
     for (int k = 0; k < 2; k++) {
         int all = 1;
         double slowest = INFINITY, slowest_fp32 = INFINITY;
-        for (int d = 0; d < m->devices && all; d++) {
+        for (int d = 0; d < m->all_devices && all; d++) {
             brg_device_info info;
             brg_topology_device_info(t, d, &info);
             all = info.peak_flops[order[k]] > 0;
@@ -100,6 +109,91 @@ static brg_status choose_precision(brg__model *m, brg_error *err) {
             m->precision = order[k];
             return BRG_OK;
         }
+    }
+    return BRG_OK;
+}
+
+/* The device link a -> b and back: the smaller bandwidth, the larger latency. */
+static void device_link(const brg__model *m, int a, int b, brg_link *out) {
+    brg_link y;
+    brg_topology_link(m->topology, a, b, out);
+    brg_topology_link(m->topology, b, a, &y);
+    if (y.bandwidth < out->bandwidth) {
+        out->bandwidth = y.bandwidth;
+        out->kind = y.kind;
+    }
+    if (y.latency > out->latency) out->latency = y.latency;
+}
+
+void brg__model_link(const brg__model *m, int a, int b, brg_link *out) {
+    device_link(m, brg__group_device(m, a, 0), brg__group_device(m, b, 0), out);
+    for (int i = 1; i < m->tp; i++) {
+        brg_link l;
+        device_link(m, brg__group_device(m, a, i), brg__group_device(m, b, i), &l);
+        if (l.bandwidth < out->bandwidth) {
+            out->bandwidth = l.bandwidth;
+            out->kind = l.kind;
+        }
+        if (l.latency > out->latency) out->latency = l.latency;
+    }
+}
+
+double brg__tp_collective_seconds(const brg__model *m, int kind, double bytes) {
+    if (m->tp < 2 || kind == BRG__COMM_NONE || bytes <= 0) return 0.0;
+    double t = (double)m->tp, steps = kind == BRG__COMM_ALLREDUCE ? 2.0 * (t - 1.0) : t - 1.0;
+    return steps / t * bytes / m->tp_bandwidth + steps * m->tp_latency;
+}
+
+/* Groups of tp consecutive devices, each inside one node: the nodes' device counts must be multiples of tp. */
+static brg_status build_groups(brg__model *m, brg_error *err) {
+    const brg_topology *t = m->topology;
+    m->node_first = brg__calloc((size_t)m->nodes, sizeof *m->node_first);
+    m->node_groups = brg__calloc((size_t)m->nodes, sizeof *m->node_groups);
+    if (!m->node_first || !m->node_groups) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    int smallest = INT32_MAX;
+    for (int n = 0; n < m->nodes; n++) {
+        brg_node_info ni;
+        brg_topology_node_info(t, n, &ni);
+        if (ni.device_count < smallest) smallest = ni.device_count;
+    }
+    for (int n = 0; n < m->nodes; n++) {
+        brg_node_info ni;
+        brg_topology_node_info(t, n, &ni);
+        if (m->tp > ni.device_count)
+            return brg__error_set(err, BRG_ERR_INFEASIBLE,
+                                  "tensor parallelism of %d needs %d devices in one node, and node %d (%s) has %d: a "
+                                  "tensor-parallel group stays inside a node, on its fast links (t must divide every "
+                                  "node's devices: the smallest node has %d)",
+                                  m->tp, m->tp, n, ni.name, ni.device_count, smallest);
+        if (ni.device_count % m->tp || ni.first_device % m->tp)
+            return brg__error_set(err, BRG_ERR_INFEASIBLE,
+                                  "tensor parallelism of %d does not divide the %d devices of node %d (%s): a "
+                                  "tensor-parallel group is %d devices of one node",
+                                  m->tp, ni.device_count, n, ni.name, m->tp);
+        m->node_first[n] = ni.first_device / m->tp;
+        m->node_groups[n] = ni.device_count / m->tp;
+    }
+    /* The group's collectives run over its slowest pair (exact for a switch; a bound for a ring of pairs). */
+    m->tp_bandwidth = INFINITY;
+    m->tp_latency = 0.0;
+    m->tp_link = BRG_LINK_SELF;
+    for (int g = 0; g < m->devices && m->tp > 1; g++)
+        for (int i = 0; i < m->tp; i++)
+            for (int j = i + 1; j < m->tp; j++) {
+                brg_link l;
+                device_link(m, brg__group_device(m, g, i), brg__group_device(m, g, j), &l);
+                if (l.bandwidth < m->tp_bandwidth) {
+                    m->tp_bandwidth = l.bandwidth;
+                    m->tp_link = l.kind;
+                }
+                if (l.latency > m->tp_latency) m->tp_latency = l.latency;
+            }
+    /* A measured hand-off between ranks on these devices is the least a collective's step costs. */
+    if (m->tp > 1 && m->profile) {
+        brg_device_info info;
+        brg_topology_device_info(t, 0, &info);
+        if (strcmp(brg_profile_device_model(m->profile), info.model) == 0)
+            m->tp_latency = fmax(m->tp_latency, brg_profile_transfer_latency(m->profile));
     }
     return BRG_OK;
 }
@@ -115,7 +209,7 @@ static brg_status build_devices(brg__model *m, brg_error *err) {
     brg_device_info first;
     brg_topology_device_info(t, 0, &first);
     m->kind = first.kind;
-    for (int d = 1; d < m->devices; d++) {
+    for (int d = 1; d < m->all_devices; d++) {
         brg_device_info info;
         brg_topology_device_info(t, d, &info);
         if (info.kind != m->kind)
@@ -131,8 +225,9 @@ static brg_status build_devices(brg__model *m, brg_error *err) {
                        : m->kind == BRG_DEVICE_GPU ? (INT64_C(1) << 30)
                                                    : 0;
     m->pass_overhead = o->pass_overhead_seconds >= 0 ? o->pass_overhead_seconds : m->kind == BRG_DEVICE_GPU ? 4e-6 : 0.0;
-    const char *profile_model = m->profile ? brg_profile_device_model(m->profile) : NULL;
-    for (int d = 0; d < m->devices; d++) {
+    /* A profile times whole layers on one device: it applies to the ranks of no tensor-parallel group. */
+    const char *profile_model = m->profile && m->tp == 1 ? brg_profile_device_model(m->profile) : NULL;
+    for (int d = 0; d < m->all_devices; d++) {
         brg_device_info info;
         brg_topology_device_info(t, d, &info);
         double peak = info.peak_flops[m->precision];
@@ -158,11 +253,22 @@ static brg_status build_devices(brg__model *m, brg_error *err) {
             k->memory_bandwidth = info.memory_bandwidth;
             k->profiled = profile_model && strcmp(profile_model, info.model) == 0;
         }
-        m->device_class[d] = c;
-        m->device_capacity[d] = (int64_t)info.memory_bytes;
         double usable = (double)info.memory_bytes * (1.0 - o->memory_headroom) - (double)m->reserve_bytes;
-        m->device_usable[d] = usable > 0 ? (int64_t)usable : 0;
-        m->device_node[d] = info.node;
+        int64_t usable_bytes = usable > 0 ? (int64_t)usable : 0;
+        /* A group runs at its slowest device's pace and fits in its smallest. */
+        int g = d / m->tp;
+        if (d % m->tp == 0) {
+            m->device_class[g] = c;
+            m->device_capacity[g] = (int64_t)info.memory_bytes;
+            m->device_usable[g] = usable_bytes;
+            m->device_node[g] = info.node;
+        } else {
+            const brg__device_class *now = &m->classes[m->device_class[g]];
+            if (peak < now->peak_flops || (peak == now->peak_flops && info.memory_bandwidth < now->memory_bandwidth))
+                m->device_class[g] = c;
+            if ((int64_t)info.memory_bytes < m->device_capacity[g]) m->device_capacity[g] = (int64_t)info.memory_bytes;
+            if (usable_bytes < m->device_usable[g]) m->device_usable[g] = usable_bytes;
+        }
         m->peak_sum += peak;
     }
     return BRG_OK;
@@ -179,9 +285,10 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
     m->ops = brg__calloc((size_t)g->n_ops, sizeof *m->ops);
     m->layer_op_begin = brg__calloc((size_t)L + 1, sizeof *m->layer_op_begin);
     m->layer_params = brg__calloc((size_t)L, sizeof *m->layer_params);
+    m->layer_partial = brg__calloc((size_t)L, sizeof *m->layer_partial);
     m->simple_param_numel = brg__calloc((size_t)L, sizeof *m->simple_param_numel);
     int64_t *last_reader = brg__malloc(sizeof(int64_t) * (size_t)(g->n_tensors ? g->n_tensors : 1));
-    if (!m->ops || !m->layer_op_begin || !m->layer_params || !m->simple_param_numel || !last_reader) {
+    if (!m->ops || !m->layer_op_begin || !m->layer_params || !m->layer_partial || !m->simple_param_numel || !last_reader) {
         free(last_reader);
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     }
@@ -207,6 +314,9 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
         for (int p = 0; p < BRG_PASS_COUNT; p++) {
             mo->flops[p] = c.flops[p];
             mo->bytes[p] = c.bytes_moved[p];
+            /* Activations cross the group at the plan's precision; the loss's per-row statistics in fp32. */
+            mo->comm_kind[p] = c.comm_kind[p];
+            mo->comm_bytes[p] = c.comm_bytes[p] * (mo->is_loss ? 1.0 : (double)m->activation_element / 4.0);
         }
         for (int q = 0; q < op->n_inputs; q++)
             if (op->inputs[q]->kind != BRG_TENSOR_PARAMETER && op->layer > last_reader[op->inputs[q]->index])
@@ -268,12 +378,7 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
         const brg_tensor *param = g->params[p];
         m->parameters += brg__tensor_numel(param, 1);
         if (consumers[p] == 0) continue;
-        if (consumers[p] == 1) {
-            for (int64_t i = 0; i < g->n_ops; i++)
-                for (int q = 0; q < g->ops[i].n_inputs; q++)
-                    if (g->ops[i].inputs[q] == param) m->simple_param_numel[g->ops[i].layer] += brg__tensor_numel(param, 1);
-            continue;
-        }
+        if (consumers[p] == 1) continue; /* its layer's, below */
         brg__shared_param *sp = &m->shared[s++];
         sp->numel = brg__tensor_numel(param, 1);
         sp->consumer_layer = brg__malloc(sizeof(int) * (size_t)consumers[p]);
@@ -285,14 +390,35 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
             for (int q = 0; q < g->ops[i].n_inputs; q++)
                 if (g->ops[i].inputs[q] == param) sp->consumer_layer[sp->consumers++] = g->ops[i].layer;
     }
+    /* Parameters read once belong to their reader's layer; those whose gradient each rank of the group
+     * computes from its share of the positions only are summed over the group after the backward. */
+    for (int64_t i = 0; i < g->n_ops; i++)
+        for (int q = 0; q < g->ops[i].n_inputs; q++) {
+            const brg_tensor *param = g->ops[i].inputs[q];
+            if (param->kind != BRG_TENSOR_PARAMETER) continue;
+            if (consumers[param->param_index] == 1)
+                m->simple_param_numel[g->ops[i].layer] += brg__tensor_numel(param, 1);
+            if (param->partial_grad && consumers[param->param_index] >= 1) {
+                m->layer_partial[g->ops[i].layer] += brg__tensor_numel(param, 1) / consumers[param->param_index];
+            }
+        }
     free(consumers);
     m->param_tensors = g->n_params;
-    /* MFU's numerator: 6 N T, plus attention's 6 C T^2 per sample (llm.c's count). */
+    const brg_graph *whole = m->whole;
+    for (int64_t p = 0; p < whole->n_params; p++) m->model_parameters += brg__tensor_numel(whole->params[p], 1);
+    /* The vocabulary rows a split embedding holds past the model's: padding so that t divides them. */
+    for (int64_t p = 0; p < g->n_params; p++) {
+        const brg_tensor *param = g->params[p];
+        if (param->slice.parts >= 2 && param->slice.blocks == 1 && param->slice.dim == 0 &&
+            brg__slice_local(&param->slice) * param->slice.parts > param->slice.whole)
+            m->vocab_padding = brg__slice_local(&param->slice) * param->slice.parts - param->slice.whole;
+    }
+    /* MFU's numerator: 6 N T, plus attention's 6 C T^2 per sample (llm.c's count), of the whole model. */
     m->model_flops_per_sample = m->options.model_flops_per_sample;
     if (m->model_flops_per_sample <= 0) {
-        double flops = 6.0 * (double)m->parameters * (double)m->tokens_per_sample;
-        for (int64_t i = 0; i < g->n_ops; i++) {
-            const brg__op *op = &g->ops[i];
+        double flops = 6.0 * (double)m->model_parameters * (double)m->tokens_per_sample;
+        for (int64_t i = 0; i < whole->n_ops; i++) {
+            const brg__op *op = &whole->ops[i];
             if (op->kind != BRG_OP_ATTENTION) continue;
             const brg_tensor *x = op->inputs[0];
             double t = (double)x->shape[1], c = (double)x->shape[2] / 3.0;
@@ -305,7 +431,7 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
 
 static brg_status check_profile(brg__model *m, brg_error *err) {
     if (!m->profile) return BRG_OK;
-    uint64_t fp = brg_plan_model_fingerprint(m->graph);
+    uint64_t fp = brg_plan_model_fingerprint(m->whole);
     if (brg_profile_model_fingerprint(m->profile) != fp || brg_profile_layer_count(m->profile) != m->layers)
         return brg__error_set(err, BRG_ERR_MISMATCH,
                               "the profile was measured on another model (fingerprint %016llx, %d layers; this model "
@@ -320,8 +446,20 @@ static brg_status check_profile(brg__model *m, brg_error *err) {
     return BRG_OK;
 }
 
+int brg__graph_has_tp_marks(const brg_graph *g) {
+    for (int64_t i = 0; g && i < g->n_ops; i++)
+        if (g->ops[i].tp_role != BRG_TP_REPLICATED) return 1;
+    return 0;
+}
+
 brg_status brg__model_create(brg__model **out, const brg_graph *g, const brg_topology *t, const brg_plan_options *o,
                              brg_error *err) {
+    int tp = o && o->tensor_parallel > 0 ? o->tensor_parallel : 1;
+    return brg__model_create_tp(out, g, t, o, tp, o && o->sequence_parallel == 1, err);
+}
+
+brg_status brg__model_create_tp(brg__model **out, const brg_graph *g, const brg_topology *t, const brg_plan_options *o,
+                                int tp, int sp, brg_error *err) {
     if (!out || !g || !t || !o)
         return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_plan_search: %s is NULL",
                               !g ? "the graph" : !t ? "the topology" : !o ? "options" : "out");
@@ -332,9 +470,13 @@ brg_status brg__model_create(brg__model **out, const brg_graph *g, const brg_top
     if (!brg_topology_is_final(t) || brg_topology_device_count(t) < 1)
         return brg__error_set(err, BRG_ERR_INVALID_USAGE, "brg_plan_search: the topology is not final or has no device");
     BRG__CHECK(check_options(o, err));
+    if (tp < 1) tp = 1;
     brg__model *m = brg__calloc(1, sizeof *m);
     if (!m) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
+    m->whole = g;
     m->graph = g;
+    m->tp = tp;
+    m->sp = tp > 1 && sp;
     m->topology = t;
     m->options = *o;
     m->profile = o->profile;
@@ -344,18 +486,36 @@ brg_status brg__model_create(brg__model **out, const brg_graph *g, const brg_top
     m->options.model_name = NULL;
     m->options.topology_name = NULL;
     m->layers = g->n_layers;
-    m->devices = brg_topology_device_count(t);
+    m->all_devices = brg_topology_device_count(t);
+    m->devices = m->all_devices / tp;
     m->nodes = brg_topology_node_count(t);
     m->compute_efficiency = o->compute_efficiency;
     m->memory_efficiency = o->memory_efficiency;
     m->headroom = o->memory_headroom;
-    brg_status s = build_devices(m, err);
+    /* Every node's devices in whole groups (so the topology's in all, too). */
+    brg_status s = build_groups(m, err);
+    if (s == BRG_OK && tp > 1) {
+        char msg[BRG_ERROR_MESSAGE_MAX];
+        brg_status ls = brg__graph_localize(g, tp, m->sp, &m->local, msg);
+        if (ls == BRG_ERR_OUT_OF_MEMORY) s = brg__error_set(err, ls, "out of memory splitting the model %d ways", tp);
+        else if (ls != BRG_OK) s = brg__error_set(err, BRG_ERR_INFEASIBLE, "%s", msg);
+        else m->graph = m->local;
+    }
+    if (s == BRG_OK) s = build_devices(m, err);
     if (s == BRG_OK) s = build_graph_tables(m, err);
     if (s == BRG_OK) s = check_profile(m, err);
     if (s != BRG_OK) {
         brg__model_destroy(m);
         return s;
     }
+    /* The fastest link between two groups, for the bounds on the data-parallel sums. */
+    if (m->devices <= 256)
+        for (int a = 0; a < m->devices; a++)
+            for (int b = a + 1; b < m->devices; b++) {
+                brg_link l;
+                brg__model_link(m, a, b, &l);
+                m->fastest_link = fmax(m->fastest_link, l.bandwidth);
+            }
     *out = m;
     return BRG_OK;
 }
@@ -366,15 +526,19 @@ void brg__model_destroy(brg__model *m) {
     free(m->device_capacity);
     free(m->device_usable);
     free(m->device_node);
+    free(m->node_first);
+    free(m->node_groups);
     free(m->ops);
     free(m->layer_op_begin);
     free(m->layer_params);
+    free(m->layer_partial);
     free(m->simple_param_numel);
     for (int i = 0; m->shared && i < m->shared_count; i++) free(m->shared[i].consumer_layer);
     free(m->shared);
     free(m->crossings);
     for (int i = 0; m->inputs && i < m->input_count; i++) free(m->inputs[i].readers_prefix);
     free(m->inputs);
+    brg_graph_destroy(m->local);
     free(m);
 }
 
@@ -400,6 +564,9 @@ void brg__batch_table_destroy(brg__batch_table *bt) {
     free(bt->recompute_full);
     free(bt->recompute_selective);
     free(bt->memory_bound);
+    free(bt->tp_forward);
+    free(bt->tp_backward);
+    free(bt->tp_bytes);
     free(bt->local_full);
     free(bt->drop_full);
     free(bt->drop_selective);
@@ -411,6 +578,38 @@ void brg__batch_table_destroy(brg__batch_table *bt) {
     free(bt->input_bytes);
     free(bt->layer_scratch);
     free(bt);
+}
+
+/* Seconds of layer l's tensor-parallel collectives per micro-batch of b: in forward, in backward; and the
+ * bytes of their buffers in both. */
+static void layer_collectives(const brg__model *m, int l, int64_t b, double *forward, double *backward, int64_t *bytes) {
+    *forward = *backward = 0.0;
+    *bytes = 0;
+    for (int64_t i = m->layer_op_begin[l]; m->tp > 1 && i < m->layer_op_begin[l + 1]; i++) {
+        const brg__model_op *op = &m->ops[i];
+        for (int p = 0; p < BRG_PASS_COUNT; p++) {
+            if (op->comm_kind[p] == BRG__COMM_NONE) continue;
+            double buffer = op->comm_bytes[p] * (double)b;
+            double seconds = brg__tp_collective_seconds(m, op->comm_kind[p], buffer);
+            if (p == BRG_PASS_FORWARD) *forward += seconds;
+            else *backward += seconds;
+            *bytes += (int64_t)buffer;
+        }
+    }
+}
+
+/* The roofline times of the whole model's layer l (a profile's times scale by the share a rank does). */
+static void whole_layer_roofline(const brg__model *m, const brg__device_class *c, int l, int64_t b, double *f, double *bi,
+                                 double *bw) {
+    const brg__layer *layer = &m->whole->layers[l];
+    *f = *bi = *bw = 0.0;
+    for (int64_t i = layer->op_begin; i < layer->op_end; i++) {
+        brg__op_costs k;
+        brg__op_costs_get(&m->whole->ops[i], b, &k);
+        *f += pass_time(m, c, k.flops[BRG_PASS_FORWARD], k.bytes_moved[BRG_PASS_FORWARD], NULL);
+        *bi += pass_time(m, c, k.flops[BRG_PASS_BACKWARD_INPUT], k.bytes_moved[BRG_PASS_BACKWARD_INPUT], NULL);
+        *bw += pass_time(m, c, k.flops[BRG_PASS_BACKWARD_WEIGHT], k.bytes_moved[BRG_PASS_BACKWARD_WEIGHT], NULL);
+    }
 }
 
 static void layer_times(const brg__model *m, const brg__device_class *c, int l, int64_t b, double *f, double *bi,
@@ -430,6 +629,31 @@ static void layer_times(const brg__model *m, const brg__device_class *c, int l, 
             if (op->cheap) *rs += tf;
         }
     }
+    double comm_forward, comm_backward;
+    int64_t comm_bytes;
+    layer_collectives(m, l, b, &comm_forward, &comm_backward, &comm_bytes);
+    if (m->tp > 1 && m->profile && !c->profiled && m->whole != m->graph) {
+        /* Measured whole layers on these devices: a rank's share is the measured time scaled by the share of
+         * the roofline its part of the layer takes (the collectives added below, as for any rank). */
+        double pf, pbi, pbw, wf, wbi, wbw;
+        if (strcmp(brg_profile_device_model(m->profile), c->model) == 0 &&
+            brg_profile_get(m->profile, l, b, &pf, &pbi, &pbw) == BRG_OK) {
+            whole_layer_roofline(m, c, l, b, &wf, &wbi, &wbw);
+            double share_full = *f > 0 ? *rf / *f : 0.0, share_selective = *f > 0 ? *rs / *f : 0.0;
+            double roofline = *f + *bi + *bw, measured = 0.0;
+            if (wf > 0) *f = pf * *f / wf;
+            if (wbi > 0) *bi = pbi * *bi / wbi;
+            if (wbw > 0) *bw = pbw * *bw / wbw;
+            measured = *f + *bi + *bw;
+            *memory_bound = roofline > 0 ? *memory_bound / roofline * measured : 0.0;
+            *rf = *f * share_full;
+            *rs = *f * share_selective;
+        }
+    }
+    /* The ops after a collective wait for it: its time adds to its pass (and to full recomputation's). */
+    *f += comm_forward;
+    *bi += comm_backward;
+    *rf += comm_forward;
     if (!c->profiled) return;
     /* Measured: the profile's pass times; recomputation keeps the roofline's share of the forward. */
     double pf, pbi, pbw;
@@ -456,6 +680,9 @@ brg_status brg__batch_table_create(const brg__model *m, int64_t b, brg__batch_ta
     bt->recompute_full = brg__calloc(nt, sizeof(double));
     bt->recompute_selective = brg__calloc(nt, sizeof(double));
     bt->memory_bound = brg__calloc(nt, sizeof(double));
+    bt->tp_forward = brg__calloc(nl, sizeof(double));
+    bt->tp_backward = brg__calloc(nl, sizeof(double));
+    bt->tp_bytes = brg__calloc(nl, sizeof(int64_t));
     bt->local_full = brg__calloc(nl, sizeof(int64_t));
     bt->drop_full = brg__calloc(nl, sizeof(int64_t));
     bt->drop_selective = brg__calloc(nl, sizeof(int64_t));
@@ -467,7 +694,7 @@ brg_status brg__batch_table_create(const brg__model *m, int64_t b, brg__batch_ta
     bt->input_bytes = brg__calloc((size_t)(m->input_count ? m->input_count : 1), sizeof(int64_t));
     bt->layer_scratch = brg__calloc(nl, sizeof(int64_t));
     if (!bt->forward || !bt->backward_input || !bt->backward_weight || !bt->recompute_full || !bt->recompute_selective ||
-        !bt->memory_bound ||
+        !bt->memory_bound || !bt->tp_forward || !bt->tp_backward || !bt->tp_bytes ||
         !bt->local_full || !bt->drop_full || !bt->drop_selective || !bt->local_grads || !bt->static_simple ||
         !bt->receive_bytes || !bt->boundary_bytes || !bt->boundary_tensors || !bt->input_bytes || !bt->layer_scratch) {
         brg__batch_table_destroy(bt);
@@ -485,6 +712,14 @@ brg_status brg__batch_table_create(const brg__model *m, int64_t b, brg__batch_ta
             bt->recompute_full[base + l + 1] = bt->recompute_full[base + l] + rf;
             bt->recompute_selective[base + l + 1] = bt->recompute_selective[base + l] + rs;
         }
+    }
+    for (int l = 0; l < L; l++) {
+        double forward, backward;
+        int64_t bytes;
+        layer_collectives(m, l, b, &forward, &backward, &bytes);
+        bt->tp_forward[l + 1] = bt->tp_forward[l] + forward;
+        bt->tp_backward[l + 1] = bt->tp_backward[l] + backward;
+        bt->tp_bytes[l + 1] = bt->tp_bytes[l] + bytes;
     }
     const brg_graph *g = m->graph;
     brg_device_kind kind = m->kind;
@@ -608,13 +843,21 @@ void brg__stage_memory_get(const brg__batch_table *bt, const brg__model *m, int 
     out->workspace = scratch + (loss_layer >= a && loss_layer < e ? bt->dloss_bytes : 0);
 }
 
-int64_t brg__optimizer_transient(const brg__model *m, const int *held, int ranks) {
+int64_t brg__optimizer_tied_bytes(const brg__model *m, const int *held) {
     int64_t worst = 0;
     for (int s = 0; s < m->shared_count; s++) {
         if (!held[s] || held[s] == m->shared[s].consumers) continue;
         int64_t parts = (int64_t)(m->shared[s].consumers - held[s]) * brg__alloc_round(m->kind, m->shared[s].numel * 4);
         if (parts > worst) worst = parts;
     }
-    int64_t norm = brg__alloc_round(m->kind, (int64_t)ranks * (m->param_tensors ? m->param_tensors : 1) * 8);
+    return worst;
+}
+
+int64_t brg__optimizer_norm_bytes(const brg__model *m, int ranks) {
+    return brg__alloc_round(m->kind, (int64_t)ranks * (m->param_tensors ? m->param_tensors : 1) * 8);
+}
+
+int64_t brg__optimizer_transient(const brg__model *m, const int *held, int ranks) {
+    int64_t worst = brg__optimizer_tied_bytes(m, held), norm = brg__optimizer_norm_bytes(m, ranks);
     return worst > norm ? worst : norm;
 }

@@ -43,6 +43,10 @@ typedef struct brg__model_op {
     int64_t scratch_floats; /* at micro-batch 1; attention's does not grow with it */
     double flops[BRG_PASS_COUNT];
     double bytes[BRG_PASS_COUNT];
+    /* A tensor-parallel rank's collective in each pass (brg__comm_kind) and its buffer, per sample, in bytes
+     * at the plan's precision. */
+    int comm_kind[BRG_PASS_COUNT];
+    double comm_bytes[BRG_PASS_COUNT];
 } brg__model_op;
 
 /* An activation read by a later layer than its producer's: it crosses the cuts between. */
@@ -65,8 +69,23 @@ typedef struct brg__shared_param {
     int *consumer_layer; /* [consumers], ascending */
 } brg__shared_param;
 
+/* The model of one tensor-parallel width t: the graph one rank of a group runs (brg__graph_localize; the
+ * model's own graph when t = 1) on the topology's devices taken t at a time. Every "device" below is a
+ * tensor-parallel group: group g holds the topology's devices g * t .. g * t + t - 1, consecutive on one
+ * node (the nodes' device counts are multiples of t); its links to another group are the slowest of the t
+ * pairs of rank i to rank i, which carry a stage boundary (and the data-parallel rings) in parallel. */
 typedef struct brg__model {
-    const brg_graph *graph;
+    const brg_graph *graph;    /* what one rank runs: the localized graph when tp > 1 */
+    const brg_graph *whole;    /* the model's graph: fingerprint, names, model FLOPs */
+    brg_graph *local;          /* owned localization (graph), NULL when tp == 1 */
+    int tp, sp;                /* tensor-parallel width, sequence parallelism */
+    int all_devices;           /* the topology's devices: devices * tp */
+    double tp_bandwidth, tp_latency; /* the slowest link inside any group (bytes/s, seconds) */
+    brg_link_kind tp_link;
+    int64_t vocab_padding;     /* vocabulary rows added so that tp divides it */
+    int64_t model_parameters;  /* elements of the whole model, each once */
+    int *node_first, *node_groups; /* [nodes] each node's first group and group count */
+    double fastest_link;       /* the largest bandwidth between two groups, where devices <= 256; else 0 */
     const brg_topology *topology;
     brg_plan_options options;
     char model_name[BRG_MAX_NAME];
@@ -81,14 +100,14 @@ typedef struct brg__model {
     double compute_efficiency, memory_efficiency, headroom;
     int64_t tokens_per_sample;
     double model_flops_per_sample;
-    int64_t parameters;        /* elements, each once */
+    int64_t parameters;        /* elements one rank holds, each once */
     int64_t param_tensors;     /* parameter tensors */
     double peak_sum;           /* sum of the devices' peaks at the precision */
     /* devices */
     int class_count;
     brg__device_class classes[BRG__MAX_DEVICE_CLASSES];
-    int *device_class;         /* [devices] */
-    int64_t *device_capacity;  /* [devices] bytes */
+    int *device_class;         /* [devices] (of a group: its slowest device's) */
+    int64_t *device_capacity;  /* [devices] bytes (of a group: its smallest device's) */
     int64_t *device_usable;    /* [devices] capacity less headroom and reserve */
     int *device_node;          /* [devices] */
     /* graph */
@@ -96,6 +115,8 @@ typedef struct brg__model {
     brg__model_op *ops;
     int64_t *layer_op_begin;   /* [layers + 1] */
     int64_t *layer_params;     /* [layers] elements its ops read (tied counted per layer) */
+    int64_t *layer_partial;    /* [layers] elements of parameters whose gradients are partial over the group
+                                  (sequence parallelism), summed over it before the optimizer */
     int64_t *simple_param_numel; /* [layers] sum of parameters read once in the whole graph */
     int shared_count;
     brg__shared_param *shared;
@@ -106,10 +127,30 @@ typedef struct brg__model {
     int64_t loss_numel;        /* per sample */
 } brg__model;
 
-/* Builds the model; err says what is wrong (statuses of brg_plan_search). */
+/* Builds the model at the tensor-parallel width o->tensor_parallel (BRG_PLAN_AUTO: 1) with o's sequence
+ * parallelism (1: on); err says what is wrong (statuses of brg_plan_search). */
 brg_status brg__model_create(brg__model **out, const brg_graph *g, const brg_topology *t, const brg_plan_options *o,
                              brg_error *err);
+/* The same at width tp (>= 1) with sequence parallelism sp (0 or 1, ignored when tp == 1). BRG_ERR_INFEASIBLE
+ * when tp does not divide every node's devices or the model cannot be split tp ways (err says why). */
+brg_status brg__model_create_tp(brg__model **out, const brg_graph *g, const brg_topology *t, const brg_plan_options *o,
+                                int tp, int sp, brg_error *err);
 void brg__model_destroy(brg__model *m);
+
+/* Whether g has any brg_tensor_parallel mark: without one, tensor parallelism only repeats the work. */
+int brg__graph_has_tp_marks(const brg_graph *g);
+
+/* The link between groups a and b, both directions (the smaller bandwidth, the larger latency): over the tp
+ * pairs of rank i to rank i, the slowest. */
+void brg__model_link(const brg__model *m, int a, int b, brg_link *out);
+
+/* Seconds of one tensor-parallel collective of kind `kind` (brg__comm_kind) on `bytes` over the group's
+ * slowest link: ring all-reduce 2 (t - 1) / t * bytes / bandwidth + 2 (t - 1) * latency; all-gather and
+ * reduce-scatter (t - 1) / t * bytes / bandwidth + (t - 1) * latency; 0 when tp == 1. */
+double brg__tp_collective_seconds(const brg__model *m, int kind, double bytes);
+
+/* The devices of group g: its rank i is device g * tp + i. */
+static inline int brg__group_device(const brg__model *m, int g, int i) { return g * m->tp + i; }
 
 /* Figures of the model at one micro-batch size: prefix sums over layers. */
 typedef struct brg__batch_table {
@@ -117,6 +158,10 @@ typedef struct brg__batch_table {
     /* per device class, [class][layers + 1], seconds per micro-batch */
     double *forward, *backward_input, *backward_weight, *recompute_full, *recompute_selective;
     double *memory_bound; /* the part of the three passes that memory traffic, not FLOPs, sets */
+    /* the tensor-parallel collectives, [layers + 1] prefix sums per micro-batch (every class alike): their
+     * seconds in forward and in backward, and the bytes of their buffers in both */
+    double *tp_forward, *tp_backward;
+    int64_t *tp_bytes;
     /* bytes, rounded per allocation, [layers + 1] prefix sums */
     int64_t *local_full;    /* outputs and saved internals of the layers' ops */
     int64_t *drop_full;     /* what full recomputation drops (all but the loss) */
@@ -157,6 +202,9 @@ void brg__stage_memory_get(const brg__batch_table *bt, const brg__model *m, int 
 /* Bytes the optimizer phase allocates on a rank holding `held` (per shared parameter, how many of its
  * consumers the rank holds) in a pipeline of `ranks` ranks: received tied gradients and the norm buffer. */
 int64_t brg__optimizer_transient(const brg__model *m, const int *held, int ranks);
+/* Its two parts: the tied gradients received (the largest), and the norm buffer of `ranks` ranks. */
+int64_t brg__optimizer_tied_bytes(const brg__model *m, const int *held);
+int64_t brg__optimizer_norm_bytes(const brg__model *m, int ranks);
 
 /* ---- schedules and their memory walks ------------------------------------------------------------ */
 
@@ -166,6 +214,8 @@ typedef struct brg__memory_walk {
     int chunks;
     int point_count;
     int *points; /* [point_count][4 chunks]: the instants that can be a peak (none dominated by another) */
+    int *chunk_first;  /* [chunks + 1]: chunk c's own instants are chunk_points[chunk_first[c] .. chunk_first[c + 1]) */
+    int *chunk_points; /* [4] each: one chunk's counts, the other chunks' left out, none dominated */
 } brg__memory_walk;
 
 typedef struct brg__schedule_entry {
@@ -183,6 +233,8 @@ brg_status brg__memory_walk_build(const brg_schedule *s, int rank, brg__memory_w
 void brg__memory_walk_free(brg__memory_walk *w);
 /* Peak activation bytes of the rank given each chunk's (R, LF, LK, G). */
 int64_t brg__memory_walk_peak(const brg__memory_walk *w, const brg__stage_memory *chunks);
+/* The same when only chunk `chunk` holds anything (its figures sm): what the cut search sizes. */
+int64_t brg__memory_walk_peak_chunk(const brg__memory_walk *w, int chunk, const brg__stage_memory *sm);
 
 typedef struct brg__schedule_cache brg__schedule_cache;
 brg_status brg__schedule_cache_create(brg__schedule_cache **out);
@@ -233,7 +285,12 @@ typedef struct brg__config {
     int64_t micro_batch, micro_batches;
     brg_schedule_kind kind;
     int zero; /* ZeRO-1: AdamW moments split across the replicas of each stage */
+    int tp;   /* tensor-parallel width (0 and 1: none); ranks and replicas count groups of tp devices */
+    int sp;   /* sequence parallelism (with tp > 1) */
 } brg__config;
+
+/* The tensor-parallel width of a configuration (1 for 0). */
+static inline int brg__config_tp(const brg__config *c) { return c->tp > 1 ? c->tp : 1; }
 
 /* Everything the simulator and the report need for one (config, placement, cuts, policies). */
 typedef struct brg__evaluation {
@@ -242,6 +299,8 @@ typedef struct brg__evaluation {
     double *transfer;       /* [S - 1] */
     double memory_bound_share; /* of pass time, over the stages */
     int64_t *boundary_bytes; /* [S - 1] per micro-batch, not rounded */
+    double *tp_seconds;      /* [S] the tensor-parallel collectives' part of forward + backward */
+    int64_t *tp_bytes;       /* [S] their buffers' bytes per micro-batch */
     double *allreduce, *optimizer, *busy; /* [ranks]; allreduce: what backward does not hide */
     double *allreduce_total;  /* [ranks] the sums across replicas in all, hidden or not */
     int64_t *rank_dp_bytes;   /* [ranks] what data parallelism adds (buckets, scratch; ZeRO-1's change) */
@@ -298,9 +357,12 @@ struct brg_plan {
     int64_t parameters, tokens_per_sample;
     int64_t global_batch;
     double model_flops_per_sample, peak_sum;
-    brg__config config;
+    brg__config config;       /* tp, sp: 1 and 0 without tensor parallelism */
     brg_precision precision;
     brg_device_kind device_kind;
+    int64_t vocab_padding;
+    brg_link_kind tp_link;
+    double tp_bandwidth;
     char device_model[BRG_MAX_NAME];
     char device_mix[512];     /* "32 x V100, 8 x L40S" where the devices differ; "" otherwise */
     char device_figures[16];  /* where the peaks come from (brg_figure_source_name) of the least sure device */
@@ -308,7 +370,7 @@ struct brg_plan {
     char **layer_names;       /* [layers] */
     int *first;               /* [S + 1] */
     brg_recompute *policy;    /* [S] */
-    int *devices;             /* [ranks * replicas] */
+    int *devices;             /* [ranks * replicas * tp]: devices[(k * replicas + r) * tp + i] */
     int *device_node;         /* [devices] node of each device (0 for loaded plans) */
     int node_devices;         /* devices per node (for pictures) */
     /* predictions */
@@ -325,7 +387,7 @@ struct brg_plan {
     int bind_count;
 };
 
-brg_plan *brg__plan_new(int stages, int ranks, int replicas, int layers);
+brg_plan *brg__plan_new(int stages, int ranks, int replicas, int tp, int layers);
 /* The layers' names from g (BRG_ERR_OUT_OF_MEMORY). */
 brg_status brg__plan_fill_names(brg_plan *plan, const brg_graph *g);
 /* Fills stages, ranks and summary fields that follow from the configuration, cuts and devices. */

@@ -54,18 +54,10 @@ void brg__plan_placement_free(brg__plan_placement *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* The link a -> b and back: the smaller bandwidth, the larger latency; between two devices a profile was
- * measured on, at least the hand-off latency it measured. */
+/* The link a -> b and back (devices of the model: tensor-parallel groups), the smaller bandwidth, the larger
+ * latency; between two devices a profile was measured on, at least the hand-off latency it measured. */
 static void pair_link(const brg__model *m, int a, int b, brg_link *out) {
-    brg_link x, y;
-    brg_topology_link(m->topology, a, b, &x);
-    brg_topology_link(m->topology, b, a, &y);
-    *out = x;
-    if (y.bandwidth < out->bandwidth) {
-        out->bandwidth = y.bandwidth;
-        out->kind = y.kind;
-    }
-    if (y.latency > out->latency) out->latency = y.latency;
+    brg__model_link(m, a, b, out);
     if (m->profile && m->classes[m->device_class[a]].profiled && m->classes[m->device_class[b]].profiled) {
         double measured = brg_profile_transfer_latency(m->profile);
         if (measured > out->latency) out->latency = measured;
@@ -458,11 +450,8 @@ static void node_chain(const brg__model *m, int first, int count, int *order) {
 static brg_status enumerate_tiles(const brg__model *m, brg__plan_placement *work, placement_list *l) {
     int R = work->ranks, D = work->replicas, nodes = m->nodes;
     int G = m->devices / nodes;
-    for (int n = 0; n < nodes; n++) {
-        brg_node_info ni;
-        brg_topology_node_info(m->topology, n, &ni);
-        if (ni.device_count != G || ni.first_device != n * G) return BRG_OK; /* uneven nodes: device orders only */
-    }
+    for (int n = 0; n < nodes; n++)
+        if (m->node_groups[n] != G || m->node_first[n] != n * G) return BRG_OK; /* uneven nodes: device orders only */
     int *chain = brg__malloc(sizeof(int) * (size_t)m->devices);
     if (!chain) return BRG_ERR_OUT_OF_MEMORY;
     for (int n = 0; n < nodes; n++) node_chain(m, n * G, G, chain + n * G);

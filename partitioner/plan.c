@@ -75,15 +75,17 @@ brg_status brg_recompute_from_name(const char *name, brg_recompute *out) {
 
 /* ---- lifecycle ------------------------------------------------------------------------------------- */
 
-brg_plan *brg__plan_new(int stages, int ranks, int replicas, int layers) {
+brg_plan *brg__plan_new(int stages, int ranks, int replicas, int tp, int layers) {
     brg_plan *p = brg__calloc(1, sizeof *p);
     if (!p) return NULL;
+    if (tp < 1) tp = 1;
+    size_t devices = (size_t)ranks * (size_t)replicas * (size_t)tp;
     p->layers = layers;
     p->layer_names = brg__calloc((size_t)layers, sizeof *p->layer_names);
     p->first = brg__calloc((size_t)stages + 1, sizeof *p->first);
     p->policy = brg__calloc((size_t)stages, sizeof *p->policy);
-    p->devices = brg__calloc((size_t)ranks * (size_t)replicas, sizeof *p->devices);
-    p->device_node = brg__calloc((size_t)ranks * (size_t)replicas, sizeof *p->device_node);
+    p->devices = brg__calloc(devices, sizeof *p->devices);
+    p->device_node = brg__calloc(devices, sizeof *p->device_node);
     p->stages = brg__calloc((size_t)stages, sizeof *p->stages);
     p->ranks = brg__calloc((size_t)ranks, sizeof *p->ranks);
     if (!p->layer_names || !p->first || !p->policy || !p->devices || !p->device_node || !p->stages || !p->ranks) {
@@ -93,7 +95,8 @@ brg_plan *brg__plan_new(int stages, int ranks, int replicas, int layers) {
     p->config.ranks = ranks;
     p->config.replicas = replicas;
     p->config.chunks = stages / ranks;
-    p->node_devices = ranks * replicas;
+    p->config.tp = tp;
+    p->node_devices = (int)devices;
     return p;
 }
 
@@ -141,11 +144,15 @@ static void fill_structure(brg_plan *plan) {
         st->last_layer_name = layer_name(plan, st->end_layer - 1);
         st->recompute = plan->policy[s];
     }
+    int tp = brg__config_tp(c);
     for (int r = 0; r < R; r++) {
         brg_plan_rank *rk = &plan->ranks[r];
         rk->rank = r;
-        rk->device_count = c->replicas;
-        rk->devices = plan->devices + (size_t)r * (size_t)c->replicas;
+        rk->device_count = c->replicas * tp;
+        rk->devices = plan->devices + (size_t)r * (size_t)c->replicas * (size_t)tp;
+        rk->tensor_parallel = tp;
+        rk->tensor_parallel_link = tp > 1 ? plan->tp_link : BRG_LINK_SELF;
+        rk->tensor_parallel_bandwidth = tp > 1 ? plan->tp_bandwidth : 0.0;
     }
     brg_plan_summary *sm = &plan->summary;
     sm->model_name = plan->model_name;
@@ -166,6 +173,9 @@ static void fill_structure(brg_plan *plan) {
     sm->micro_batches = c->micro_batches;
     sm->schedule = c->kind;
     sm->precision = plan->precision;
+    sm->tensor_parallel = tp;
+    sm->sequence_parallel = tp > 1 && c->sp;
+    sm->vocabulary_padding = plan->vocab_padding;
 }
 
 void brg__plan_structure(brg_plan *plan) { fill_structure(plan); }
@@ -174,7 +184,7 @@ void brg__plan_set_predictions(brg_plan *plan, const brg__model *m, const brg__e
                                brg_timeline *timeline, double makespan) {
     const brg__config *c = &plan->config;
     int R = c->ranks, S = R * c->chunks;
-    plan->devices_total = m->devices;
+    plan->devices_total = m->all_devices;
     fill_structure(plan);
     brg_plan_summary *sm = &plan->summary;
     plan->predicted = 1;
@@ -183,7 +193,7 @@ void brg__plan_set_predictions(brg_plan *plan, const brg__model *m, const brg__e
     double samples = (double)plan->global_batch;
     sm->tokens_per_second = samples * (double)plan->tokens_per_sample / makespan;
     sm->mfu = m->model_flops_per_sample * samples / (makespan * m->peak_sum);
-    sm->tflops_per_device = m->model_flops_per_sample * samples / makespan / m->devices / 1e12;
+    sm->tflops_per_device = m->model_flops_per_sample * samples / makespan / m->all_devices / 1e12;
     brg_timeline_summary ts;
     brg_timeline_get_summary(timeline, &ts);
     sm->bubble = ts.bubble_fraction;
@@ -198,6 +208,8 @@ void brg__plan_set_predictions(brg_plan *plan, const brg__model *m, const brg__e
         st->forward_seconds = e->forward[s];
         st->backward_seconds = e->backward[s];
         st->recompute_seconds = e->recompute[s];
+        st->tensor_parallel_bytes = e->tp_bytes[s];
+        st->tensor_parallel_seconds = e->tp_seconds[s];
         if (s + 1 < S) {
             int l = s % R;
             st->boundary_bytes = e->boundary_bytes[s];
@@ -286,6 +298,8 @@ brg_status brg_plan_get_comparison(const brg_plan *plan, int index, brg_plan_com
     out->mfu = c->mfu;
     out->bubble = c->bubble;
     out->peak_memory_bytes = c->peak_memory_bytes;
+    out->tensor_parallel = brg__config_tp(&c->config);
+    out->sequence_parallel = out->tensor_parallel > 1 && c->config.sp;
     return BRG_OK;
 }
 
@@ -335,6 +349,15 @@ brg_status brg_plan_check(const brg_plan *plan, const brg_graph *g, const brg_to
     if (brg__graph_check_batch(g, plan->config.micro_batch, batch_msg, sizeof batch_msg) != BRG_OK)
         return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "the plan's micro_batch does not fit this model: %s",
                               batch_msg);
+    int tp = brg__config_tp(&plan->config);
+    if (tp > 1) {
+        /* A hand-edited plan may ask for a split the model does not allow (t not dividing its heads). */
+        brg_graph *local = NULL;
+        brg_status s = brg__graph_localize(g, tp, plan->config.sp, &local, batch_msg);
+        brg_graph_destroy(local);
+        if (s == BRG_ERR_OUT_OF_MEMORY) return brg__error_set(err, s, "out of memory checking the plan's tensor parallelism");
+        if (s != BRG_OK) return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "the plan does not fit this model: %s", batch_msg);
+    }
     if (!t) return BRG_OK;
     uint64_t tf = brg_topology_fingerprint(t);
     if (tf != plan->topology_fingerprint || brg_topology_device_count(t) != plan->devices_total)
@@ -367,6 +390,8 @@ brg_status brg_plan_train_options(const brg_plan *plan, const brg_graph *g, brg_
                               brg_precision_name(plan->precision));
     opts->stages = c->ranks;
     opts->data_parallel = c->replicas;
+    opts->tensor_parallel = brg__config_tp(c);
+    opts->sequence_parallel = opts->tensor_parallel > 1 && c->sp;
     opts->zero = c->replicas > 1 ? c->zero : 0;
     opts->rank_layout = NULL; /* brg_plan_rank_layout */
     opts->chunks = c->chunks;
@@ -388,10 +413,13 @@ brg_status brg_plan_train_options(const brg_plan *plan, const brg_graph *g, brg_
 brg_status brg_plan_rank_layout(const brg_plan *plan, int *layout, int capacity, int *count) {
     if (!plan || !count || (!layout && capacity > 0)) return BRG_ERR_INVALID_ARGUMENT;
     const brg__config *c = &plan->config;
-    *count = c->ranks * c->replicas;
+    int tp = brg__config_tp(c);
+    *count = c->ranks * c->replicas * tp;
     if (capacity < *count) return BRG_ERR_INVALID_ARGUMENT;
     /* Rank k runs on device k (the topology's order: node after node, a node's GPUs in order). */
     for (int d = 0; d < c->replicas; d++)
-        for (int r = 0; r < c->ranks; r++) layout[d * c->ranks + r] = plan->devices[r * c->replicas + d];
+        for (int r = 0; r < c->ranks; r++)
+            for (int i = 0; i < tp; i++)
+                layout[(d * c->ranks + r) * tp + i] = plan->devices[(r * c->replicas + d) * tp + i];
     return BRG_OK;
 }

@@ -40,6 +40,10 @@ static json_t *stage_json(const brg_plan *plan, int s) {
         brg__json_set(p, "boundary_link", json_string(brg_link_kind_name(st->boundary_link)));
         brg__json_set(p, "boundary_crosses_nodes", json_boolean(st->boundary_crosses_nodes));
         brg__json_set(p, "transfer_seconds", json_real(st->transfer_seconds));
+        if (brg__config_tp(&plan->config) > 1) {
+            brg__json_set(p, "tensor_parallel_bytes", json_integer(st->tensor_parallel_bytes));
+            brg__json_set(p, "tensor_parallel_seconds", json_real(st->tensor_parallel_seconds));
+        }
         brg__json_set(o, "predicted", p);
     }
     return o;
@@ -67,6 +71,8 @@ static json_t *rank_json(const brg_plan *plan, int r) {
         brg__json_set(p, "allreduce_seconds", json_real(rk->allreduce_seconds));
         brg__json_set(p, "optimizer_seconds", json_real(rk->optimizer_seconds));
         brg__json_set(p, "allreduce_link", json_string(brg_link_kind_name(rk->allreduce_link)));
+        if (rk->tensor_parallel > 1)
+            brg__json_set(p, "tensor_parallel_link", json_string(brg_link_kind_name(rk->tensor_parallel_link)));
         brg__json_set(o, "predicted", p);
     }
     return o;
@@ -109,6 +115,8 @@ brg_status brg_plan_to_json(const brg_plan *plan, char **out) {
     brg__json_set(root, "pipeline_stages", json_integer(R));
     brg__json_set(root, "data_parallel", json_integer(c->replicas));
     brg__json_set(root, "zero", json_integer(c->zero));
+    brg__json_set(root, "tensor_parallel", json_integer(brg__config_tp(c)));
+    brg__json_set(root, "sequence_parallel", json_integer(brg__config_tp(c) > 1 && c->sp));
     brg__json_set(root, "chunks", json_integer(c->chunks));
     brg__json_set(root, "micro_batch", json_integer(c->micro_batch));
     brg__json_set(root, "micro_batches", json_integer(c->micro_batches));
@@ -130,6 +138,7 @@ brg_status brg_plan_to_json(const brg_plan *plan, char **out) {
         brg__json_set(p, "peak_memory_bytes", json_integer(sm->peak_memory_bytes));
         brg__json_set(p, "lower_bound_seconds", json_real(sm->lower_bound_seconds));
         brg__json_set(p, "exhaustive", json_boolean(sm->exhaustive));
+        if (plan->vocab_padding) brg__json_set(p, "vocabulary_padding", json_integer(plan->vocab_padding));
         brg__json_set(root, "predicted", p);
     }
     char *text = brg__json_dump(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10), mark);
@@ -316,7 +325,7 @@ static brg_status read_names(const reader *rd, json_t *root, brg_plan *plan) {
 
 typedef struct header {
     int layers;
-    int64_t devices, nodes, ranks, replicas, chunks, micro_batch, micro_batches, global_batch, zero;
+    int64_t devices, nodes, ranks, replicas, chunks, micro_batch, micro_batches, global_batch, zero, tp, sp;
     brg_schedule_kind kind;
     brg_precision precision;
     brg_device_kind device_kind;
@@ -325,8 +334,9 @@ typedef struct header {
 static brg_status read_header(const reader *rd, json_t *root, brg_plan *plan, header *h) {
     brg__json_path top = {.depth = 0};
     static const char *const known[] = {"format", "version", "model", "topology", "global_batch", "precision", "schedule",
-                                        "pipeline_stages", "data_parallel", "zero", "chunks", "micro_batch",
-                                        "micro_batches", "stages", "ranks", "predicted", NULL};
+                                        "pipeline_stages", "data_parallel", "zero", "tensor_parallel",
+                                        "sequence_parallel", "chunks", "micro_batch", "micro_batches", "stages", "ranks",
+                                        "predicted", NULL};
     const char *format;
     int64_t version;
     BRG__CHECK(get_string(rd, root, top, "format", &format));
@@ -393,12 +403,27 @@ static brg_status read_header(const reader *rd, json_t *root, brg_plan *plan, he
     BRG__CHECK(get_int(rd, root, top, "data_parallel", 1, h->devices, &h->replicas));
     h->zero = 0; /* a plan written before ZeRO-1: off */
     if (json_object_get(root, "zero")) BRG__CHECK(get_int(rd, root, top, "zero", 0, 1, &h->zero));
+    h->tp = 1; /* a plan written before tensor parallelism: none */
+    h->sp = 0;
+    if (json_object_get(root, "tensor_parallel"))
+        BRG__CHECK(get_int(rd, root, top, "tensor_parallel", 1, h->devices, &h->tp));
+    if (json_object_get(root, "sequence_parallel")) BRG__CHECK(get_int(rd, root, top, "sequence_parallel", 0, 1, &h->sp));
+    if (h->sp && h->tp < 2) {
+        brg__json_path at = brg__json_key(top, "sequence_parallel");
+        return brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &at, NULL,
+                              "1 needs tensor_parallel above 1 (sequence parallelism splits the positions over its group)");
+    }
     BRG__CHECK(get_int(rd, root, top, "chunks", 1, 64, &h->chunks));
     BRG__CHECK(get_int(rd, root, top, "micro_batch", 1, h->global_batch, &h->micro_batch));
     BRG__CHECK(get_int(rd, root, top, "micro_batches", 1, 65535, &h->micro_batches));
-    int64_t used_devices = 0, virtual_stages = 0;
-    if (!brg__count_mul(h->ranks, h->replicas, BRG_TOPOLOGY_MAX_DEVICES, &used_devices) || used_devices != h->devices) {
+    int64_t used_devices = 0, groups = 0, virtual_stages = 0;
+    if (!brg__count_mul(h->ranks, h->replicas, BRG_TOPOLOGY_MAX_DEVICES, &groups) ||
+        !brg__count_mul(groups, h->tp, BRG_TOPOLOGY_MAX_DEVICES, &used_devices) || used_devices != h->devices) {
         brg__json_path at = brg__json_key(top, "data_parallel");
+        if (h->tp > 1)
+            return brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &at, NULL,
+                                  "%lld stages x %lld replicas x tensor_parallel %lld must use the topology's %lld devices",
+                                  (long long)h->ranks, (long long)h->replicas, (long long)h->tp, (long long)h->devices);
         return brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &at, NULL,
                               "%lld stages x %lld replicas must use the topology's %lld devices", (long long)h->ranks,
                               (long long)h->replicas, (long long)h->devices);
@@ -449,7 +474,8 @@ static brg_status read_stages(const reader *rd, json_t *root, brg_plan *plan, co
                                         "recompute", "predicted", NULL};
     static const char *const known_predicted[] = {"parameters", "forward_seconds", "backward_seconds", "recompute_seconds",
                                                   "boundary_bytes", "boundary_link", "boundary_crosses_nodes",
-                                                  "transfer_seconds", NULL};
+                                                  "transfer_seconds", "tensor_parallel_bytes", "tensor_parallel_seconds",
+                                                  NULL};
     int expected_first = 0;
     for (int s = 0; s < S; s++) {
         json_t *o = json_array_get(stages, (size_t)s);
@@ -499,6 +525,10 @@ static brg_status read_stages(const reader *rd, json_t *root, brg_plan *plan, co
         BRG__CHECK(member(rd, p, pp, "boundary_crosses_nodes", JSON_TRUE, "a boolean", &crosses));
         st->boundary_crosses_nodes = json_is_true(crosses);
         BRG__CHECK(get_real(rd, p, pp, "transfer_seconds", &st->transfer_seconds));
+        if (json_object_get(p, "tensor_parallel_bytes"))
+            BRG__CHECK(get_int(rd, p, pp, "tensor_parallel_bytes", 0, INT64_MAX, &st->tensor_parallel_bytes));
+        if (json_object_get(p, "tensor_parallel_seconds"))
+            BRG__CHECK(get_real(rd, p, pp, "tensor_parallel_seconds", &st->tensor_parallel_seconds));
     }
     plan->first[S] = h->layers;
     return BRG_OK;
@@ -515,7 +545,7 @@ static brg_status read_ranks(const reader *rd, json_t *root, brg_plan *plan, con
     static const char *const known_predicted[] = {"capacity_bytes", "usable_bytes", "parameter_bytes", "gradient_bytes",
                                                   "optimizer_bytes", "activation_bytes", "workspace_bytes", "total_bytes",
                                                   "peak_in_flight", "busy_seconds", "allreduce_seconds",
-                                                  "optimizer_seconds", "allreduce_link", NULL};
+                                                  "optimizer_seconds", "allreduce_link", "tensor_parallel_link", NULL};
     unsigned char *seen = brg__calloc((size_t)h->devices, 1);
     if (!seen) return brg__error_set(rd->err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     brg_status s = BRG_OK;
@@ -533,12 +563,18 @@ static brg_status read_ranks(const reader *rd, json_t *root, brg_plan *plan, con
             (s = member(rd, o, at, "devices", JSON_ARRAY, "an array of device indices", &devices)) != BRG_OK)
             break;
         brg__json_path dp = brg__json_key(at, "devices");
-        if ((int64_t)json_array_size(devices) != h->replicas) {
-            s = brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &dp, NULL, "has %zu devices; %lld replicas need %lld",
-                               json_array_size(devices), (long long)h->replicas, (long long)h->replicas);
+        int64_t listed = h->replicas * h->tp; /* bounded by the devices (read_header) */
+        if ((int64_t)json_array_size(devices) != listed) {
+            if (h->tp > 1)
+                s = brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &dp, NULL,
+                                   "has %zu devices; %lld replicas of tensor-parallel groups of %lld need %lld",
+                                   json_array_size(devices), (long long)h->replicas, (long long)h->tp, (long long)listed);
+            else
+                s = brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &dp, NULL, "has %zu devices; %lld replicas need %lld",
+                                   json_array_size(devices), (long long)h->replicas, (long long)h->replicas);
             break;
         }
-        for (int i = 0; i < h->replicas && s == BRG_OK; i++) {
+        for (int i = 0; i < listed && s == BRG_OK; i++) {
             json_t *v = json_array_get(devices, (size_t)i);
             brg__json_path di = brg__json_index(dp, i);
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= h->devices) {
@@ -552,7 +588,7 @@ static brg_status read_ranks(const reader *rd, json_t *root, brg_plan *plan, con
                 break;
             }
             seen[d] = 1;
-            plan->devices[r * h->replicas + i] = d;
+            plan->devices[r * listed + i] = d;
         }
         json_t *p = json_object_get(o, "predicted");
         if (s != BRG_OK) break;
@@ -583,6 +619,9 @@ static brg_status read_ranks(const reader *rd, json_t *root, brg_plan *plan, con
             (s = get_link_kind(rd, p, pp, "allreduce_link", &rk->allreduce_link)) != BRG_OK)
             break;
         rk->peak_in_flight = (int)in_flight;
+        if (json_object_get(p, "tensor_parallel_link") &&
+            (s = get_link_kind(rd, p, pp, "tensor_parallel_link", &plan->tp_link)) != BRG_OK)
+            break;
     }
     free(seen);
     return s;
@@ -595,7 +634,7 @@ static brg_status read_predicted(const reader *rd, json_t *root, brg_plan *plan)
     if (!json_is_object(p)) return brg__json_fail(rd->err, BRG_ERR_PARSE, rd->origin, rd->text, &pp, NULL, "must be an object");
     static const char *const known[] = {"iteration_seconds", "tokens_per_second", "mfu", "tflops_per_device", "bubble",
                                         "allreduce_seconds", "peak_memory_bytes", "lower_bound_seconds", "exhaustive",
-                                        NULL};
+                                        "vocabulary_padding", NULL};
     BRG__CHECK(check_members(rd, p, pp, known));
     brg_plan_summary *sm = &plan->summary;
     json_t *exhaustive;
@@ -609,6 +648,8 @@ static brg_status read_predicted(const reader *rd, json_t *root, brg_plan *plan)
     BRG__CHECK(get_real(rd, p, pp, "lower_bound_seconds", &sm->lower_bound_seconds));
     BRG__CHECK(member(rd, p, pp, "exhaustive", JSON_TRUE, "a boolean", &exhaustive));
     sm->exhaustive = json_is_true(exhaustive);
+    if (json_object_get(p, "vocabulary_padding"))
+        BRG__CHECK(get_int(rd, p, pp, "vocabulary_padding", 0, INT64_MAX, &plan->vocab_padding));
     return BRG_OK;
 }
 
@@ -636,7 +677,7 @@ brg_status brg_plan_load_string(const char *json, const char *origin, brg_plan *
     brg_plan scratch;
     memset(&scratch, 0, sizeof scratch);
     if ((s = read_header(&rd, root, &scratch, &h)) != BRG_OK) goto done;
-    plan = brg__plan_new((int)(h.ranks * h.chunks), (int)h.ranks, (int)h.replicas, h.layers);
+    plan = brg__plan_new((int)(h.ranks * h.chunks), (int)h.ranks, (int)h.replicas, (int)h.tp, h.layers);
     if (!plan) {
         s = brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
         goto done;
@@ -662,7 +703,8 @@ brg_status brg_plan_load_string(const char *json, const char *origin, brg_plan *
     plan->global_batch = h.global_batch;
     plan->precision = h.precision;
     plan->device_kind = h.device_kind;
-    plan->config = (brg__config){(int)h.ranks, (int)h.replicas, (int)h.chunks, h.micro_batch, h.micro_batches, h.kind, (int)h.zero};
+    plan->config = (brg__config){(int)h.ranks,      (int)h.replicas, (int)h.chunks, h.micro_batch, h.micro_batches,
+                                 h.kind,            (int)h.zero,     (int)h.tp,     (int)h.sp};
     int predicted = 0;
     if ((s = read_names(&rd, root, plan)) != BRG_OK || (s = read_stages(&rd, root, plan, &h)) != BRG_OK ||
         (s = read_ranks(&rd, root, plan, &h, &predicted)) != BRG_OK || (s = read_predicted(&rd, root, plan)) != BRG_OK)

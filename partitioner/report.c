@@ -86,9 +86,27 @@ static void config_line(const brg_plan *plan, char *buf, size_t size) {
                  n[BRG_RECOMPUTE_SELECTIVE], n[BRG_RECOMPUTE_NONE]);
     char chunks[64] = "";
     if (c->chunks > 1) snprintf(chunks, sizeof chunks, " with %d chunks per stage", c->chunks);
-    snprintf(buf, size, "p %d x d %d%s, %s%s, micro-batch %lld x %lld micro-batches per replica; recompute: %s", c->ranks,
-             c->replicas, c->zero && c->replicas > 1 ? " (ZeRO-1)" : "", brg__schedule_title(c->kind), chunks, (long long)c->micro_batch, (long long)c->micro_batches,
-             recompute);
+    int tp = brg__config_tp(c);
+    snprintf(buf, size, "p %d x d %d%s x t %d%s, %s%s, micro-batch %lld x %lld micro-batches per replica; recompute: %s",
+             c->ranks, c->replicas, c->zero && c->replicas > 1 ? " (ZeRO-1)" : "", tp,
+             tp > 1 ? (c->sp ? " (tensor parallel, sequence parallel)" : " (tensor parallel)") : "",
+             brg__schedule_title(c->kind), chunks, (long long)c->micro_batch, (long long)c->micro_batches, recompute);
+}
+
+/* A stage's devices for the stage table: all of them, or with tensor parallelism replica 0's group and how
+ * many groups there are. */
+static void stage_devices(const brg_plan *plan, const brg_plan_rank *rk, char *buf, size_t size) {
+    int tp = rk->tensor_parallel > 1 ? rk->tensor_parallel : 1;
+    if (tp == 1) {
+        brg__format_devices(rk->devices, rk->device_count, buf, size);
+        return;
+    }
+    char group[24];
+    brg__format_devices(rk->devices, tp, group, sizeof group);
+    int groups = rk->device_count / tp;
+    if (groups > 1) snprintf(buf, size, "%s +%d group%s", group, groups - 1, groups > 2 ? "s" : "");
+    else snprintf(buf, size, "%s", group);
+    (void)plan;
 }
 
 static void header(const brg_plan *plan, brg__sb *b, int markdown) {
@@ -164,12 +182,16 @@ static void stage_table(const brg_plan *plan, brg__sb *b, int markdown) {
     int R = c->ranks, S = R * c->chunks;
     if (markdown) {
         brg__sb_printf(b, "## Stages\n\nTimes are per micro-batch; memory is per device at its peak (every replica of a "
-                          "stage holds the same).\n\n");
+                          "stage holds the same%s).\n\n",
+                       brg__config_tp(c) > 1 ? "; parameters are one device's slices, devices replica 0's "
+                                               "tensor-parallel group and how many more groups run the stage"
+                                             : "");
         brg__sb_printf(b, "| stage | layers | devices | parameters | recompute | forward | backward | params + grads + "
                           "optimizer | activations | workspace | total / usable | free | sends | over |\n");
         brg__sb_printf(b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     } else {
-        brg__sb_printf(b, "\nSTAGES (times per micro-batch; memory per device)\n");
+        brg__sb_printf(b, "\nSTAGES (times per micro-batch; memory per device%s)\n",
+                       brg__config_tp(c) > 1 ? "; params: one device's slices; devices: replica 0's group, +N groups" : "");
         brg__sb_printf(b, "  %5s %-26s %-16s %9s %-9s %9s %9s %10s %10s %9s %19s %5s %9s  %s\n", "stage", "layers", "devices",
                        "params", "recompute", "forward", "backward", "p+g+optim", "activation", "workspace",
                        "total / usable", "free", "sends", "over");
@@ -181,7 +203,7 @@ static void stage_table(const brg_plan *plan, brg__sb *b, int markdown) {
             sends[32], over[64], free_text[16];
         snprintf(layers, sizeof layers, "%s..%s (%d)", st->first_layer_name, st->last_layer_name,
                  st->end_layer - st->first_layer);
-        brg__format_devices(rk->devices, rk->device_count, devices, sizeof devices);
+        stage_devices(plan, rk, devices, sizeof devices);
         count_text((double)st->parameters, params, sizeof params);
         brg__format_seconds(st->forward_seconds, f, sizeof f);
         brg__format_seconds(st->backward_seconds, bk, sizeof bk);
@@ -228,26 +250,32 @@ static void stage_table(const brg_plan *plan, brg__sb *b, int markdown) {
 static void data_parallel_table(const brg_plan *plan, brg__sb *b, int markdown) {
     const brg__config *c = &plan->config;
     if (c->replicas < 2 || !plan->predicted) return;
+    int tp = brg__config_tp(c);
     if (markdown)
-        brg__sb_printf(b, "### Data parallelism (%d replicas%s)\n\n| stage | devices of its replicas | summed per step | "
+        brg__sb_printf(b, "### Data parallelism (%d replicas%s%s)\n\n| stage | devices of its replicas | summed per step | "
                           "sums in all | exposed (not hidden by backward) | AdamW moments per device |\n"
                           "|---|---|---|---|---|---|\n",
-                       c->replicas, c->zero ? ", ZeRO-1: reduce-scatter, then all-gather of the parameters" : ", all-reduce");
+                       c->replicas, c->zero ? ", ZeRO-1: reduce-scatter, then all-gather of the parameters" : ", all-reduce",
+                       tp > 1 ? "; one ring per tensor-parallel rank, side by side: the devices of rank 0's, the bytes "
+                                "of one device" : "");
     else
-        brg__sb_printf(b, "\nDATA PARALLEL (%d replicas%s; sums posted as backward finishes each bucket)\n"
+        brg__sb_printf(b, "\nDATA PARALLEL (%d replicas%s; sums posted as backward finishes each bucket%s)\n"
                           "  %-5s %-22s %14s %12s %12s %14s\n",
-                       c->replicas, c->zero ? ", ZeRO-1: reduce-scatter + parameter all-gather" : ", all-reduce", "stage",
+                       c->replicas, c->zero ? ", ZeRO-1: reduce-scatter + parameter all-gather" : ", all-reduce",
+                       tp > 1 ? "; one ring per tensor-parallel rank: rank 0's devices, one device's bytes" : "", "stage",
                        "devices", "summed/step", "in all", "exposed", "moments/device");
     for (int r = 0; r < c->ranks; r++) {
         const brg_plan_rank *rk = &plan->ranks[r];
         char devices[64] = "", bytes[32], total[32], exposed[32], moments[32];
         size_t used = 0;
-        for (int i = 0; i < rk->device_count && used < sizeof devices - 8; i++) {
-            if (i == 3 && rk->device_count > 4) {
-                used += (size_t)snprintf(devices + used, sizeof devices - used, ",..,%d", rk->devices[rk->device_count - 1]);
+        /* With tensor parallelism, t rings run side by side, one per rank of the groups: the first one's. */
+        int width = rk->tensor_parallel > 1 ? rk->tensor_parallel : 1, n = rk->device_count / width;
+        for (int i = 0; i < n && used < sizeof devices - 8; i++) {
+            if (i == 3 && n > 4) {
+                used += (size_t)snprintf(devices + used, sizeof devices - used, ",..,%d", rk->devices[(n - 1) * width]);
                 break;
             }
-            used += (size_t)snprintf(devices + used, sizeof devices - used, "%s%d", i ? "," : "", rk->devices[i]);
+            used += (size_t)snprintf(devices + used, sizeof devices - used, "%s%d", i ? "," : "", rk->devices[i * width]);
         }
         brg__format_bytes((double)rk->allreduce_bytes, bytes, sizeof bytes);
         brg__format_seconds(rk->allreduce_total_seconds, total, sizeof total);
@@ -261,18 +289,67 @@ static void data_parallel_table(const brg_plan *plan, brg__sb *b, int markdown) 
     if (markdown) brg__sb_printf(b, "\n");
 }
 
+/* Per stage: the tensor-parallel group (replica 0's), what its collectives carry per micro-batch and over
+ * which link, their time and their share of the stage's passes. */
+static void tensor_parallel_table(const brg_plan *plan, brg__sb *b, int markdown) {
+    const brg__config *c = &plan->config;
+    int tp = brg__config_tp(c), S = c->ranks * c->chunks;
+    if (tp < 2) return;
+    const brg_plan_rank *r0 = &plan->ranks[0];
+    char bandwidth[48] = "";
+    if (r0->tensor_parallel_bandwidth > 0)
+        snprintf(bandwidth, sizeof bandwidth, ", %.0f GB/s", r0->tensor_parallel_bandwidth / 1e9);
+    const char *what = c->sp ? "sequence parallel: positions gathered before and summed-and-scattered after each split "
+                               "op, the residual stream 1/t per device"
+                             : "all-reduced after each row-parallel op and before each column-parallel op's input gradient";
+    if (markdown)
+        brg__sb_printf(b, "### Tensor parallelism (t %d, %s)\n\nEach stage of each replica runs on a group of %d devices of "
+                          "one node, over %s links%s; the collectives are on the critical path (not overlapped). Bytes "
+                          "are the buffers reduced or gathered per micro-batch, forward and backward.\n\n"
+                          "| stage | group (replica 0) | collectives per micro-batch | over | time per micro-batch | share "
+                          "of forward + backward |\n|---|---|---|---|---|---|\n",
+                       tp, what, tp, brg_link_kind_name(r0->tensor_parallel_link), bandwidth);
+    else
+        brg__sb_printf(b, "\nTENSOR PARALLEL (t %d over %s links%s; %s)\n  %-5s %-18s %14s %-14s %12s %8s\n", tp,
+                       brg_link_kind_name(r0->tensor_parallel_link), bandwidth, what, "stage", "group (replica 0)",
+                       "bytes/micro", "over", "time/micro", "share");
+    for (int s = 0; s < S; s++) {
+        const brg_plan_stage *st = &plan->stages[s];
+        const brg_plan_rank *rk = &plan->ranks[st->rank];
+        char group[48], bytes[32], seconds[32], share[16];
+        brg__format_devices(rk->devices, tp, group, sizeof group);
+        brg__format_bytes((double)st->tensor_parallel_bytes, bytes, sizeof bytes);
+        brg__format_seconds(st->tensor_parallel_seconds, seconds, sizeof seconds);
+        double work = st->forward_seconds + st->backward_seconds;
+        snprintf(share, sizeof share, "%.1f%%", work > 0 ? 100.0 * st->tensor_parallel_seconds / work : 0.0);
+        if (markdown)
+            brg__sb_printf(b, "| %d | %s | %s | %s | %s | %s |\n", s, group, bytes,
+                           brg_link_kind_name(rk->tensor_parallel_link), seconds, share);
+        else
+            brg__sb_printf(b, "  %-5d %-18s %14s %-14s %12s %8s\n", s, group, bytes,
+                           brg_link_kind_name(rk->tensor_parallel_link), seconds, share);
+    }
+    if (plan->vocab_padding)
+        brg__sb_printf(b, "%sThe vocabulary is padded by %lld row%s, to a multiple of %d, so that each device holds an equal "
+                          "share of the embedding and the output head (Megatron-LM pads it so); no token reaches %s and "
+                          "the loss leaves %s logits out.\n",
+                       markdown ? "\n" : "  ", (long long)plan->vocab_padding, plan->vocab_padding > 1 ? "s" : "", tp,
+                       plan->vocab_padding > 1 ? "them" : "it", plan->vocab_padding > 1 ? "their" : "its");
+    if (markdown) brg__sb_printf(b, "\n");
+}
+
 static void comparison_table(const brg_plan *plan, brg__sb *b, int markdown) {
     if (!plan->comparison_count) return;
     double base = plan->comparisons[0].iteration_seconds;
     if (markdown) {
         brg__sb_printf(b, "## Against the obvious alternatives\n\nEvery row is scored by the same model (the same "
-                          "simulation). Baselines keep this plan's p, d, b, m and schedule, place stages in device order "
+                          "simulation). Baselines keep this plan's t, p, d, b, m and schedule, place stages in device order "
                           "(stage-major, replicas innermost: DeepSpeed's default rank order) and choose recomputation "
                           "as this plan does.\n\n");
         brg__sb_printf(b, "| plan | configuration | iteration | tokens/s | MFU | bubble | peak memory | vs this plan |\n");
         brg__sb_printf(b, "|---|---|---|---|---|---|---|---|\n");
     } else {
-        brg__sb_printf(b, "\nCOMPARISON (same model; baselines keep this plan's p, d, b, m and schedule, in device order)\n");
+        brg__sb_printf(b, "\nCOMPARISON (same model; baselines keep this plan's t, p, d, b, m and schedule, in device order)\n");
         brg__sb_printf(b, "  %-24s %-68s %10s %12s %6s %7s %10s  %s\n", "plan", "configuration", "iteration", "tokens/s",
                        "MFU", "bubble", "peak mem", "vs this plan");
     }
@@ -308,8 +385,12 @@ static void footer(const brg_plan *plan, brg__sb *b, int markdown) {
     brg__sb_printf(b, "%smodel: op passes as rooflines of the device's %s peak and memory bandwidth at the given "
                       "efficiencies, plus a fixed cost per pass; transfers latency + bytes / bandwidth of the slowest "
                       "replica's link; ring all-reduce; memory as the runtime allocates it, walked through each rank's "
-                      "instruction stream\n",
-                   markdown ? "- " : "", brg_precision_name(plan->precision));
+                      "instruction stream%s\n",
+                   markdown ? "- " : "", brg_precision_name(plan->precision),
+                   brg__config_tp(&plan->config) > 1 ? "; with tensor parallelism, all of it for one device's share of "
+                                                       "each op (its slices of the parameters), plus the group's "
+                                                       "collectives as rings on its slowest link"
+                                                     : "");
 }
 
 brg_status brg_plan_report_text(const brg_plan *plan, char **out) {
@@ -320,6 +401,7 @@ brg_status brg_plan_report_text(const brg_plan *plan, char **out) {
     binds(plan, &b, 0);
     stage_table(plan, &b, 0);
     data_parallel_table(plan, &b, 0);
+    tensor_parallel_table(plan, &b, 0);
     comparison_table(plan, &b, 0);
     footer(plan, &b, 0);
     if (b.failed || !b.data) {
@@ -374,6 +456,7 @@ brg_status brg_plan_write_report(const brg_plan *plan, const char *markdown_path
     brg__sb_printf(&b, "![%s](%s)\n\n", titles[0], relative[0]);
     stage_table(plan, &b, 1);
     data_parallel_table(plan, &b, 1);
+    tensor_parallel_table(plan, &b, 1);
     brg__sb_printf(&b, "![%s](%s)\n\n![%s](%s)\n\n", titles[1], relative[1], titles[2], relative[2]);
     comparison_table(plan, &b, 1);
     footer(plan, &b, 1);

@@ -1,8 +1,12 @@
-/* The search: configurations (p, d, b, m, schedule, chunks) in order of their lower bounds; for each, the
- * placements; for each placement, cut points by dynamic programming (the smallest bottleneck, stage
- * compute or link transfer per micro-batch), with every stage's recomputation the cheapest that fits;
- * candidates simulated while their lower bound can still beat the best few. Where cut vectors are few,
- * a branch and bound over all of them makes the best plan the optimum under the model. */
+/* The search: configurations (t, sequence parallelism, p, d, b, m, schedule, chunks) in order of their lower
+ * bounds; for each, the placements; for each placement, cut points by dynamic programming (the smallest
+ * bottleneck, stage compute or link transfer per micro-batch), with every stage's recomputation the
+ * cheapest that fits; candidates simulated while their lower bound can still beat the best few. Where cut
+ * vectors are few, a branch and bound over all of them makes the best plan the optimum under the model.
+ *
+ * Each tensor-parallel width t (with sequence parallelism or not) is a variant: a model of the graph one
+ * rank of a group runs, on groups of t devices, with its own tables and placements; the configurations of
+ * every variant are ranked and pruned together, so a bound of one width cuts the search of another. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -40,14 +44,43 @@ typedef struct closest {
     char message[BRG_ERROR_MESSAGE_MAX];
 } closest;
 
-typedef struct search {
+/* One tensor-parallel width (and sequence parallelism): its model, its tables by micro-batch, its
+ * placements by (ranks, replicas). */
+typedef struct variant {
     brg__model *m;
-    brg_error *err;
-    brg__schedule_cache *schedules;
     brg__batch_table **tables;
     int table_count, table_capacity;
     placement_set *sets;
     int set_count, set_capacity;
+} variant;
+
+/* What the cut searches need of a stage [a, e), whatever its index: its memory under each policy, and the
+ * tied gradients its rank would receive at the optimizer step. */
+typedef struct stage_figures {
+    brg__stage_memory memory[BRG__POLICY_COUNT];
+    int64_t tied_bytes;
+} stage_figures;
+
+/* Stage figures for one table at a time: the cut searches ask for the same ranges at every stage index. */
+typedef struct memory_memo {
+    const brg__batch_table *table;
+    int layers;
+    stage_figures *entries; /* [(layers + 1)^2] */
+    uint32_t *stamp;        /* entry valid when its stamp is the generation */
+    uint32_t generation;
+    stage_figures scratch;  /* where the memo cannot be kept */
+} memory_memo;
+
+/* Most layers for which the memo is kept ((L + 1)^2 entries of 200 bytes: 13 MB at 256). */
+#define MEMO_MAX_LAYERS 256
+
+typedef struct search {
+    brg__model *m;  /* the current variant's model */
+    variant *v;     /* the current variant */
+    variant *variants;
+    int variant_count;
+    brg_error *err;
+    brg__schedule_cache *schedules;
     result *results;
     int result_slots;
     int64_t instructions_left;
@@ -59,43 +92,113 @@ typedef struct search {
      * rather than go on without what the allocation was for (which could change the plan). */
     brg_status failure;
     char infeasible_reason[BRG_ERROR_MESSAGE_MAX];
+    memory_memo memo;
 } search;
+
+static void figures_of(const brg__model *m, const brg__batch_table *bt, int a, int e, stage_figures *out) {
+    for (int p = 0; p < BRG__POLICY_COUNT; p++) brg__stage_memory_get(bt, m, a, e, (brg_recompute)p, &out->memory[p]);
+    int held_stack[16], *held = m->shared_count <= 16 ? held_stack : brg__malloc(sizeof(int) * (size_t)m->shared_count);
+    out->tied_bytes = 0;
+    if (!held) { /* out of memory: the largest the tied gradients could take */
+        for (int i = 0; i < m->shared_count; i++)
+            out->tied_bytes = fmax(out->tied_bytes, (m->shared[i].consumers - 1) * brg__alloc_round(m->kind, m->shared[i].numel * 4));
+        return;
+    }
+    for (int i = 0; i < m->shared_count; i++) {
+        held[i] = 0;
+        for (int q = 0; q < m->shared[i].consumers; q++)
+            held[i] += m->shared[i].consumer_layer[q] >= a && m->shared[i].consumer_layer[q] < e;
+    }
+    out->tied_bytes = brg__optimizer_tied_bytes(m, held);
+    if (held != held_stack) free(held);
+}
+
+/* The figures of stage [a, e) through the memo (computed directly where it cannot be kept). */
+static const stage_figures *stage_figures_of(search *x, const brg__batch_table *bt, int a, int e) {
+    const brg__model *m = x->m;
+    memory_memo *mm = &x->memo;
+    int L = m->layers;
+    if (L <= MEMO_MAX_LAYERS && !mm->entries && mm->layers != -1) {
+        size_t n = (size_t)(L + 1) * (size_t)(L + 1);
+        mm->entries = brg__malloc(n * sizeof *mm->entries);
+        mm->stamp = brg__calloc(n, sizeof *mm->stamp);
+        if (!mm->entries || !mm->stamp) { /* no memo then: the same figures, computed each time */
+            free(mm->entries);
+            free(mm->stamp);
+            mm->entries = NULL;
+            mm->stamp = NULL;
+        }
+        mm->layers = mm->entries ? L : -1;
+        mm->generation = 1;
+        mm->table = bt;
+    }
+    if (!mm->entries || mm->layers != L) {
+        figures_of(m, bt, a, e, &mm->scratch);
+        return &mm->scratch;
+    }
+    if (mm->table != bt) {
+        mm->table = bt;
+        if (++mm->generation == 0) { /* wrapped: forget every entry */
+            memset(mm->stamp, 0, (size_t)(L + 1) * (size_t)(L + 1) * sizeof *mm->stamp);
+            mm->generation = 1;
+        }
+    }
+    size_t at = (size_t)a * (size_t)(L + 1) + (size_t)e;
+    if (mm->stamp[at] != mm->generation) {
+        figures_of(m, bt, a, e, &mm->entries[at]);
+        mm->stamp[at] = mm->generation;
+    }
+    return &mm->entries[at];
+}
 
 /* ---- caches ------------------------------------------------------------------------------------- */
 
+/* Makes the variant of configuration c current (every configuration comes from one). */
+static void use_variant(search *x, const brg__config *c) {
+    int tp = brg__config_tp(c), sp = tp > 1 && c->sp;
+    for (int i = 0; i < x->variant_count; i++)
+        if (x->variants[i].m->tp == tp && x->variants[i].m->sp == sp) {
+            x->v = &x->variants[i];
+            x->m = x->v->m;
+            return;
+        }
+}
+
 static const brg__batch_table *table_for(search *x, int64_t b) {
-    for (int i = 0; i < x->table_count; i++)
-        if (x->tables[i]->micro_batch == b) return x->tables[i];
-    if (x->table_count == x->table_capacity) {
-        int capacity = x->table_capacity ? 2 * x->table_capacity : 16;
-        brg__batch_table **grown = brg__realloc(x->tables, sizeof *grown * (size_t)capacity);
+    variant *v = x->v;
+    for (int i = 0; i < v->table_count; i++)
+        if (v->tables[i]->micro_batch == b) return v->tables[i];
+    if (v->table_count == v->table_capacity) {
+        int capacity = v->table_capacity ? 2 * v->table_capacity : 16;
+        brg__batch_table **grown = brg__realloc(v->tables, sizeof *grown * (size_t)capacity);
         if (!grown) return NULL;
-        x->tables = grown;
-        x->table_capacity = capacity;
+        v->tables = grown;
+        v->table_capacity = capacity;
     }
     brg__batch_table *bt = NULL;
-    if (brg__batch_table_create(x->m, b, &bt) != BRG_OK) return NULL;
-    x->tables[x->table_count++] = bt;
+    if (brg__batch_table_create(v->m, b, &bt) != BRG_OK) return NULL;
+    v->tables[v->table_count++] = bt;
     return bt;
 }
 
 static const placement_set *placements_for(search *x, int ranks, int replicas) {
-    for (int i = 0; i < x->set_count; i++)
-        if (x->sets[i].ranks == ranks && x->sets[i].replicas == replicas) return &x->sets[i];
-    if (x->set_count == x->set_capacity) {
-        int capacity = x->set_capacity ? 2 * x->set_capacity : 8;
-        placement_set *grown = brg__realloc(x->sets, sizeof *grown * (size_t)capacity);
+    variant *v = x->v;
+    for (int i = 0; i < v->set_count; i++)
+        if (v->sets[i].ranks == ranks && v->sets[i].replicas == replicas) return &v->sets[i];
+    if (v->set_count == v->set_capacity) {
+        int capacity = v->set_capacity ? 2 * v->set_capacity : 8;
+        placement_set *grown = brg__realloc(v->sets, sizeof *grown * (size_t)capacity);
         if (!grown) return NULL;
-        x->sets = grown;
-        x->set_capacity = capacity;
+        v->sets = grown;
+        v->set_capacity = capacity;
     }
-    placement_set *ps = &x->sets[x->set_count];
+    placement_set *ps = &v->sets[v->set_count];
     memset(ps, 0, sizeof *ps);
     ps->ranks = ranks;
     ps->replicas = replicas;
-    if (brg__plan_placements_enumerate(x->m, ranks, replicas, &ps->items, &ps->count, &ps->exhaustive, x->err) != BRG_OK)
+    if (brg__plan_placements_enumerate(v->m, ranks, replicas, &ps->items, &ps->count, &ps->exhaustive, x->err) != BRG_OK)
         return NULL;
-    x->set_count++;
+    v->set_count++;
     x->placements_scored += ps->count;
     return ps;
 }
@@ -116,7 +219,8 @@ static const brg__schedule_entry *schedule_for(search *x, const brg__config *c) 
 
 static int same_config(const brg__config *a, const brg__config *b) {
     return a->ranks == b->ranks && a->replicas == b->replicas && a->chunks == b->chunks &&
-           a->micro_batch == b->micro_batch && a->kind == b->kind;
+           a->micro_batch == b->micro_batch && a->kind == b->kind && brg__config_tp(a) == brg__config_tp(b) &&
+           (brg__config_tp(a) > 1 && a->sp) == (brg__config_tp(b) > 1 && b->sp);
 }
 
 /* Below what a candidate of config c must score to matter: its config's best, or the last of the few. */
@@ -197,39 +301,32 @@ typedef struct cut_context {
     const brg__schedule_entry *se;
     const brg__plan_placement *p;
     int ignore_memory;
-    brg__stage_memory chunks[64];
+    int64_t norm_bytes; /* the optimizer's norm buffer on a rank of this configuration */
 } cut_context;
 
 /* Per micro-batch compute of virtual stage s over [a, e) with its cheapest fitting policy (INFINITY when
- * none fits); *policy receives it. With v > 1 a chunk may use 1/v of its rank's memory. */
-static double stage_cost(cut_context *k, int s, int a, int e, brg_recompute *policy) {
+ * none fits); *policy receives it. With v > 1 a chunk may use 1/v of its rank's memory. When none fits,
+ * *hopeless (may be NULL) says whether no stage [a', e) with a' < a can fit either: what grows with the
+ * layers (parameters, gradients, moments, workspace, each micro-batch's outputs and their gradients under
+ * the policy that keeps the least) already exceeds the rank's memory. */
+static double stage_cost_bounded(cut_context *k, int s, int a, int e, brg_recompute *policy, int *hopeless) {
     const brg__model *m = k->x->m;
     const brg__config *c = k->c;
     int R = c->ranks, r = s % R, chunk = s / R;
     static const brg_recompute order[BRG__POLICY_COUNT] = {BRG_RECOMPUTE_NONE, BRG_RECOMPUTE_SELECTIVE,
                                                             BRG_RECOMPUTE_FULL};
     int fixed = m->options.recompute;
-    int held_stack[16], *held = held_stack;
-    if (m->shared_count > 16) held = brg__malloc(sizeof(int) * (size_t)m->shared_count);
-    if (!held) return INFINITY;
-    for (int i = 0; i < m->shared_count; i++) {
-        held[i] = 0;
-        for (int q = 0; q < m->shared[i].consumers; q++)
-            held[i] += m->shared[i].consumer_layer[q] >= a && m->shared[i].consumer_layer[q] < e;
-    }
-    double cost = INFINITY;
+    const stage_figures *fig = k->ignore_memory ? NULL : stage_figures_of(k->x, k->bt, a, e);
+    int64_t transient = fig ? (fig->tied_bytes > k->norm_bytes ? fig->tied_bytes : k->norm_bytes) : 0;
+    double usable = (double)k->p->rank_usable[r] / c->chunks;
     for (int i = 0; i < BRG__POLICY_COUNT; i++) {
         brg_recompute pol = fixed != BRG_PLAN_RECOMPUTE_AUTO ? (brg_recompute)fixed : order[i];
-        if (!k->ignore_memory) {
-            brg__stage_memory sm;
-            brg__stage_memory_get(k->bt, m, a, e, pol, &sm);
-            for (int v = 0; v < c->chunks && v < 64; v++) memset(&k->chunks[v], 0, sizeof k->chunks[v]);
-            if (chunk < 64) k->chunks[chunk] = sm;
-            int64_t walk = brg__memory_walk_peak(&k->se->walks[r], k->chunks);
-            int64_t transient = brg__optimizer_transient(m, held, R);
-            int64_t optimizer = c->zero && c->replicas > 1 ? sm.optimizer / c->replicas : sm.optimizer; /* ZeRO-1, about */
-            int64_t total = sm.params + sm.gradients + optimizer + sm.workspace + (walk > transient ? walk : transient);
-            if ((double)total > (double)k->p->rank_usable[r] / c->chunks) {
+        if (fig) {
+            const brg__stage_memory *sm = &fig->memory[pol];
+            int64_t walk = brg__memory_walk_peak_chunk(&k->se->walks[r], chunk, sm);
+            int64_t optimizer = c->zero && c->replicas > 1 ? sm->optimizer / c->replicas : sm->optimizer; /* ZeRO-1, about */
+            int64_t total = sm->params + sm->gradients + optimizer + sm->workspace + (walk > transient ? walk : transient);
+            if ((double)total > usable) {
                 if (fixed != BRG_PLAN_RECOMPUTE_AUTO) break;
                 continue;
             }
@@ -241,12 +338,25 @@ static double stage_cost(cut_context *k, int s, int a, int e, brg_recompute *pol
             brg__stage_times_get(k->bt, m, cl, a, e, pol, &st);
             t = fmax(t, st.forward + st.backward_input + st.backward_weight + st.recompute);
         }
-        cost = t;
         *policy = pol;
-        break;
+        return t;
     }
-    if (held != held_stack) free(held);
-    return cost;
+    if (hopeless && fig) {
+        brg_recompute least = fixed != BRG_PLAN_RECOMPUTE_AUTO ? (brg_recompute)fixed : BRG_RECOMPUTE_FULL;
+        brg__stage_memory grows = fig->memory[least];
+        int64_t received = k->bt->receive_bytes[a];
+        grows.grads -= received; /* the received activations' gradients: what the cut point decides */
+        grows.receive = 0;
+        int64_t walk = brg__memory_walk_peak_chunk(&k->se->walks[r], chunk, &grows);
+        int64_t optimizer = c->zero && c->replicas > 1 ? grows.optimizer / c->replicas : grows.optimizer;
+        int64_t total = grows.params + grows.gradients + optimizer + grows.workspace + walk;
+        *hopeless = (double)total > usable;
+    }
+    return INFINITY;
+}
+
+static double stage_cost(cut_context *k, int s, int a, int e, brg_recompute *policy) {
+    return stage_cost_bounded(k, s, a, e, policy, NULL);
 }
 
 /* The cheapest possible time of the stage (no recomputation): a lower bound whatever the memory. */
@@ -300,9 +410,16 @@ static int dp_cuts(cut_context *k, int *first, brg_recompute *policy) {
                     if (!isfinite(prev)) continue;
                     link = link_cost(k, s - 1, a);
                 }
+                /* The stage costs at least its floor: skip what could not be chosen whatever its policy. */
+                double low = fmax(prev, fmax(link, floor_cost));
+                if (low > b * (1 + 1e-12) || (low >= b * (1 - 1e-12) && prev_sum + link + floor_cost >= sum)) continue;
                 brg_recompute pol;
-                double cost = stage_cost(k, s, a, e, &pol);
-                if (!isfinite(cost)) continue;
+                int hopeless = 0;
+                double cost = stage_cost_bounded(k, s, a, e, &pol, &hopeless);
+                if (!isfinite(cost)) {
+                    if (hopeless) break; /* longer stages hold more */
+                    continue;
+                }
                 double v = fmax(prev, fmax(link, cost)), w = prev_sum + link + cost;
                 if (v < b * (1 - 1e-12) || (v <= b * (1 + 1e-12) && w < sum)) {
                     b = v;
@@ -327,7 +444,8 @@ static int dp_cuts(cut_context *k, int *first, brg_recompute *policy) {
         for (int e = e_min; e <= e_max; e++) {
             int a_min = s == 0 ? 0 : s, a_max = s == 0 ? 0 : e - 1;
             for (int a = a_max; a >= a_min; a--) {
-                if (stage_floor(k, s, a, e) > limit) break;
+                double floor_cost = stage_floor(k, s, a, e);
+                if (floor_cost > limit) break;
                 double prev = 0.0, link = 0.0;
                 if (s > 0) {
                     prev = total[AT(s - 1, a)];
@@ -335,8 +453,11 @@ static int dp_cuts(cut_context *k, int *first, brg_recompute *policy) {
                     link = link_cost(k, s - 1, a);
                     if (link > limit) continue;
                 }
+                if (prev + link + floor_cost >= total[AT(s, e)]) continue; /* cannot lower the total */
                 brg_recompute pol;
-                double cost = stage_cost(k, s, a, e, &pol);
+                int hopeless = 0;
+                double cost = stage_cost_bounded(k, s, a, e, &pol, &hopeless);
+                if (hopeless) break; /* longer stages hold more */
                 if (!(cost <= limit)) continue;
                 if (prev + link + cost < total[AT(s, e)]) {
                     total[AT(s, e)] = prev + link + cost;
@@ -384,9 +505,8 @@ static double stage_finish(const cut_context *k, int s, int a, int e, brg_recomp
     const brg__model *m = k->x->m;
     const brg__plan_placement *p = k->p;
     int r = s % k->c->ranks;
-    brg__stage_memory sm;
-    brg__stage_memory_get(k->bt, m, a, e, pol, &sm);
-    double params = (double)sm.params, fin = 0.0;
+    const brg__stage_memory *sm = &stage_figures_of(k->x, k->bt, a, e)->memory[pol];
+    double params = (double)sm->params, fin = 0.0;
     int d = p->replicas, zero = k->c->zero && d > 1;
     /* The sums across replicas may hide behind backward entirely (0 here); ZeRO-1's all-gather of the
      * updated parameters cannot, and its optimizer updates 1/d of them. */
@@ -529,8 +649,41 @@ static double staircase_bound(const brg__model *m, const brg__config *c, const b
     return lo;
 }
 
-/* A bound on any plan of this configuration: the average rank's work, all-reduce and optimizer step, and
- * one micro-batch's trip through every layer, on the fastest devices. */
+static int compare_descending(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* Layers are indivisible: among the j R + 1 largest some rank holds j + 1 (R ranks), so some rank's passes
+ * take at least the j + 1 smallest of those, m times, for every j. Where many layers share few ranks (deep
+ * pipelines, interleaving: a rank of 3.1 layers on average holds 4 of them somewhere) this is what the
+ * average rank's work misses. -1 when out of memory. */
+static double granularity_bound(const brg__model *m, const brg__config *c, const brg__batch_table *bt) {
+    int L = m->layers, R = c->ranks;
+    double *w = brg__malloc(sizeof(double) * (size_t)L);
+    if (!w) return -1.0;
+    for (int l = 0; l < L; l++) {
+        w[l] = INFINITY;
+        for (int cl = 0; cl < m->class_count; cl++) {
+            brg__stage_times st;
+            brg__stage_times_get(bt, m, cl, l, l + 1, BRG_RECOMPUTE_NONE, &st);
+            w[l] = fmin(w[l], st.forward + st.backward_input + st.backward_weight);
+        }
+    }
+    qsort(w, (size_t)L, sizeof *w, compare_descending);
+    double best = 0.0;
+    for (int j = 0; (int64_t)j * R + 1 <= L; j++) {
+        double sum = 0.0;
+        for (int i = j * R - j; i <= j * R; i++) sum += w[i];
+        best = fmax(best, sum);
+    }
+    free(w);
+    return (double)c->micro_batches * best;
+}
+
+/* A bound on any plan of this configuration: the average rank's work, all-reduce and optimizer step, the
+ * busiest rank's work where layers are indivisible, and one micro-batch's trip through every layer, on the
+ * fastest devices. */
 double brg__config_lower_bound(const brg__model *m, const brg__config *c, const brg__batch_table *bt) {
     int L = m->layers;
     double work = INFINITY, trip = INFINITY, bandwidth = 0.0;
@@ -548,12 +701,7 @@ double brg__config_lower_bound(const brg__model *m, const brg__config *c, const 
     int zero = c->zero && c->replicas > 1;
     double finish = 7.0 * params / (zero ? c->replicas : 1) / (bandwidth * m->memory_efficiency);
     if (c->replicas > 1 && m->devices <= 256) {
-        double ring = 0.0;
-        for (int a = 0; a < m->devices; a++)
-            for (int b = 0; b < m->devices; b++) {
-                brg_link l;
-                if (a != b && brg_topology_link(m->topology, a, b, &l) == BRG_OK) ring = fmax(ring, l.bandwidth);
-            }
+        double ring = m->fastest_link;
         /* What the last micro-batch's backward (at most a micro-batch's work per rank) cannot hide;
          * ZeRO-1: a reduce-scatter, hidden the same way, and an all-gather that is not. */
         double ar = ring > 0 ? 2.0 * (c->replicas - 1) / c->replicas * params / ring : 0.0;
@@ -561,6 +709,9 @@ double brg__config_lower_bound(const brg__model *m, const brg__config *c, const 
         finish += zero ? 0.5 * ar + fmax(0.0, 0.5 * ar - window) : fmax(0.0, ar - window);
     }
     double bound = fmax((double)c->micro_batches * work / c->ranks + finish, trip);
+    double granular = granularity_bound(m, c, bt);
+    if (granular < 0) return -1.0;
+    bound = fmax(bound, granular);
     if (c->chunks == 1) {
         double staircase = staircase_bound(m, c, bt);
         if (staircase < 0) return -1.0;
@@ -589,7 +740,7 @@ static int64_t divisors(int64_t n, int64_t *out, int capacity) {
 /* Adds a reason why some configuration was left out, once. */
 static void note_reason(search *x, const char *fmt, ...) BRG__PRINTF(2, 3);
 static void note_reason(search *x, const char *fmt, ...) {
-    char one[256];
+    char one[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(one, sizeof one, fmt, ap);
@@ -612,24 +763,25 @@ static brg_status add_config(config_entry **list, int *count, int *capacity, con
     return BRG_OK;
 }
 
-static brg_status enumerate_configs(search *x, config_entry **out, int *count) {
+/* The configurations of the current variant, appended to *out (*count of *capacity). */
+static brg_status enumerate_configs(search *x, config_entry **out, int *count, int *capacity_io) {
     const brg__model *m = x->m;
     const brg_plan_options *o = &m->options;
-    int N = m->devices, L = m->layers, capacity = 0;
-    *out = NULL;
-    *count = 0;
+    int N = m->devices, L = m->layers, capacity = *capacity_io;
     int64_t ranks_list[512];
     int nr = (int)divisors(N, ranks_list, 512);
-    char reason[BRG_ERROR_MESSAGE_MAX] = "";
+    char reason[BRG_ERROR_MESSAGE_MAX] = "", groups[96] = "";
+    if (m->tp > 1)
+        snprintf(groups, sizeof groups, " (%d group%s of %d for tensor parallelism)", N, N > 1 ? "s" : "", m->tp);
     if (o->pipeline_stages && N % o->pipeline_stages)
-        snprintf(reason, sizeof reason, "%d pipeline stages do not divide the topology's %d devices (p x d must be %d)",
-                 o->pipeline_stages, N, N);
+        snprintf(reason, sizeof reason, "%d pipeline stages do not divide the topology's %d devices%s (%sp x d must be %d)",
+                 o->pipeline_stages, N, groups, m->tp > 1 ? "t x " : "", m->all_devices);
     else if (o->data_parallel && N % o->data_parallel)
-        snprintf(reason, sizeof reason, "%d data-parallel replicas do not divide the topology's %d devices",
-                 o->data_parallel, N);
+        snprintf(reason, sizeof reason, "%d data-parallel replicas do not divide the topology's %d devices%s",
+                 o->data_parallel, N, groups);
     else if (o->pipeline_stages && o->data_parallel && o->pipeline_stages * o->data_parallel != N)
-        snprintf(reason, sizeof reason, "%d stages x %d replicas = %d devices, but the topology has %d",
-                 o->pipeline_stages, o->data_parallel, o->pipeline_stages * o->data_parallel, N);
+        snprintf(reason, sizeof reason, "%d stages x %d replicas = %d devices, but the topology has %d%s",
+                 o->pipeline_stages, o->data_parallel, o->pipeline_stages * o->data_parallel, N, groups);
     const char *binding; /* the tensor or op that bounds the micro-batch */
     int64_t max_batch = brg__graph_max_batch(m->graph, &binding);
     for (int i = 0; i < nr && !reason[0]; i++) {
@@ -701,17 +853,18 @@ static brg_status enumerate_configs(search *x, config_entry **out, int *count) {
                     for (int zero = 0; zero <= 1; zero++) { /* ZeRO-1: weighed where there are replicas */
                         if (zero && (D < 2 || o->zero == 0)) continue;
                         if (!zero && D > 1 && o->zero == 1) continue;
-                        brg__config c = {R, D, v, b, mb, (brg_schedule_kind)kind, zero};
+                        brg__config c = {R, D, v, b, mb, (brg_schedule_kind)kind, zero, m->tp, m->sp};
                         double bound = brg__config_lower_bound(x->m, &c, bt);
                         if (bound < 0) return BRG_ERR_OUT_OF_MEMORY;
-                        BRG__CHECK(add_config(out, count, &capacity, &c, bound));
+                        brg_status added = add_config(out, count, &capacity, &c, bound);
+                        *capacity_io = capacity;
+                        BRG__CHECK(added);
                     }
                 }
             }
         }
     }
-    if (reason[0]) snprintf(x->infeasible_reason, sizeof x->infeasible_reason, "%s", reason);
-    if (*count) qsort(*out, (size_t)*count, sizeof **out, compare_configs);
+    if (reason[0]) note_reason(x, "%s", reason);
     return BRG_OK;
 }
 
@@ -769,7 +922,7 @@ static brg_status measure_overflow(search *x, const brg__config *c) {
         free(policy);
         return BRG_ERR_OUT_OF_MEMORY;
     }
-    cut_context k = {x, c, bt, se, &ps->items[0], 1, {{0}}};
+    cut_context k = {x, c, bt, se, &ps->items[0], 1, brg__optimizer_norm_bytes(x->m, c->ranks)};
     int saved = x->m->options.recompute;
     /* The most memory a plan may save: full recomputation, unless the request fixes the policy. */
     brg_recompute policy_used = saved == BRG_PLAN_RECOMPUTE_AUTO ? BRG_RECOMPUTE_FULL : (brg_recompute)saved;
@@ -828,7 +981,7 @@ static brg_status search_config(search *x, const config_entry *ce, int *settled)
     int complete_all = exact_cuts && ps->exhaustive, any_cut = 0;
     for (int i = 0; i < ps->count && s == BRG_OK; i++) {
         const brg__plan_placement *p = &ps->items[i];
-        cut_context k = {x, c, bt, se, p, 0, {{0}}};
+        cut_context k = {x, c, bt, se, p, 0, brg__optimizer_norm_bytes(x->m, c->ranks)};
         int have = dp_cuts(&k, first, policy);
         any_cut |= have;
         if (have) {
@@ -854,13 +1007,20 @@ static brg_status search_config(search *x, const config_entry *ce, int *settled)
 }
 
 static void search_free(search *x) {
-    for (int i = 0; i < x->table_count; i++) brg__batch_table_destroy(x->tables[i]);
-    free(x->tables);
-    for (int i = 0; i < x->set_count; i++) {
-        for (int k = 0; k < x->sets[i].count; k++) brg__plan_placement_free(&x->sets[i].items[k]);
-        free(x->sets[i].items);
+    for (int j = 0; x->variants && j < x->variant_count; j++) {
+        variant *v = &x->variants[j];
+        for (int i = 0; i < v->table_count; i++) brg__batch_table_destroy(v->tables[i]);
+        free(v->tables);
+        for (int i = 0; i < v->set_count; i++) {
+            for (int k = 0; k < v->sets[i].count; k++) brg__plan_placement_free(&v->sets[i].items[k]);
+            free(v->sets[i].items);
+        }
+        free(v->sets);
+        brg__model_destroy(v->m);
     }
-    free(x->sets);
+    free(x->variants);
+    free(x->memo.entries);
+    free(x->memo.stamp);
     for (int i = 0; x->results && i < x->result_slots; i++) {
         free(x->results[i].first);
         free(x->results[i].policy);
@@ -875,13 +1035,19 @@ static brg_status build_plan(search *x, brg_plan **out, double seconds);
 /* One search under m's options; *found says whether any plan fits. */
 static brg_status run_search(search *x, int *found) {
     config_entry *configs = NULL;
-    int count = 0;
+    int count = 0, capacity = 0;
     *found = 0;
-    brg_status listed = enumerate_configs(x, &configs, &count);
+    brg_status listed = BRG_OK;
+    for (int i = 0; i < x->variant_count && listed == BRG_OK; i++) {
+        x->v = &x->variants[i];
+        x->m = x->v->m;
+        listed = enumerate_configs(x, &configs, &count, &capacity);
+    }
     if (listed != BRG_OK) {
         free(configs);
         return listed;
     }
+    if (count) qsort(configs, (size_t)count, sizeof *configs, compare_configs);
     x->configurations = count;
     if (count == 0) {
         free(configs);
@@ -896,26 +1062,89 @@ static brg_status run_search(search *x, int *found) {
         const result *last = &x->results[x->result_slots - 1];
         if (last->used && configs[i].lower_bound >= last->score) break;
         int settled = 0;
+        use_variant(x, &configs[i].config);
         s = search_config(x, &configs[i], &settled);
         if (!settled) x->lower_bound = fmin(x->lower_bound, configs[i].lower_bound);
     }
     *found = x->results[0].used;
     if (*found) x->lower_bound = fmin(x->lower_bound, x->results[0].score);
     if (s == BRG_OK && !*found) {
-        for (int j = 0; j < count && s == BRG_OK; j++)
+        for (int j = 0; j < count && s == BRG_OK; j++) {
+            use_variant(x, &configs[j].config);
             if (!statics_cannot_fit(x, &configs[j].config) || j == 0) s = measure_overflow(x, &configs[j].config);
+        }
     }
     free(configs);
     return s == BRG_OK ? x->failure : s;
 }
 
-static brg_status search_init(search *x, brg__model *m, brg_error *err) {
+/* The greatest common divisor of the nodes' device counts: every width t that divides it keeps each group of
+ * t consecutive devices inside one node. */
+static int node_device_gcd(const brg_topology *t) {
+    int g = 0;
+    for (int n = 0; n < brg_topology_node_count(t); n++) {
+        brg_node_info ni;
+        brg_topology_node_info(t, n, &ni);
+        int a = ni.device_count, b = g;
+        while (b) {
+            int r = a % b;
+            a = b;
+            b = r;
+        }
+        g = a;
+    }
+    return g > 0 ? g : 1;
+}
+
+/* One variant per tensor-parallel width (and sequence parallelism) the options allow: a fixed width that does
+ * not fit the topology or the model is the search's error; under BRG_PLAN_AUTO such widths are left out with
+ * their reason noted. The first variant is the narrowest. */
+static brg_status build_variants(search *x, const brg_graph *g, const brg_topology *t, const brg_plan_options *o,
+                                 brg_error *err) {
+    int widths[64], count = 0;
+    if (o && o->tensor_parallel > 0) {
+        widths[count++] = o->tensor_parallel;
+    } else if (o && g && t && brg_topology_is_final(t)) {
+        int per_node = brg__graph_has_tp_marks(g) ? node_device_gcd(t) : 1;
+        for (int w = 1; w <= per_node && count < 64; w++)
+            if (per_node % w == 0) widths[count++] = w;
+    } else {
+        widths[count++] = 1;
+    }
+    x->variants = brg__calloc((size_t)count * 2, sizeof *x->variants);
+    if (!x->variants) return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory starting the plan search");
+    for (int i = 0; i < count; i++)
+        for (int sp = 0; sp <= 1; sp++) {
+            int tp = widths[i];
+            if (sp && tp == 1) continue;
+            if (tp > 1 && o->sequence_parallel != BRG_PLAN_SEQUENCE_PARALLEL_AUTO && sp != o->sequence_parallel) continue;
+            int fixed = o && o->tensor_parallel > 0;
+            brg_error mine = {0};
+            brg__model *m = NULL;
+            brg_status s = brg__model_create_tp(&m, g, t, o, tp, sp, fixed || tp == 1 ? err : &mine);
+            if (s == BRG_ERR_INFEASIBLE && !fixed && tp > 1) {
+                note_reason(x, "%s", mine.message);
+                continue;
+            }
+            if (s != BRG_OK) {
+                if (s == BRG_ERR_OUT_OF_MEMORY && !fixed && tp > 1) brg__error_set(err, s, "%s", mine.message);
+                return s;
+            }
+            x->variants[x->variant_count++].m = m;
+        }
+    return BRG_OK;
+}
+
+static brg_status search_init(search *x, const brg_graph *g, const brg_topology *t, const brg_plan_options *o,
+                              brg_error *err) {
     memset(x, 0, sizeof *x);
-    x->m = m;
     x->err = err;
     x->exhaustive = 1;
-    x->instructions_left = m->options.max_simulated_instructions;
-    x->result_slots = 1 + m->options.alternatives;
+    BRG__CHECK(build_variants(x, g, t, o, err));
+    x->v = &x->variants[0];
+    x->m = x->v->m;
+    x->instructions_left = x->m->options.max_simulated_instructions;
+    x->result_slots = 1 + x->m->options.alternatives;
     x->results = brg__calloc((size_t)x->result_slots, sizeof *x->results);
     if (!x->results || brg__schedule_cache_create(&x->schedules) != BRG_OK)
         return brg__error_set(err, BRG_ERR_OUT_OF_MEMORY, "out of memory starting the plan search");
@@ -924,21 +1153,18 @@ static brg_status search_init(search *x, brg__model *m, brg_error *err) {
 
 /* Whether the search under o (a relaxation of the failed one) finds a plan. */
 static int fits_with(const brg_graph *g, const brg_topology *t, const brg_plan_options *o, const brg_profile *profile) {
-    brg__model *m = NULL;
     brg_plan_options copy = *o;
     copy.profile = profile;
     copy.alternatives = 0;
-    if (brg__model_create(&m, g, t, &copy, NULL) != BRG_OK) return 0;
     search x;
     int found = 0;
-    if (search_init(&x, m, NULL) == BRG_OK) run_search(&x, &found);
+    if (search_init(&x, g, t, &copy, NULL) == BRG_OK) run_search(&x, &found);
     search_free(&x);
-    brg__model_destroy(m);
     return found;
 }
 
 /* The smallest change of the user's constraints that fits: recomputation, a smaller micro-batch, more
- * stages, in that order. */
+ * stages, fewer replicas, a wider tensor-parallel group, in that order. */
 static void suggest(const brg_graph *g, const brg_topology *t, const brg__model *m, char *buf, size_t size) {
     brg_plan_options o = m->options;
     buf[0] = '\0';
@@ -987,24 +1213,37 @@ static void suggest(const brg_graph *g, const brg_topology *t, const brg__model 
             }
         }
     }
+    if (o.tensor_parallel > 0 && brg__graph_has_tp_marks(g)) {
+        int per_node = node_device_gcd(t);
+        for (int w = o.tensor_parallel + 1; w <= per_node; w++) {
+            if (per_node % w) continue;
+            brg_plan_options r = o;
+            r.tensor_parallel = w;
+            if (r.pipeline_stages && r.data_parallel) r.data_parallel = 0; /* t x p x d stays the devices */
+            if (fits_with(g, t, &r, m->profile)) {
+                snprintf(buf, size, "it fits with tensor parallelism of %d", w);
+                return;
+            }
+        }
+    }
     snprintf(buf, size,
-             "no change of recomputation, micro-batch or pipeline depth fits on these %d devices: it needs devices "
-             "with more memory, or more of them",
-             m->devices);
+             "no change of recomputation, micro-batch, tensor parallelism or pipeline depth fits on these %d devices: it "
+             "needs devices with more memory, or more of them",
+             m->all_devices);
 }
 
 brg_status brg_plan_search(const brg_graph *g, const brg_topology *t, const brg_plan_options *options,
                            brg_plan **out, brg_error *err) {
     double start = brg__now_seconds();
     if (out) *out = NULL;
-    brg__model *m = NULL;
-    BRG__CHECK(brg__model_create(&m, g, t, options, err));
-    if (!out) {
-        brg__model_destroy(m);
-        return brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_plan_search: out is NULL");
-    }
     search x;
-    brg_status s = search_init(&x, m, err);
+    brg_status s = search_init(&x, g, t, options, err);
+    if (s == BRG_OK && !out) s = brg__error_set(err, BRG_ERR_INVALID_ARGUMENT, "brg_plan_search: out is NULL");
+    if (s != BRG_OK) {
+        search_free(&x);
+        return s;
+    }
+    const brg__model *m = x.variants[0].m;
     int found = 0;
     if (s == BRG_OK && (s = run_search(&x, &found)) == BRG_ERR_OUT_OF_MEMORY)
         s = brg__error_set(err, s, "out of memory searching plans (after %lld configurations)", (long long)x.configurations);
@@ -1022,7 +1261,6 @@ brg_status brg_plan_search(const brg_graph *g, const brg_topology *t, const brg_
     if (s == BRG_OK && (s = build_plan(&x, out, brg__now_seconds() - start)) == BRG_ERR_OUT_OF_MEMORY)
         s = brg__error_set(err, s, "out of memory building the plan and its comparisons");
     search_free(&x);
-    brg__model_destroy(m);
     return s;
 }
 
@@ -1077,7 +1315,9 @@ static void balanced_cuts(const brg__model *m, int S, int *first) {
 }
 
 static void describe_config(const brg__config *c, const int *first, char *buf, size_t size) {
-    int used = snprintf(buf, size, "p %d x d %d, %s", c->ranks, c->replicas, brg__schedule_title(c->kind));
+    int tp = brg__config_tp(c);
+    int used = snprintf(buf, size, "p %d x d %d x t %d%s, %s", c->ranks, c->replicas, tp, tp > 1 && c->sp ? " (sp)" : "",
+                        brg__schedule_title(c->kind));
     if (c->chunks > 1) used += snprintf(buf + used, size - (size_t)used, " (%d chunks)", c->chunks);
     used += snprintf(buf + used, size - (size_t)used, ", b %lld x m %lld", (long long)c->micro_batch,
                      (long long)c->micro_batches);
@@ -1113,7 +1353,7 @@ static brg_status score_comparison(search *x, const brg__config *c, const brg__p
     if (given_first) {
         memcpy(first, given_first, sizeof(int) * (size_t)(S + 1));
     } else {
-        cut_context k = {x, c, bt, se, p, 0, {{0}}};
+        cut_context k = {x, c, bt, se, p, 0, brg__optimizer_norm_bytes(x->m, c->ranks)};
         have_cuts = dp_cuts(&k, first, policy);
         if (!have_cuts) {
             k.ignore_memory = 1;
@@ -1211,6 +1451,26 @@ static void find_binds(brg_plan *plan, const brg__model *m, const brg__evaluatio
                  "of pass time is memory-bound ops (norms, activations, attention softmax, residual adds)",
                  100.0 * (1.0 - plan->summary.bubble), 100.0 * e->memory_bound_share);
     }
+    /* Tensor parallelism: the group's collectives wait on every layer's critical path. */
+    int tp_stage = -1;
+    double tp_share = 0.0;
+    for (int s = 0; s < S && m->tp > 1; s++) {
+        double work = e->forward[s] + e->backward[s];
+        if (work > 0 && e->tp_seconds[s] / work > tp_share) {
+            tp_share = e->tp_seconds[s] / work;
+            tp_stage = s;
+        }
+    }
+    if (plan->bind_count < 4 && tp_stage >= 0 && tp_share > 0.05) {
+        char bytes[32];
+        brg__format_seconds(e->tp_seconds[tp_stage], t, sizeof t);
+        brg__format_bytes((double)e->tp_bytes[tp_stage], bytes, sizeof bytes);
+        snprintf(plan->binds[plan->bind_count++], sizeof plan->binds[0],
+                 "the tensor-parallel collectives of stage %d over %s links (%.0f GB/s, t %d%s): %s per micro-batch "
+                 "(%s), %.1f%% of its forward and backward",
+                 tp_stage, brg_link_kind_name(m->tp_link), m->tp_bandwidth / 1e9, m->tp,
+                 m->sp ? ", sequence parallel" : "", t, bytes, 100.0 * tp_share);
+    }
     /* Links: an all-reduce or a boundary over the network. */
     int ar_rank = 0;
     for (int r = 1; r < R; r++)
@@ -1241,26 +1501,30 @@ static void find_binds(brg_plan *plan, const brg__model *m, const brg__evaluatio
 }
 
 static brg_status build_plan(search *x, brg_plan **out, double seconds) {
-    const brg__model *m = x->m;
     const result *best = &x->results[0];
     const brg__config *c = &best->config;
-    int S = c->ranks * c->chunks;
+    use_variant(x, c);
+    const brg__model *m = x->m;
+    int S = c->ranks * c->chunks, tp = m->tp;
     const brg__batch_table *bt = table_for(x, c->micro_batch);
     const brg__schedule_entry *se = schedule_for(x, c);
     if (!bt || !se) return brg__error_set(x->err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
-    brg_plan *plan = brg__plan_new(S, c->ranks, c->replicas, m->layers);
+    brg_plan *plan = brg__plan_new(S, c->ranks, c->replicas, tp, m->layers);
     brg__evaluation e;
     if (!plan || brg__evaluation_alloc(&e, S, c->ranks) != BRG_OK) {
         brg_plan_destroy(plan);
         return brg__error_set(x->err, BRG_ERR_OUT_OF_MEMORY, "out of memory");
     }
     snprintf(plan->model_name, sizeof plan->model_name, "%s", m->model_name);
-    plan->model_fingerprint = brg_plan_model_fingerprint(m->graph);
+    plan->model_fingerprint = brg_plan_model_fingerprint(m->whole);
     plan->topology_fingerprint = brg_topology_fingerprint(m->topology);
     snprintf(plan->topology_source, sizeof plan->topology_source, "%s", m->topology_name);
-    plan->devices_total = m->devices;
+    plan->devices_total = m->all_devices;
     plan->nodes = m->nodes;
-    plan->parameters = m->parameters;
+    plan->parameters = m->model_parameters;
+    plan->vocab_padding = m->vocab_padding;
+    plan->tp_link = m->tp_link;
+    plan->tp_bandwidth = tp > 1 ? m->tp_bandwidth : 0.0;
     plan->tokens_per_sample = m->tokens_per_sample;
     plan->global_batch = m->options.global_batch;
     plan->config = *c;
@@ -1271,7 +1535,7 @@ static brg_status build_plan(search *x, brg_plan **out, double seconds) {
     snprintf(plan->device_model, sizeof plan->device_model, "%s", info.model);
     plan->device_peak_flops = m->classes[0].peak_flops;
     snprintf(plan->device_figures, sizeof plan->device_figures, "%s", brg_figure_source_name(info.figures));
-    for (int d = 0; d < m->devices; d++) {
+    for (int d = 0; d < m->all_devices; d++) {
         brg_device_info di;
         brg_topology_device_info(m->topology, d, &di);
         if (di.figures == BRG_FIGURE_ESTIMATED || di.figures == BRG_FIGURE_UNKNOWN) {
@@ -1283,18 +1547,24 @@ static brg_status build_plan(search *x, brg_plan **out, double seconds) {
         size_t used = 0;
         for (int c2 = 0; c2 < m->class_count && used < sizeof plan->device_mix; c2++) {
             int count = 0;
-            for (int d = 0; d < m->devices; d++) count += m->device_class[d] == c2;
+            for (int d = 0; d < m->all_devices; d++) {
+                brg_device_info di;
+                brg_topology_device_info(m->topology, d, &di);
+                count += strcmp(di.model, m->classes[c2].model) == 0 && di.peak_flops[m->precision] == m->classes[c2].peak_flops;
+            }
             int w = snprintf(plan->device_mix + used, sizeof plan->device_mix - used, "%s%d x %s", used ? ", " : "", count,
                              m->classes[c2].model[0] ? m->classes[c2].model : "unknown model");
             used += w > 0 ? (size_t)w : 0;
         }
     }
-    if (brg__plan_fill_names(plan, m->graph) != BRG_OK) x->failure = BRG_ERR_OUT_OF_MEMORY;
+    if (brg__plan_fill_names(plan, m->whole) != BRG_OK) x->failure = BRG_ERR_OUT_OF_MEMORY;
     memcpy(plan->first, best->first, sizeof(int) * (size_t)(S + 1));
     memcpy(plan->policy, best->policy, sizeof(brg_recompute) * (size_t)S);
-    memcpy(plan->devices, best->placement->devices, sizeof(int) * (size_t)(c->ranks * c->replicas));
-    for (int d = 0; d < m->devices; d++) plan->device_node[d] = m->device_node[d];
-    plan->node_devices = m->devices / (m->nodes ? m->nodes : 1);
+    /* Each (stage, replica) holds a group of tp devices: the plan lists them all. */
+    for (int k = 0; k < c->ranks * c->replicas; k++)
+        for (int i = 0; i < tp; i++) plan->devices[k * tp + i] = brg__group_device(m, best->placement->devices[k], i);
+    for (int d = 0; d < m->all_devices; d++) plan->device_node[d] = m->device_node[d / tp];
+    plan->node_devices = m->all_devices / (m->nodes ? m->nodes : 1);
     brg_status s = brg__evaluate(m, bt, se, c, best->placement, best->first, best->policy, &e);
     brg_timeline *timeline = NULL;
     double makespan = 0.0;
@@ -1345,8 +1615,10 @@ static brg_status build_plan(search *x, brg_plan **out, double seconds) {
         if (!r->used) break;
         char label[48];
         snprintf(label, sizeof label, "next best #%d", i);
+        use_variant(x, &r->config); /* it may be of another tensor-parallel width */
         s = score_comparison(x, &r->config, r->placement, r->first, label, &plan->comparisons[plan->comparison_count++]);
     }
+    use_variant(x, c);
     if (s == BRG_OK) {
         const char *mode = x->exhaustive ? "exhaustive: every cut point and placement was bounded, so this plan is "
                                            "the best under the model"

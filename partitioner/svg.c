@@ -218,13 +218,16 @@ void brg__svg_placement(const brg_plan *plan, brg__sb *b) {
         b->failed = 1;
         return;
     }
+    int tp = brg__config_tp(c);
     for (int d = 0; d < N; d++) rank_of[d] = replica_of[d] = -1;
     for (int k = 0; k < c->ranks; k++)
-        for (int r = 0; r < c->replicas; r++) {
-            int d = plan->devices[k * c->replicas + r];
-            rank_of[d] = k;
-            replica_of[d] = r;
-        }
+        for (int r = 0; r < c->replicas; r++)
+            for (int i = 0; i < tp; i++) {
+                int d = plan->devices[(k * c->replicas + r) * tp + i];
+                if (d < 0 || d >= N) continue;
+                rank_of[d] = k;
+                replica_of[d] = r;
+            }
     int per_node = 1;
     for (int d = 0; d < N; d++) {
         int node = plan->device_node[d] < nodes ? plan->device_node[d] : 0;
@@ -244,9 +247,11 @@ void brg__svg_placement(const brg_plan *plan, brg__sb *b) {
                       "font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\n",
                    width, height, width, height);
     brg__sb_printf(b, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    brg__sb_printf(b, "<text x=\"%.0f\" y=\"20\" font-size=\"14\" font-weight=\"bold\">%d stages x %d replicas over %d "
+    char groups[64] = "";
+    if (tp > 1) snprintf(groups, sizeof groups, ", each on a tensor-parallel group of %d", tp);
+    brg__sb_printf(b, "<text x=\"%.0f\" y=\"20\" font-size=\"14\" font-weight=\"bold\">%d stages x %d replicas%s over %d "
                       "node%s (colour: stage)</text>\n",
-                   left, c->ranks, c->replicas, nodes, nodes > 1 ? "s" : "");
+                   left, c->ranks, c->replicas, groups, nodes, nodes > 1 ? "s" : "");
     double *cx = brg__malloc(sizeof(double) * (size_t)N), *cy = brg__malloc(sizeof(double) * (size_t)N);
     for (int node = 0; node < nodes; node++) {
         double x = left + (node % node_cols) * (node_w + gap), y = top + (node / node_cols) * (node_h + gap);
@@ -282,7 +287,7 @@ void brg__svg_placement(const brg_plan *plan, brg__sb *b) {
                           "</marker></defs>\n");
         brg__sb_printf(b, "<g stroke=\"#333\" stroke-width=\"1.5\" fill=\"none\" opacity=\"0.8\">\n");
         for (int k = 0; k + 1 < c->ranks; k++) {
-            int a = plan->devices[k * c->replicas], z = plan->devices[(k + 1) * c->replicas];
+            int a = plan->devices[k * c->replicas * tp], z = plan->devices[(k + 1) * c->replicas * tp];
             /* An arc over the cells, from the top edge of one to the top edge of the next. */
             double ya = cy[a] - cell / 2 + 3, yz = cy[z] - cell / 2 + 3, lift = 10 + 0.15 * fabs(cx[z] - cx[a]);
             brg__sb_printf(b, "<path d=\"M %.1f %.1f Q %.1f %.1f %.1f %.1f\" marker-end=\"url(#arrow)\"/>\n", cx[a], ya,

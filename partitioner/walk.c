@@ -26,7 +26,54 @@ typedef struct walker {
     int *counts;       /* [4 chunks] now */
     int *points;
     int point_count, point_capacity;
+    /* Every instant recorded before, to skip the repeats of a steady state at once: each is dominated by
+     * (or equal to) a point still kept, since a point is dropped only for one that dominates it. */
+    int *seen;           /* [seen_count][4 chunks] */
+    int seen_count, seen_capacity;
+    int *slots;          /* open addressing on the counts' hash: index + 1 into seen, 0 empty */
+    int slot_count;      /* a power of two */
 } walker;
+
+static uint64_t counts_hash(const int *counts, int n) {
+    uint64_t h = 0;
+    for (int k = 0; k < n; k++) h = (h ^ (uint64_t)(unsigned)counts[k]) * UINT64_C(0x9e3779b97f4a7c15);
+    return h ^ (h >> 29);
+}
+
+/* Whether these counts were recorded before; otherwise remembers them. -1: out of memory. */
+static int seen_before(walker *w, int n) {
+    uint64_t h = counts_hash(w->counts, n);
+    if (w->slot_count) {
+        size_t mask = (size_t)w->slot_count - 1;
+        for (size_t i = (size_t)h & mask; w->slots[i]; i = (i + 1) & mask)
+            if (memcmp(&w->seen[(size_t)(w->slots[i] - 1) * (size_t)n], w->counts, sizeof(int) * (size_t)n) == 0) return 1;
+    }
+    if (w->seen_count == w->seen_capacity) {
+        int capacity = w->seen_capacity ? 2 * w->seen_capacity : 64;
+        int *grown = brg__realloc(w->seen, sizeof(int) * (size_t)capacity * (size_t)n);
+        if (!grown) return -1;
+        w->seen = grown;
+        w->seen_capacity = capacity;
+    }
+    if (2 * (w->seen_count + 1) > w->slot_count) {
+        int slots = w->slot_count ? 2 * w->slot_count : 128;
+        int *grown = brg__calloc((size_t)slots, sizeof *grown);
+        if (!grown) return -1;
+        free(w->slots);
+        w->slots = grown;
+        w->slot_count = slots;
+        for (int k = 0; k < w->seen_count; k++) {
+            size_t i = (size_t)counts_hash(&w->seen[(size_t)k * (size_t)n], n) & ((size_t)slots - 1);
+            while (w->slots[i]) i = (i + 1) & ((size_t)slots - 1);
+            w->slots[i] = k + 1;
+        }
+    }
+    memcpy(&w->seen[(size_t)w->seen_count * (size_t)n], w->counts, sizeof(int) * (size_t)n);
+    size_t i = (size_t)h & ((size_t)w->slot_count - 1);
+    while (w->slots[i]) i = (i + 1) & ((size_t)w->slot_count - 1);
+    w->slots[i] = ++w->seen_count;
+    return 0;
+}
 
 static pair_state *at(walker *w, int stage, int mb) {
     return &w->state[(size_t)(stage / w->ranks) * (size_t)w->micro_batches + (size_t)mb];
@@ -75,7 +122,10 @@ static void maybe_release(walker *w, int s, int mb) {
 /* Records the counts now, unless an earlier instant dominates them; drops the ones they dominate. */
 static int record(walker *w) {
     int n = 4 * w->chunks;
-    for (int i = 0; i < w->point_count; i++) {
+    int repeat = seen_before(w, n);
+    if (repeat) return repeat > 0;
+    /* Newest first: the instant just recorded is the likeliest to dominate this one. */
+    for (int i = w->point_count - 1; i >= 0; i--) {
         const int *q = &w->points[(size_t)i * (size_t)n];
         int dominated = 1;
         for (int k = 0; k < n && dominated; k++) dominated = q[k] >= w->counts[k];
@@ -168,6 +218,8 @@ brg_status brg__memory_walk_build(const brg_schedule *s, int rank, brg__memory_w
     for (int64_t i = 0; ok && i < n; i++) ok = step(&w, &stream[i]);
     free(w.state);
     free(w.counts);
+    free(w.seen);
+    free(w.slots);
     if (!ok) {
         free(w.points);
         return BRG_ERR_OUT_OF_MEMORY;
@@ -175,14 +227,60 @@ brg_status brg__memory_walk_build(const brg_schedule *s, int rank, brg__memory_w
     out->chunks = o.chunks;
     out->point_count = w.point_count;
     out->points = w.points;
+    /* Each chunk's own instants (the others' counts left out), none dominated: the cut search sizes one
+     * chunk at a time, and these are far fewer than the rank's. */
+    out->chunk_first = brg__calloc((size_t)o.chunks + 1, sizeof *out->chunk_first);
+    out->chunk_points = brg__malloc(sizeof(int) * 4 * (size_t)(w.point_count ? w.point_count : 1) * (size_t)o.chunks);
+    if (!out->chunk_first || !out->chunk_points) {
+        brg__memory_walk_free(out);
+        return BRG_ERR_OUT_OF_MEMORY;
+    }
+    int kept = 0;
+    for (int c = 0; c < o.chunks; c++) {
+        out->chunk_first[c] = kept;
+        for (int i = 0; i < w.point_count; i++) {
+            const int *q = &w.points[(size_t)i * 4 * (size_t)o.chunks + 4 * (size_t)c];
+            int dominated = 0;
+            for (int j = out->chunk_first[c]; j < kept && !dominated; j++) {
+                const int *k = &out->chunk_points[4 * (size_t)j];
+                dominated = k[0] >= q[0] && k[1] >= q[1] && k[2] >= q[2] && k[3] >= q[3];
+            }
+            if (dominated) continue;
+            /* Drop the ones this one dominates. */
+            int keep = out->chunk_first[c];
+            for (int j = out->chunk_first[c]; j < kept; j++) {
+                const int *k = &out->chunk_points[4 * (size_t)j];
+                if (q[0] >= k[0] && q[1] >= k[1] && q[2] >= k[2] && q[3] >= k[3]) continue;
+                if (keep != j) memmove(&out->chunk_points[4 * (size_t)keep], k, sizeof(int) * 4);
+                keep++;
+            }
+            kept = keep;
+            memcpy(&out->chunk_points[4 * (size_t)kept++], q, sizeof(int) * 4);
+        }
+    }
+    out->chunk_first[o.chunks] = kept;
     return BRG_OK;
 }
 
 void brg__memory_walk_free(brg__memory_walk *w) {
     if (!w) return;
     free(w->points);
+    free(w->chunk_first);
+    free(w->chunk_points);
     w->points = NULL;
+    w->chunk_first = NULL;
+    w->chunk_points = NULL;
     w->point_count = 0;
+}
+
+int64_t brg__memory_walk_peak_chunk(const brg__memory_walk *w, int chunk, const brg__stage_memory *sm) {
+    int64_t peak = 0;
+    for (int i = w->chunk_first[chunk]; i < w->chunk_first[chunk + 1]; i++) {
+        const int *q = &w->chunk_points[4 * (size_t)i];
+        int64_t bytes = q[0] * sm->receive + q[1] * sm->full + q[2] * sm->kept + q[3] * sm->grads;
+        if (bytes > peak) peak = bytes;
+    }
+    return peak;
 }
 
 int64_t brg__memory_walk_peak(const brg__memory_walk *w, const brg__stage_memory *chunks) {

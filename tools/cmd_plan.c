@@ -31,10 +31,11 @@ static void usage(FILE *f) {
             "                    -o plan.json [--report report.md] [--trace FILE] [search flags]\n"
             "\n"
             "Searches how to train a model on every device of a topology: pipeline stages (p) x data-parallel\n"
-            "replicas (d), micro-batch size and count, schedule, recomputation per stage, the cut points between\n"
-            "stages and which device holds which stage. Every candidate is scored by simulating the instruction\n"
-            "streams the runtime executes. Prints the review: the plan, the predicted iteration, what binds, every\n"
-            "stage's layers, devices, memory and times, and the plan beside the splits users would otherwise pick.\n"
+            "replicas (d) x tensor-parallel devices (t), micro-batch size and count, schedule, recomputation per\n"
+            "stage, the cut points between stages and which devices hold which stage. Every candidate is scored by\n"
+            "simulating the instruction streams the runtime executes. Prints the review: the plan, the predicted\n"
+            "iteration, what binds, every stage's layers, devices, memory and times, and the plan beside the\n"
+            "splits users would otherwise pick.\n"
             "\n"
             "where:\n"
             "  --model SPEC          a preset (gpt2-xl, gpt3-175b, ...) or FAMILY:key=value,... (as brigade train)\n"
@@ -53,8 +54,13 @@ static void usage(FILE *f) {
             "  --quiet               print only where the files went\n"
             "\n"
             "search (each defaults to searching it):\n"
+            "  --tp N|auto           devices of one tensor-parallel group (each stage of each replica split over N\n"
+            "                        devices of one node, Megatron-LM's tensor parallelism); auto: the divisors of\n"
+            "                        the devices per node, weighed by the search (default)\n"
+            "  --sp 0|1|auto         sequence parallelism with tensor parallelism: the positions split between the\n"
+            "                        split ops too (default auto: weighed by the search)\n"
             "  --pp N                pipeline stages\n"
-            "  --dp N                data-parallel replicas (p x d = the devices)\n"
+            "  --dp N                data-parallel replicas (t x p x d = the devices)\n"
             "  --zero 0|1|auto       ZeRO-1, AdamW moments split across the replicas: off, on, or weighed by the\n"
             "                        search against its extra all-gather (default auto)\n"
             "  --micro-batch B       samples per micro-batch\n"
@@ -126,6 +132,17 @@ static int parse_args(int argc, char **argv, plan_args *a) {
             VALUE();
             if (brg_cli_int64(command, flag, v, 1, BRG_TOPOLOGY_MAX_DEVICES, &n)) return BRG_EXIT_USAGE;
             a->opts.pipeline_stages = (int)n;
+        } else if (strcmp(flag, "--tp") == 0) {
+            VALUE();
+            if (strcmp(v, "auto") == 0) a->opts.tensor_parallel = BRG_PLAN_AUTO;
+            else if (brg_cli_int64(command, flag, v, 1, BRG_TOPOLOGY_MAX_DEVICES, &n)) return BRG_EXIT_USAGE;
+            else a->opts.tensor_parallel = (int)n;
+        } else if (strcmp(flag, "--sp") == 0) {
+            VALUE();
+            static const char *const choices[3] = {"0", "1", "auto"};
+            int k = 0;
+            if (brg_cli_choice(command, flag, v, choices, 3, &k)) return BRG_EXIT_USAGE;
+            a->opts.sequence_parallel = k == 2 ? BRG_PLAN_SEQUENCE_PARALLEL_AUTO : k;
         } else if (strcmp(flag, "--dp") == 0) {
             VALUE();
             if (brg_cli_int64(command, flag, v, 1, BRG_TOPOLOGY_MAX_DEVICES, &n)) return BRG_EXIT_USAGE;

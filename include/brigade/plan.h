@@ -1,10 +1,11 @@
 /* brigade: the partition planner.
  *
  * Given a finalized layer graph, a topology (the devices and the links between them) and a global batch,
- * the planner searches how to train: pipeline depth p, data-parallel width d (p * d = the topology's
- * devices), micro-batch size b and count m (d * b * m = the global batch), schedule and virtual chunks,
- * the recomputation policy of every stage, the cut points between stages, and which device holds which
- * (stage, replica). It returns a plan, which is
+ * the planner searches how to train: tensor-parallel width t (with or without sequence parallelism),
+ * pipeline depth p, data-parallel width d (t * p * d = the topology's devices), micro-batch size b and
+ * count m (d * b * m = the global batch), schedule and virtual chunks, the recomputation policy of every
+ * stage, the cut points between stages, and which devices hold which (stage, replica): a tensor-parallel
+ * group of t consecutive devices of one node for each. It returns a plan, which is
  *   - a versioned JSON file (brg_plan_save / brg_plan_load; schema in docs/plan.md) that
  *     `brigade train --plan` executes (brg_plan_train_options), fingerprinted against the model and the
  *     topology it was made for (brg_plan_check);
@@ -17,7 +18,10 @@
  * The model behind the plan:
  *   - time of an op pass on a device: the roofline max(FLOPs / (peak * compute_efficiency), bytes /
  *     (memory bandwidth * memory_efficiency)) plus a fixed per-pass overhead; or the layer times a
- *     profile measured (brg_profile, `brigade profile`), fitted as a + c * micro_batch;
+ *     profile measured (brg_profile, `brigade profile`), fitted as a + c * micro_batch; with t > 1 the
+ *     figures of one rank's share of each op (the graph a rank of the group runs), plus the group's
+ *     collectives on the group's slowest link: ring all-reduce 2 (t - 1) / t * bytes / bandwidth +
+ *     2 (t - 1) * latency, all-gather and reduce-scatter half that, none of it overlapped;
  *   - a transfer between stages: per tensor the link's latency, plus bytes / bandwidth;
  *   - the data-parallel gradient all-reduce: a ring, 2 (d - 1) / d * bytes / bandwidth + 2 (d - 1) *
  *     latency, over the slowest link of the best ring through the replicas' devices;
@@ -28,9 +32,11 @@
  *   - iteration time: a discrete-event simulation of the very instruction streams the runtime executes
  *     (brg_schedule_simulate), transfers and all-reduce included.
  *
- * The search: every (p, d, b, m, schedule, chunks) allowed by the options, each bounded below
- * analytically; for each, stage-to-device placements (all of them, up to symmetry, on 8 devices or
- * fewer; otherwise tilings of stages and replicas over the nodes that keep neighbours on fast links),
+ * The search: every (t, sequence parallelism, p, d, b, m, schedule, chunks) allowed by the options, each
+ * bounded below analytically (t by the graph one rank of its group runs, localized once per t); for each,
+ * placements of the tensor-parallel groups (a group: t consecutive devices of one node; all of them, up to
+ * symmetry, on 8 groups or fewer; otherwise tilings of stages and replicas over the nodes that keep
+ * neighbours on fast links),
  * and cut points by dynamic programming over layers minimizing the bottleneck (stage compute or link
  * transfer, per micro-batch), with each stage's recomputation the cheapest that fits its memory. Where
  * the cut points are few enough (exhaustive mode) every cut is bounded and the ones that could win are
@@ -95,6 +101,7 @@ typedef struct brg_profile brg_profile;
 #define BRG_PLAN_RECOMPUTE_AUTO (-1)
 #define BRG_PLAN_PRECISION_AUTO (-1)
 #define BRG_PLAN_ZERO_AUTO (-1)
+#define BRG_PLAN_SEQUENCE_PARALLEL_AUTO (-1)
 
 typedef enum brg_plan_flags {
     BRG_PLAN_DEFAULT = 0,
@@ -145,12 +152,20 @@ typedef struct brg_plan_options {
     int zero;                   /* ZeRO-1 (AdamW moments split across the replicas of each stage): 0 off, 1 on
                                    wherever d > 1, or BRG_PLAN_ZERO_AUTO: weighed by the search (its memory
                                    against its all-gather) */
+    int tensor_parallel;        /* t, the devices of one tensor-parallel group: each stage of each replica split
+                                   over t devices of one node as the model's brg_tensor_parallel marks say
+                                   (Megatron-LM), t x p x d = the devices; BRG_PLAN_AUTO: search the divisors of
+                                   the devices per node (t = 1 alone for a model without marks); a fixed t must
+                                   divide every node's device count, and the model's heads and features */
+    int sequence_parallel;      /* with t > 1, also split the positions between the split ops (layernorms,
+                                   residual adds): 0 off, 1 on wherever t > 1, or BRG_PLAN_SEQUENCE_PARALLEL_AUTO:
+                                   weighed by the search (its memory against its extra collectives' latency) */
 } brg_plan_options;
 
 #define BRG_PLAN_OPTIONS_INIT                                                                               \
     {0, BRG_PLAN_AUTO, BRG_PLAN_AUTO, BRG_PLAN_AUTO, BRG_PLAN_SCHEDULE_AUTO, BRG_PLAN_AUTO,                \
      BRG_PLAN_RECOMPUTE_AUTO, BRG_PLAN_PRECISION_AUTO, 0.7, 0.8, 0.05, -1, -1.0, 0.0, NULL, NULL, NULL, 3, \
-     8000000, BRG_PLAN_DEFAULT, BRG_PLAN_ZERO_AUTO}
+     8000000, BRG_PLAN_DEFAULT, BRG_PLAN_ZERO_AUTO, BRG_PLAN_AUTO, BRG_PLAN_SEQUENCE_PARALLEL_AUTO}
 
 /* ---- searching ---------------------------------------------------------------------------------- */
 
@@ -160,7 +175,9 @@ typedef struct brg_plan_options {
  *   BRG_ERR_INVALID_USAGE: g not finalized or in error; t not final;
  *   BRG_ERR_INFEASIBLE: no plan satisfies the options: p not dividing the devices, a global batch not
  *     divisible by d (or by d * b), more stages than layers, interleaving with m not a multiple of p,
- *     no device with figures for the precision; or nothing fits in memory, in which case err names the
+ *     no device with figures for the precision, a tensor-parallel t not dividing the devices of every
+ *     node (or larger than a node), or one the model cannot be split into (t not dividing its heads or
+ *     features: err says which op); or nothing fits in memory, in which case err names the
  *     stage that comes closest, the bytes it needs and the bytes a device offers, and the smallest
  *     change that would fit (recomputation, a smaller micro-batch, more stages), if any;
  *   BRG_ERR_MISMATCH: the profile was measured on another model;
@@ -202,6 +219,10 @@ typedef struct brg_plan_summary {
     int64_t simulations;         /* candidates simulated */
     double search_seconds;       /* wall time of the search */
     int zero;                    /* 1: ZeRO-1, the AdamW moments split across the replicas */
+    int tensor_parallel;         /* t: devices per tensor-parallel group (1: none); ranks = t * p * d */
+    int sequence_parallel;       /* 1: positions split between the split ops too */
+    int64_t vocabulary_padding;  /* rows added to the vocabulary so that t divides it (Megatron-LM pads so),
+                                    0 when none; known for plans from brg_plan_search */
 } brg_plan_summary;
 
 /* One virtual stage (S = p * v of them; v = 1 except for interleaved 1F1B). */
@@ -221,13 +242,18 @@ typedef struct brg_plan_stage {
     brg_link_kind boundary_link; /* the slowest link they cross among the replicas */
     int boundary_crosses_nodes;
     double transfer_seconds;   /* per micro-batch over that link */
+    /* With t > 1: what the tensor-parallel group's collectives carry per micro-batch, forward and backward
+     * (the buffers all-reduced, gathered or scattered, at the plan's precision), and their time, part of
+     * forward_seconds and backward_seconds (recomputation's collectives included). */
+    int64_t tensor_parallel_bytes;
+    double tensor_parallel_seconds;
 } brg_plan_stage;
 
-/* One pipeline rank and its d devices (one per data-parallel replica). */
+/* One pipeline rank and its d * t devices (a tensor-parallel group of t per data-parallel replica). */
 typedef struct brg_plan_rank {
     int rank;
-    int device_count;          /* d */
-    const int *devices;        /* [d]: device index of replica r */
+    int device_count;          /* d * t */
+    const int *devices;        /* [d * t]: devices[r * t + i] is the device of replica r's tensor-parallel rank i */
     int64_t capacity_bytes;    /* the smallest device memory among them */
     int64_t usable_bytes;      /* capacity less headroom and reserve */
     /* Memory of one replica's device at its peak (0 in a loaded plan without predictions). */
@@ -241,6 +267,9 @@ typedef struct brg_plan_rank {
     double allreduce_total_seconds; /* the sums across replicas in all (0 in a loaded plan) */
     int64_t allreduce_bytes;   /* gradient bytes summed across replicas per step */
     int64_t moment_bytes;      /* AdamW moments held by one replica's device */
+    int tensor_parallel;       /* t */
+    brg_link_kind tensor_parallel_link; /* the slowest link inside its tensor-parallel groups */
+    double tensor_parallel_bandwidth;   /* bytes/s of that link (0 in a loaded plan) */
 } brg_plan_rank;
 
 /* Each returns BRG_OK, BRG_ERR_INVALID_ARGUMENT (NULL) or BRG_ERR_NOT_FOUND (index out of range). */
@@ -250,7 +279,8 @@ brg_status brg_plan_get_rank(const brg_plan *plan, int rank, brg_plan_rank *out)
 
 /* The plan beside the ones users would otherwise pick, all scored by the same model. Index 0 is the plan
  * itself; then the baselines ("topology-blind placement", "uniform by layers", "balanced by parameters":
- * the plan's p, d, b, m and schedule with those cuts, placed in device order), then the next-best plans.
+ * the plan's t, p, d, b, m and schedule with those cuts, placed in device order), then the next-best plans
+ * (another t, sequence parallelism, p, d, b, m, schedule or chunks).
  * Present only in plans from brg_plan_search. */
 typedef struct brg_plan_comparison {
     const char *label;         /* "this plan", "uniform by layers", "next best #1", ... */
@@ -262,6 +292,7 @@ typedef struct brg_plan_comparison {
     brg_schedule_kind schedule;
     double iteration_seconds, tokens_per_second, mfu, bubble;
     int64_t peak_memory_bytes;
+    int tensor_parallel, sequence_parallel;
 } brg_plan_comparison;
 
 /* How many comparisons the plan holds (0 for a loaded plan). */
@@ -313,8 +344,9 @@ brg_status brg_plan_load_string(const char *json, const char *origin, brg_plan *
 uint64_t brg_plan_model_fingerprint(const brg_graph *g);
 
 /* Checks that the plan was made for g (fingerprint, layer count) and, when t is not NULL, for t
- * (fingerprint, device count). Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL plan or g, or a micro-batch
- * that would make one of g's tensors hold more than BRG_MAX_TENSOR_ELEMENTS elements);
+ * (fingerprint, device count). Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL plan or g, a micro-batch
+ * that would make one of g's tensors hold more than BRG_MAX_TENSOR_ELEMENTS elements, or a tensor-parallel
+ * t the model cannot be split into: err names the op);
  * BRG_ERR_MISMATCH (err says which fingerprint differs and what the plan was made for). */
 brg_status brg_plan_check(const brg_plan *plan, const brg_graph *g, const brg_topology *t, brg_error *err);
 
@@ -323,18 +355,19 @@ brg_status brg_plan_check(const brg_plan *plan, const brg_graph *g, const brg_to
  * for p * v - 1 entries: split_capacity), and stage_recompute (into stage_recompute[0 .. p*v - 1],
  * capacity stage_recompute_capacity), recompute (the policy of stage 0), backend (CUDA where the plan's
  * devices are GPUs, else CPU) and precision. The other fields are left as they are; split and
- * stage_recompute borrow the caller's arrays; data_parallel (d) and zero (the plan's ZeRO-1) too, with
- * rank_layout NULL (brg_plan_rank_layout gives the plan's). Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL,
+ * stage_recompute borrow the caller's arrays; data_parallel (d), zero (the plan's ZeRO-1), tensor_parallel
+ * (t) and sequence_parallel too, with rank_layout NULL (brg_plan_rank_layout gives the plan's). Returns BRG_OK; BRG_ERR_INVALID_ARGUMENT (NULL,
  * capacities too small); BRG_ERR_MISMATCH (as brg_plan_check); BRG_ERR_UNSUPPORTED (a precision the
  * runtime does not train in). */
 brg_status brg_plan_train_options(const brg_plan *plan, const brg_graph *g, brg_train_options *opts, int *split,
                                   int split_capacity, brg_recompute *stage_recompute, int stage_recompute_capacity,
                                   brg_error *err);
 
-/* Which rank runs each (replica, stage) of the plan: layout[d * stages + r] = the rank of stage r of
- * replica d, rank k running on the topology's device k (the order devices are listed in: node after
- * node). *count receives stages x replicas. For brg_train_options.rank_layout. BRG_OK,
- * BRG_ERR_INVALID_ARGUMENT (NULL, capacity too small). */
+/* Which rank runs each (replica, stage, tensor-parallel index) of the plan: layout[(d * stages + r) * t + i]
+ * = the rank of tensor-parallel rank i of stage r of replica d, rank k running on the topology's device k
+ * (the order devices are listed in: node after node). *count receives t x stages x replicas, the devices
+ * (t = 1: stages x replicas entries, layout[d * stages + r], as before tensor parallelism). For
+ * brg_train_options.rank_layout. BRG_OK, BRG_ERR_INVALID_ARGUMENT (NULL, capacity too small). */
 brg_status brg_plan_rank_layout(const brg_plan *plan, int *layout, int capacity, int *count);
 
 /* "none", "full", "selective"; "unknown" outside the enum. */

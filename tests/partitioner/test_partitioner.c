@@ -133,7 +133,7 @@ static void check_memory_case(const memory_case *mc) {
     int first[16];
     BRG_ASSERT_OK(brg__balanced_split(g, S, first), "");
     first[S] = brg_graph_layer_count(g);
-    brg__config c = {mc->stages, d, mc->chunks, b, mb, mc->kind, mc->zero};
+    brg__config c = {mc->stages, d, mc->chunks, b, mb, mc->kind, mc->zero, 1, 0};
     brg__evaluation e;
     BRG_ASSERT_OK(brg__evaluation_alloc(&e, S, mc->stages), "");
     BRG_ASSERT_OK(brg__evaluate(m, bt, se, &c, &p, first, mc->policy, &e), "");
@@ -530,7 +530,7 @@ static int brute_force_case(uint64_t seed, int free_config, int *exhaustive_case
     int64_t violations = 0;
     if (!free_config) {
         for (int z = 0; z <= (replicas > 1); z++) { /* ZeRO-1 off and on, as the search weighs it */
-            brg__config c = {ranks, replicas, chunks, b, m, kind, z};
+            brg__config c = {ranks, replicas, chunks, b, m, kind, z, 1, 0};
             best = fmin(best, brute_force_config(model, &c, &violations));
         }
     } else {
@@ -543,7 +543,7 @@ static int brute_force_case(uint64_t seed, int free_config, int *exhaustive_case
                     int interleaved = k == BRG_SCHEDULE_INTERLEAVED_1F1B;
                     if (interleaved != (v > 1) || (interleaved && (ranks < 2 || mm % ranks || ranks * v > layers))) continue;
                     for (int z = 0; z <= (replicas > 1); z++) {
-                        brg__config c = {ranks, replicas, v, bb, mm, (brg_schedule_kind)k, z};
+                        brg__config c = {ranks, replicas, v, bb, mm, (brg_schedule_kind)k, z, 1, 0};
                         best = fmin(best, brute_force_config(model, &c, &violations));
                     }
                 }
@@ -670,6 +670,7 @@ static void test_infeasible_memory(void) {
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 8;
     o.pipeline_stages = 1;
+    o.tensor_parallel = 1; /* pipeline and data parallelism only (test_tensor_parallel_plan.c: the rest) */
     brg_error err = {0};
     brg_plan *plan = NULL;
     BRG_ASSERT_STATUS(brg_plan_search(g, t, &o, &plan, &err), BRG_ERR_INFEASIBLE);
@@ -714,6 +715,7 @@ static void test_impossible_constraints(void) {
     brg_plan *plan = NULL;
     o.global_batch = 16;
     o.pipeline_stages = 3;
+    o.tensor_parallel = 1; /* p x d = the devices */
     BRG_ASSERT_STATUS(brg_plan_search(g, t, &o, &plan, &err), BRG_ERR_INFEASIBLE);
     BRG_ASSERT_CONTAINS(err.message, "do not divide the topology's 4 devices");
     o.pipeline_stages = 2;
@@ -1184,9 +1186,11 @@ static void test_gpt3_on_a_cluster(void) {
     CU_ASSERT_FATAL(g && t && one);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 1536;
+    o.tensor_parallel = 1; /* with it: test_tensor_parallel_plan.c */
     brg_error err = {0};
     brg_plan *plan = NULL;
-    /* 175 B parameters with fp32 AdamW state are 2.8 TB: on 128 H100s only 64 stages (of 100 layers) hold them. */
+    /* 175 B parameters with fp32 AdamW state are 2.8 TB: on 128 H100s only 64 stages (of 100 layers) hold them
+     * without tensor parallelism. */
     BRG_ASSERT_OK(brg_plan_search(g, t, &o, &plan, &err), err.message);
     CU_ASSERT_FATAL(plan != NULL);
     brg_plan_summary sm;
