@@ -428,11 +428,14 @@ brg_status brg__simulate(const brg__schedule_entry *se, const brg__evaluation *e
 /* ---- recomputation ------------------------------------------------------------------------------ */
 
 /* Whether rank r fits with these policies for its chunks. */
+/* Whether rank r fits with these policies for its chunks, counted as brg__evaluate counts it: dp_static is
+ * what data parallelism adds or takes away (dp_rank_layout's static_bytes: the flat gradient buffer, the
+ * reduction's scratch, ZeRO-1's moment parts), dp_transient the replicas' norms under ZeRO-1. */
 static int rank_fits(const brg__model *m, const brg__batch_table *bt, const brg__schedule_entry *se,
                      const brg__config *c, const brg__plan_placement *p, const int *first, const brg_recompute *policy,
-                     int r, const int *held, int64_t *total) {
+                     int r, const int *held, int64_t dp_static, int64_t dp_transient, int64_t *total) {
     brg__stage_memory chunk_memory[64];
-    int64_t statics = 0, workspace = 0;
+    int64_t statics = dp_static, workspace = 0;
     for (int v = 0; v < c->chunks && v < 64; v++) {
         int s = v * c->ranks + r;
         brg__stage_memory_get(bt, m, first[s], first[s + 1], policy[s], &chunk_memory[v]);
@@ -441,6 +444,7 @@ static int rank_fits(const brg__model *m, const brg__batch_table *bt, const brg_
     }
     int64_t walk = brg__memory_walk_peak(&se->walks[r], chunk_memory);
     int64_t transient = brg__optimizer_transient(m, held, c->ranks);
+    if (dp_transient > transient) transient = dp_transient;
     *total = statics + (walk > transient ? walk : transient) + workspace;
     return *total <= p->rank_usable[r];
 }
@@ -455,10 +459,17 @@ int brg__choose_policies(const brg__model *m, const brg__batch_table *bt, const 
     int all_fit = 1;
     for (int r = 0; r < R; r++) {
         held_by_rank(m, c, first, r, held);
-        int64_t total;
+        int64_t total, dp_transient = 0;
+        dp_layout dl = {0};
+        if (c->replicas > 1 && dp_rank_layout(m, c, first, r, c->zero, &dl) != BRG_OK) {
+            all_fit = 0; /* out of memory: no policy is known to fit */
+            break;
+        }
+        if (c->zero && c->replicas > 1)
+            dp_transient = brg__alloc_round(m->kind, (int64_t)c->replicas * (m->param_tensors ? m->param_tensors : 1) * 8);
         if (fixed != BRG_PLAN_RECOMPUTE_AUTO) {
             for (int v = 0; v < V; v++) policy[v * R + r] = (brg_recompute)fixed;
-            all_fit &= rank_fits(m, bt, se, c, p, first, policy, r, held, &total);
+            all_fit &= rank_fits(m, bt, se, c, p, first, policy, r, held, dl.static_bytes, dp_transient, &total);
             continue;
         }
         /* The combinations of the rank's chunks' policies, cheapest recomputation first. */
@@ -481,7 +492,7 @@ int brg__choose_policies(const brg__model *m, const brg__batch_table *bt, const 
                 cost += t.recompute;
             }
             if (cost >= best_cost) continue;
-            if (rank_fits(m, bt, se, c, p, first, policy, r, held, &total)) {
+            if (rank_fits(m, bt, se, c, p, first, policy, r, held, dl.static_bytes, dp_transient, &total)) {
                 best = k;
                 best_cost = cost;
             }

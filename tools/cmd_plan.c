@@ -134,9 +134,17 @@ static int parse_args(int argc, char **argv, plan_args *a) {
             a->opts.pipeline_stages = (int)n;
         } else if (strcmp(flag, "--tp") == 0) {
             VALUE();
-            if (strcmp(v, "auto") == 0) a->opts.tensor_parallel = BRG_PLAN_AUTO;
-            else if (brg_cli_int64(command, flag, v, 1, BRG_TOPOLOGY_MAX_DEVICES, &n)) return BRG_EXIT_USAGE;
-            else a->opts.tensor_parallel = (int)n;
+            if (strcmp(v, "auto") == 0) {
+                a->opts.tensor_parallel = BRG_PLAN_AUTO;
+            } else if (v[0] < '0' || v[0] > '9') {
+                fprintf(stderr, "brigade plan: --tp takes a whole number from 1 to %d or auto, not '%s'\n",
+                        BRG_TOPOLOGY_MAX_DEVICES, v);
+                return BRG_EXIT_USAGE;
+            } else if (brg_cli_int64(command, flag, v, 1, BRG_TOPOLOGY_MAX_DEVICES, &n)) {
+                return BRG_EXIT_USAGE;
+            } else {
+                a->opts.tensor_parallel = (int)n;
+            }
         } else if (strcmp(flag, "--sp") == 0) {
             VALUE();
             static const char *const choices[3] = {"0", "1", "auto"};

@@ -56,6 +56,40 @@ static void test_plan_flags(void) {
     expect((const char *[]){"plan", "--model", "gpt3-175b", "--global-batch", "8", "-o", "x.json", "--preset", "dgx-h100",
                             NULL},
            1, "nothing fits in memory");
+    /* Tensor parallelism: bad widths are flags' errors or the request's. */
+    expect((const char *[]){"plan", "--model", SMALL_GPT, "--global-batch", "8", "-o", "x.json", "--tp", "many", NULL}, 2,
+           "--tp takes a whole number from 1 to 8192 or auto");
+    expect((const char *[]){"plan", "--model", SMALL_GPT, "--global-batch", "8", "-o", "x.json", "--sp", "2", NULL}, 2,
+           "--sp takes 0, 1 or auto");
+    expect((const char *[]){"plan", "--model", SMALL_GPT, "--global-batch", "8", "-o", "x.json", "--preset", "dgx-h100",
+                            "--tp", "16", NULL},
+           1, "needs 16 devices in one node");
+    expect((const char *[]){"plan", "--model", SMALL_GPT, "--global-batch", "8", "-o", "x.json", "--preset", "dgx-h100",
+                            "--tp", "8", NULL},
+           1, "does not divide the 4 heads");
+}
+
+/* --tp and --sp fix what the search weighs; the review says it. */
+static void test_plan_tensor_parallel(void) {
+    char plan[512];
+    brg_test_tmp_path(plan, sizeof plan, "cli-tp-plan.json");
+    const run_result *r = run_brigade((const char *[]){"plan", "--model", SMALL_GPT, "--preset", "dgx-h100", "--global-batch",
+                                                 "16", "--tp", "2", "--sp", "1", "-o", plan, NULL});
+    BRG_ASSERT_EQ_INT(r->exit_code, 0);
+    if (r->exit_code) fprintf(stderr, "%s\n", r->err);
+    BRG_ASSERT_CONTAINS(r->out, "x t 2 (tensor parallel, sequence parallel)");
+    BRG_ASSERT_CONTAINS(r->out, "TENSOR PARALLEL (t 2 over nvswitch links");
+    brg_plan *p = NULL;
+    brg_error err = {0};
+    BRG_ASSERT_OK(brg_plan_load(plan, &p, &err), err.message);
+    brg_plan_summary sm;
+    if (p) {
+        brg_plan_get_summary(p, &sm);
+        BRG_ASSERT_EQ_INT(sm.tensor_parallel, 2);
+        BRG_ASSERT_EQ_INT(sm.sequence_parallel, 1);
+    }
+    brg_plan_destroy(p);
+    unlink(plan);
 }
 
 static void test_plan_writes_everything(void) {
@@ -193,6 +227,7 @@ int main(int argc, char **argv) {
     static const brg_test_case cases[] = {
         {"plan_flags", test_plan_flags},
         {"plan_writes_everything", test_plan_writes_everything},
+        {"plan_tensor_parallel", test_plan_tensor_parallel},
         {"train_with_plan", test_train_with_plan},
         {"profile_command", test_profile_command},
         {NULL, NULL},
