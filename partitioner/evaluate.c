@@ -455,14 +455,14 @@ int brg__choose_policies(const brg__model *m, const brg__batch_table *bt, const 
     int fixed = m->options.recompute;
     int held_stack[16];
     int *held = m->shared_count <= 16 ? held_stack : brg__malloc(sizeof(int) * (size_t)m->shared_count);
-    if (!held) return 0;
+    if (!held) return -1;
     int all_fit = 1;
     for (int r = 0; r < R; r++) {
         held_by_rank(m, c, first, r, held);
         int64_t total, dp_transient = 0;
         dp_layout dl = {0};
         if (c->replicas > 1 && dp_rank_layout(m, c, first, r, c->zero, &dl) != BRG_OK) {
-            all_fit = 0; /* out of memory: no policy is known to fit */
+            all_fit = -1;
             break;
         }
         if (c->zero && c->replicas > 1)

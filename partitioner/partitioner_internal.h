@@ -333,7 +333,7 @@ double brg__config_lower_bound(const brg__model *m, const brg__config *c, const 
 double brg__lower_bound(const brg__config *c, const brg__evaluation *e);
 
 /* The cheapest recompute policy for every stage (every rank's chunks jointly when v > 1) that fits memory,
- * or the fixed one; returns 0 when none fits (policy then holds the best try). */
+ * or the fixed one; returns 1, 0 when none fits (policy then holds the best try), -1 when out of memory. */
 int brg__choose_policies(const brg__model *m, const brg__batch_table *bt, const brg__schedule_entry *se,
                          const brg__config *c, const brg__plan_placement *p, const int *first, brg_recompute *policy);
 

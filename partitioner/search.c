@@ -95,14 +95,17 @@ typedef struct search {
     memory_memo memo;
 } search;
 
-static void figures_of(const brg__model *m, const brg__batch_table *bt, int a, int e, stage_figures *out) {
+/* 0, or -1 when out of memory (the figures then hold the largest the tied gradients could take). */
+static int figures_of(const brg__model *m, const brg__batch_table *bt, int a, int e, stage_figures *out) {
     for (int p = 0; p < BRG__POLICY_COUNT; p++) brg__stage_memory_get(bt, m, a, e, (brg_recompute)p, &out->memory[p]);
     int held_stack[16], *held = m->shared_count <= 16 ? held_stack : brg__malloc(sizeof(int) * (size_t)m->shared_count);
     out->tied_bytes = 0;
-    if (!held) { /* out of memory: the largest the tied gradients could take */
-        for (int i = 0; i < m->shared_count; i++)
-            out->tied_bytes = fmax(out->tied_bytes, (m->shared[i].consumers - 1) * brg__alloc_round(m->kind, m->shared[i].numel * 4));
-        return;
+    if (!held) {
+        for (int i = 0; i < m->shared_count; i++) {
+            int64_t parts = (m->shared[i].consumers - 1) * brg__alloc_round(m->kind, m->shared[i].numel * 4);
+            if (parts > out->tied_bytes) out->tied_bytes = parts;
+        }
+        return -1;
     }
     for (int i = 0; i < m->shared_count; i++) {
         held[i] = 0;
@@ -111,6 +114,7 @@ static void figures_of(const brg__model *m, const brg__batch_table *bt, int a, i
     }
     out->tied_bytes = brg__optimizer_tied_bytes(m, held);
     if (held != held_stack) free(held);
+    return 0;
 }
 
 /* The figures of stage [a, e) through the memo (computed directly where it cannot be kept). */
@@ -133,7 +137,7 @@ static const stage_figures *stage_figures_of(search *x, const brg__batch_table *
         mm->table = bt;
     }
     if (!mm->entries || mm->layers != L) {
-        figures_of(m, bt, a, e, &mm->scratch);
+        if (figures_of(m, bt, a, e, &mm->scratch) < 0) x->failure = BRG_ERR_OUT_OF_MEMORY;
         return &mm->scratch;
     }
     if (mm->table != bt) {
@@ -145,7 +149,10 @@ static const stage_figures *stage_figures_of(search *x, const brg__batch_table *
     }
     size_t at = (size_t)a * (size_t)(L + 1) + (size_t)e;
     if (mm->stamp[at] != mm->generation) {
-        figures_of(m, bt, a, e, &mm->entries[at]);
+        if (figures_of(m, bt, a, e, &mm->entries[at]) < 0) {
+            x->failure = BRG_ERR_OUT_OF_MEMORY; /* the search ends with it: not kept */
+            return &mm->entries[at];
+        }
         mm->stamp[at] = mm->generation;
     }
     return &mm->entries[at];
@@ -569,7 +576,11 @@ static brg_status branch(bnb *b, int s, double pre, double drain, double prev_bc
             BRG__CHECK(branch(b, s + 1, next_pre, next_drain, bc, transfer, node_bound));
             continue;
         }
-        if (c->chunks > 1 && !brg__choose_policies(m, k->bt, k->se, c, k->p, b->first, b->policy)) continue;
+        if (c->chunks > 1) {
+            int fit = brg__choose_policies(m, k->bt, k->se, c, k->p, b->first, b->policy);
+            if (fit < 0) return BRG_ERR_OUT_OF_MEMORY;
+            if (!fit) continue;
+        }
         BRG__CHECK(consider(x, c, k->bt, k->se, k->p, b->first, b->policy, b->e));
     }
     return BRG_OK;
@@ -985,7 +996,10 @@ static brg_status search_config(search *x, const config_entry *ce, int *settled)
         int have = dp_cuts(&k, first, policy);
         any_cut |= have;
         if (have) {
-            if (c->chunks > 1 && !brg__choose_policies(m, bt, se, c, p, first, policy)) {
+            int fit = c->chunks > 1 ? brg__choose_policies(m, bt, se, c, p, first, policy) : 1;
+            if (fit < 0) {
+                s = BRG_ERR_OUT_OF_MEMORY;
+            } else if (!fit) {
                 /* the chunks' memory together exceeds the rank's: the exhaustive pass may still fit */
             } else {
                 s = consider(x, c, bt, se, p, first, policy, &e);
@@ -1360,9 +1374,10 @@ static brg_status score_comparison(search *x, const brg__config *c, const brg__p
             have_cuts = dp_cuts(&k, first, policy);
         }
     }
-    int fits = have_cuts && brg__choose_policies(m, bt, se, c, p, first, policy);
+    int fits = have_cuts ? brg__choose_policies(m, bt, se, c, p, first, policy) : 0;
+    if (fits < 0) s = BRG_ERR_OUT_OF_MEMORY;
     describe_config(c, have_cuts ? first : NULL, row->description, sizeof row->description);
-    if (have_cuts) s = brg__evaluate(m, bt, se, c, p, first, policy, &e);
+    if (have_cuts && s == BRG_OK) s = brg__evaluate(m, bt, se, c, p, first, policy, &e);
     if (s == BRG_OK && have_cuts) {
         int r = e.worst_rank;
         row->peak_memory_bytes = e.rank_total[r];

@@ -381,7 +381,7 @@ static void brute_cuts(brute *bf, const brg__plan_placement *p, int *first, int 
     int L = bf->m->layers, S = bf->c->ranks * bf->c->chunks;
     if (s == S) {
         brg_recompute policy[64];
-        if (!brg__choose_policies(bf->m, bf->bt, bf->se, bf->c, p, first, policy)) return;
+        if (brg__choose_policies(bf->m, bf->bt, bf->se, bf->c, p, first, policy) <= 0) return;
         brg__evaluate(bf->m, bf->bt, bf->se, bf->c, p, first, policy, &bf->e);
         if (!bf->e.feasible) return;
         bf->candidates++;

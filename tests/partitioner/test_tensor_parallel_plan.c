@@ -234,7 +234,7 @@ static double brute_force(brg__model *m, const brg__config *c) {
         for (;;) {
             for (int k = 0; k < S - 1; k++) first[k + 1] = cuts[k];
             brg_recompute policy[16];
-            if (brg__choose_policies(m, bt, se, c, &p, first, policy)) {
+            if (brg__choose_policies(m, bt, se, c, &p, first, policy) > 0) {
                 brg__evaluate(m, bt, se, c, &p, first, policy, &e);
                 double makespan = INFINITY;
                 if (e.feasible && brg__simulate(se, &e, &makespan, NULL, NULL) == BRG_OK && makespan < best) best = makespan;
