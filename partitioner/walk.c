@@ -25,6 +25,7 @@ typedef struct walker {
     pair_state *state; /* [chunks][micro_batches] */
     int *counts;       /* [4 chunks] now */
     int *points;
+    int64_t *sums;     /* [point_capacity] each point's counts added: a point dominates another only with a larger sum */
     int point_count, point_capacity;
     /* Every instant recorded before, to skip the repeats of a steady state at once: each is dominated by
      * (or equal to) a point still kept, since a point is dropped only for one that dominates it. */
@@ -124,8 +125,11 @@ static int record(walker *w) {
     int n = 4 * w->chunks;
     int repeat = seen_before(w, n);
     if (repeat) return repeat > 0;
+    int64_t sum = 0;
+    for (int k = 0; k < n; k++) sum += w->counts[k];
     /* Newest first: the instant just recorded is the likeliest to dominate this one. */
     for (int i = w->point_count - 1; i >= 0; i--) {
+        if (w->sums[i] < sum) continue;
         const int *q = &w->points[(size_t)i * (size_t)n];
         int dominated = 1;
         for (int k = 0; k < n && dominated; k++) dominated = q[k] >= w->counts[k];
@@ -134,10 +138,13 @@ static int record(walker *w) {
     int kept = 0;
     for (int i = 0; i < w->point_count; i++) {
         const int *q = &w->points[(size_t)i * (size_t)n];
-        int dominates = 1;
+        int dominates = w->sums[i] <= sum;
         for (int k = 0; k < n && dominates; k++) dominates = w->counts[k] >= q[k];
         if (!dominates) {
-            if (kept != i) memmove(&w->points[(size_t)kept * (size_t)n], q, sizeof(int) * (size_t)n);
+            if (kept != i) {
+                memmove(&w->points[(size_t)kept * (size_t)n], q, sizeof(int) * (size_t)n);
+                w->sums[kept] = w->sums[i];
+            }
             kept++;
         }
     }
@@ -147,8 +154,12 @@ static int record(walker *w) {
         int *grown = brg__realloc(w->points, sizeof(int) * (size_t)capacity * (size_t)n);
         if (!grown) return 0;
         w->points = grown;
+        int64_t *grown_sums = brg__realloc(w->sums, sizeof(int64_t) * (size_t)capacity);
+        if (!grown_sums) return 0;
+        w->sums = grown_sums;
         w->point_capacity = capacity;
     }
+    w->sums[w->point_count] = sum;
     memcpy(&w->points[(size_t)w->point_count++ * (size_t)n], w->counts, sizeof(int) * (size_t)n);
     return 1;
 }
@@ -220,6 +231,7 @@ brg_status brg__memory_walk_build(const brg_schedule *s, int rank, brg__memory_w
     free(w.counts);
     free(w.seen);
     free(w.slots);
+    free(w.sums);
     if (!ok) {
         free(w.points);
         return BRG_ERR_OUT_OF_MEMORY;
