@@ -109,6 +109,7 @@ static outcome plan_search(void) {
         brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
         o.global_batch = 16;
         o.alternatives = 1;
+        o.tensor_parallel = 2; /* one width: the tensor-parallel paths, in fewer allocations than a search of all */
         s = brg_plan_search(g, topo, &o, &plan, &err);
     }
     /* These two say what failed by their status alone (they take no brg_error). */
