@@ -9,6 +9,7 @@
 
 #include "brigade.h"
 #include "harness.h"
+#include "plan_test.h"
 #include "partitioner/partitioner_internal.h"
 #include "runtime/trainer_internal.h"
 
@@ -23,32 +24,6 @@ static brg_graph *build(const char *spec) {
         return NULL;
     }
     return g;
-}
-
-/* A node of n CPU devices with `memory` bytes each, every pair joined by shared memory. */
-static brg_topology *cpu_node(int n, uint64_t memory) {
-    brg_topology *t = NULL;
-    brg_error err = {0};
-    if (brg_topology_create_custom(&t, 1, n, "cpu", &err) != BRG_OK) return NULL;
-    for (int d = 0; d < n; d++) {
-        brg_device_info info;
-        brg_topology_device_info(t, d, &info);
-        info.memory_bytes = memory;
-        info.peak_flops[BRG_PRECISION_FP32] = 5e10;
-        info.memory_bandwidth = 1e10;
-        brg_topology_set_device(t, d, &info);
-    }
-    brg_topology_finalize(t);
-    return t;
-}
-
-static brg_topology *dgx(int nodes) {
-    char json[160];
-    snprintf(json, sizeof json, "{\"version\": 1, \"node_groups\": [{\"preset\": \"dgx-h100\", \"count\": %d}]}", nodes);
-    brg_topology *t = NULL;
-    brg_error err = {0};
-    if (brg_topology_load_cluster_string(&t, json, NULL, NULL, &err) != BRG_OK) fprintf(stderr, "%s\n", err.message);
-    return t;
 }
 
 /* ---- helpers --------------------------------------------------------------------------------------- */
@@ -109,7 +84,7 @@ typedef struct memory_case {
 static void check_memory_case(const memory_case *mc) {
     brg_graph *g = build(mc->spec);
     int d = mc->replicas ? mc->replicas : 1;
-    brg_topology *t = cpu_node(mc->stages * d, 8000000000ULL);
+    brg_topology *t = brg_test_cpu_node(mc->stages * d, 8000000000ULL, 0);
     CU_ASSERT_FATAL(g && t);
     int S = mc->stages * mc->chunks, mb = 2 * mc->stages, b = 2;
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
@@ -431,19 +406,9 @@ static double brute_force_config(brg__model *model, const brg__config *c, int64_
     brg__plan_placement p, *seen = calloc(40320, sizeof *seen);
     int seen_count = 0;
     brg__plan_placement_alloc(&p, c->ranks, c->replicas);
-    int perm[8], cnt[8] = {0};
+    int perm[8];
     for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = 0, first_perm = 1;;) {
-        if (!first_perm) {
-            while (i < n && cnt[i] >= i) cnt[i++] = 0;
-            if (i == n) break;
-            int j = i % 2 == 0 ? 0 : cnt[i], tmp = perm[j];
-            perm[j] = perm[i];
-            perm[i] = tmp;
-            cnt[i]++;
-            i = 0;
-        }
-        first_perm = 0;
+    for (int more = 1; more; more = brg_test_next_permutation(perm, n)) {
         int canonical = 1;
         for (int r = 1; r < c->replicas; r++) canonical &= perm[r] > perm[r - 1];
         if (!canonical) continue;
@@ -665,7 +630,7 @@ static void test_topology_slow_network(void) {
 
 static void test_infeasible_memory(void) {
     brg_graph *g = build("gpt:layers=8,hidden=256,heads=4,vocab=1024,seq=64");
-    brg_topology *t = cpu_node(4, 40000000ULL); /* 40 MB per device; the model's state is ~120 MB */
+    brg_topology *t = brg_test_cpu_node(4, 40000000ULL, 0); /* 40 MB per device; the model's state is ~120 MB */
     CU_ASSERT_FATAL(g && t);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 8;
@@ -686,7 +651,7 @@ static void test_infeasible_memory(void) {
     o.micro_batch = 16;
     o.global_batch = 64;
     brg_topology_destroy(t);
-    t = cpu_node(4, 130000000ULL);
+    t = brg_test_cpu_node(4, 130000000ULL, 0);
     brg_status s = brg_plan_search(g, t, &o, &plan, &err);
     if (s == BRG_ERR_INFEASIBLE) {
         printf("    %s\n", err.message);
@@ -698,7 +663,7 @@ static void test_infeasible_memory(void) {
     }
     /* Nothing fits at all. */
     brg_topology_destroy(t);
-    t = cpu_node(4, 2000000ULL);
+    t = brg_test_cpu_node(4, 2000000ULL, 0);
     o = (brg_plan_options)BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 8;
     BRG_ASSERT_STATUS(brg_plan_search(g, t, &o, &plan, &err), BRG_ERR_INFEASIBLE);
@@ -709,7 +674,7 @@ static void test_infeasible_memory(void) {
 
 static void test_impossible_constraints(void) {
     brg_graph *g = build(SMALL_GPT);
-    brg_topology *t = cpu_node(4, 8000000000ULL);
+    brg_topology *t = brg_test_cpu_node(4, 8000000000ULL, 0);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     brg_error err = {0};
     brg_plan *plan = NULL;
@@ -745,7 +710,7 @@ static void test_impossible_constraints(void) {
 
 static void test_bad_arguments(void) {
     brg_graph *g = build(SMALL_GPT);
-    brg_topology *t = cpu_node(2, 8000000000ULL);
+    brg_topology *t = brg_test_cpu_node(2, 8000000000ULL, 0);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     brg_error err = {0};
     brg_plan *plan = NULL;
@@ -814,7 +779,7 @@ static brg_plan *small_plan(brg_graph *g, brg_topology *t, int dp) {
 
 static void test_plan_roundtrip_and_train_options(void) {
     brg_graph *g = build(SMALL_GPT);
-    brg_topology *t = cpu_node(4, 8000000000ULL);
+    brg_topology *t = brg_test_cpu_node(4, 8000000000ULL, 0);
     brg_plan *plan = small_plan(g, t, 1);
     CU_ASSERT_FATAL(plan != NULL);
     char path[512], *a = NULL, *b = NULL;
@@ -894,7 +859,7 @@ static void test_plan_roundtrip_and_train_options(void) {
 
 static void test_plan_for_other_model_or_topology(void) {
     brg_graph *g = build(SMALL_GPT), *other = build("gpt:layers=3,hidden=64,heads=4,vocab=64,seq=32");
-    brg_topology *t = cpu_node(2, 8000000000ULL), *t4 = cpu_node(4, 8000000000ULL);
+    brg_topology *t = brg_test_cpu_node(2, 8000000000ULL, 0), *t4 = brg_test_cpu_node(4, 8000000000ULL, 0);
     brg_plan *plan = small_plan(g, t, 1);
     CU_ASSERT_FATAL(plan && other && t4);
     brg_error err = {0};
@@ -915,35 +880,16 @@ static void test_plan_for_other_model_or_topology(void) {
 }
 
 /* Loads `json` (an edit of a good plan) and expects `status` with `needle` in the message. */
-static void expect_load_error(const char *json, brg_status status, const char *needle) {
-    brg_plan *plan = NULL;
-    brg_error err = {0};
-    BRG_ASSERT_STATUS(brg_plan_load_string(json, "plan.json", &plan, &err), status);
-    BRG_ASSERT_CONTAINS(err.message, needle);
-    CU_ASSERT(plan == NULL);
-    brg_plan_destroy(plan);
-}
-
-/* The good plan's text with the first `from` replaced by `to`. */
-static char *edited(const char *good, const char *from, const char *to) {
-    const char *at = strstr(good, from);
-    if (!at) return NULL;
-    size_t n = strlen(good) - strlen(from) + strlen(to) + 1;
-    char *out = malloc(n);
-    snprintf(out, n, "%.*s%s%s", (int)(at - good), good, to, at + strlen(from));
-    return out;
-}
-
 static void test_plan_file_errors(void) {
     brg_graph *g = build(SMALL_GPT);
-    brg_topology *t = cpu_node(4, 8000000000ULL);
+    brg_topology *t = brg_test_cpu_node(4, 8000000000ULL, 0);
     brg_plan *plan = small_plan(g, t, 1);
     char *good = NULL;
     BRG_ASSERT_OK(brg_plan_to_json(plan, &good), "");
     CU_ASSERT_FATAL(good != NULL);
-    expect_load_error("{\"format\": \"brigade-plan\",\n  \"version\": 1,,\n}", BRG_ERR_PARSE, "plan.json:2:16: malformed JSON");
-    expect_load_error("[1, 2]", BRG_ERR_PARSE, "plan.json:1:1");
-    expect_load_error("{\"format\": \"brigade-cluster\", \"version\": 1}", BRG_ERR_MISMATCH, "not a brigade plan");
+    brg_test_expect_plan_load_error("{\"format\": \"brigade-plan\",\n  \"version\": 1,,\n}", BRG_ERR_PARSE, "plan.json:2:16: malformed JSON");
+    brg_test_expect_plan_load_error("[1, 2]", BRG_ERR_PARSE, "plan.json:1:1");
+    brg_test_expect_plan_load_error("{\"format\": \"brigade-cluster\", \"version\": 1}", BRG_ERR_MISMATCH, "not a brigade plan");
     struct edit {
         const char *from, *to;
         brg_status status;
@@ -962,17 +908,17 @@ static void test_plan_file_errors(void) {
         {"\"pipeline_stages\": ", "\"pipeline_stages\": 1000", BRG_ERR_PARSE, "pipeline_stages"},
     };
     for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
-        char *bad = edited(good, edits[i].from, edits[i].to);
+        char *bad = brg_test_edited(good, edits[i].from, edits[i].to);
         if (!bad) {
             fprintf(stderr, "the plan has no '%s' to edit\n", edits[i].from);
             CU_FAIL("edit not applicable");
             continue;
         }
-        expect_load_error(bad, edits[i].status, edits[i].needle);
+        brg_test_expect_plan_load_error(bad, edits[i].status, edits[i].needle);
         free(bad);
     }
     /* Errors name the line and column of the value. */
-    char *bad = edited(good, "\"global_batch\": 16", "\"global_batch\": -5");
+    char *bad = brg_test_edited(good, "\"global_batch\": 16", "\"global_batch\": -5");
     brg_plan *p2 = NULL;
     brg_error err = {0};
     BRG_ASSERT_STATUS(brg_plan_load_string(bad, "plan.json", &p2, &err), BRG_ERR_PARSE);
@@ -1001,7 +947,7 @@ static int file_starts_with(const char *path, const char *prefix) {
 
 static void test_reports_and_trace(void) {
     brg_graph *g = build("gpt2-small");
-    brg_topology *t = dgx(2);
+    brg_topology *t = brg_test_cluster("dgx-h100", 2);
     CU_ASSERT_FATAL(g && t);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 128;
@@ -1061,7 +1007,7 @@ static void test_reports_and_trace(void) {
 /* The heuristic path (what large searches take) against the exhaustive one on a small case. */
 static void test_heuristic_close_to_exhaustive(void) {
     brg_graph *g = build("gpt:layers=6,hidden=128,heads=4,vocab=128,seq=64");
-    brg_topology *t = cpu_node(4, 8000000000ULL);
+    brg_topology *t = brg_test_cpu_node(4, 8000000000ULL, 0);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 32;
     brg_error err = {0};
@@ -1086,7 +1032,7 @@ static void test_heuristic_close_to_exhaustive(void) {
 
 static void test_profiles(void) {
     brg_graph *g = build(SMALL_GPT), *other = build("gpt:layers=3,hidden=64,heads=4,vocab=64,seq=32");
-    brg_topology *t = cpu_node(2, 8000000000ULL);
+    brg_topology *t = brg_test_cpu_node(2, 8000000000ULL, 0);
     brg_profile *p = NULL, *loaded = NULL;
     brg_error err = {0};
     BRG_ASSERT_OK(brg_profile_create(&p, g, "AMD EPYC", &err), err.message);
@@ -1182,7 +1128,7 @@ static void test_profiles(void) {
 
 static void test_gpt3_on_a_cluster(void) {
     brg_graph *g = build("gpt3-175b");
-    brg_topology *t = dgx(16), *one = dgx(1);
+    brg_topology *t = brg_test_cluster("dgx-h100", 16), *one = brg_test_cluster("dgx-h100", 1);
     CU_ASSERT_FATAL(g && t && one);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 1536;

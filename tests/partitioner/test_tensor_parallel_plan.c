@@ -10,6 +10,7 @@
 
 #include "brigade.h"
 #include "harness.h"
+#include "plan_test.h"
 #include "partitioner/partitioner_internal.h"
 #include "runtime/trainer_internal.h"
 
@@ -18,37 +19,6 @@
 static brg_graph *build(const char *spec) {
     brg_model_config cfg;
     return brg_test_build(spec, &cfg);
-}
-
-/* A node of n CPU devices with `memory` bytes each, joined by shared memory of `bandwidth` bytes/s. */
-static brg_topology *cpu_node(int n, uint64_t memory, double bandwidth) {
-    brg_topology *t = NULL;
-    brg_error err = {0};
-    if (brg_topology_create_custom(&t, 1, n, "cpu", &err) != BRG_OK) return NULL;
-    for (int d = 0; d < n; d++) {
-        brg_device_info info;
-        brg_topology_device_info(t, d, &info);
-        info.memory_bytes = memory;
-        info.peak_flops[BRG_PRECISION_FP32] = 5e10;
-        info.memory_bandwidth = 1e10;
-        brg_topology_set_device(t, d, &info);
-    }
-    for (int a = 0; a < n; a++)
-        for (int b = a + 1; b < n; b++) {
-            brg_link l = {BRG_LINK_SHARED_MEMORY, bandwidth, 1e-6};
-            brg_topology_set_link(t, a, b, &l);
-        }
-    brg_topology_finalize(t);
-    return t;
-}
-
-static brg_topology *cluster(const char *preset, int nodes) {
-    char json[160];
-    snprintf(json, sizeof json, "{\"version\": 1, \"node_groups\": [{\"preset\": \"%s\", \"count\": %d}]}", preset, nodes);
-    brg_topology *t = NULL;
-    brg_error err = {0};
-    if (brg_topology_load_cluster_string(&t, json, NULL, NULL, &err) != BRG_OK) fprintf(stderr, "%s\n", err.message);
-    return t;
 }
 
 /* Every device once over the ranks, each group of t consecutive devices of one node, in order. */
@@ -85,7 +55,7 @@ static void expect_groups(const brg_plan *plan, const brg_topology *t) {
  * micro-batches; splitting each block over a node's NVSwitch-joined GPUs is worth far more than it costs. */
 static void test_gpt3_on_dgx_takes_tensor_parallelism(void) {
     brg_graph *g = build("gpt3-175b");
-    brg_topology *t = cluster("dgx-a100", 16);
+    brg_topology *t = brg_test_cluster("dgx-a100", 16);
     CU_ASSERT_FATAL(g && t);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 1536;
@@ -147,7 +117,7 @@ static void test_gpt3_on_dgx_takes_tensor_parallelism(void) {
  * so the search keeps t = 1; asked for t = 2 it plans it, and the plan trains. */
 static void test_cpu_node_keeps_t1_unless_asked(void) {
     brg_graph *g = build(SMALL_GPT);
-    brg_topology *t = cpu_node(2, 8000000000ULL, 5e9);
+    brg_topology *t = brg_test_cpu_node(2, 8000000000ULL, 5e9);
     CU_ASSERT_FATAL(g && t);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 16;
@@ -211,19 +181,9 @@ static double brute_force(brg__model *m, const brg__config *c) {
     brg__plan_placement p;
     brg__plan_placement_alloc(&p, c->ranks, c->replicas);
     double best = INFINITY;
-    int perm[8], count[8] = {0};
+    int perm[8];
     for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = 0, first_perm = 1;;) { /* Heap's algorithm over the groups */
-        if (!first_perm) {
-            while (i < n && count[i] >= i) count[i++] = 0;
-            if (i == n) break;
-            int j = i % 2 == 0 ? 0 : count[i], tmp = perm[j];
-            perm[j] = perm[i];
-            perm[i] = tmp;
-            count[i]++;
-            i = 0;
-        }
-        first_perm = 0;
+    for (int more = 1; more; more = brg_test_next_permutation(perm, n)) { /* every order of the groups */
         memcpy(p.devices, perm, sizeof(int) * (size_t)n);
         brg__plan_placement_describe(m, &p, 1);
         int first[16] = {0};
@@ -257,7 +217,7 @@ static double brute_force(brg__model *m, const brg__config *c) {
  * fixed ones. Four devices: t 1, 2 or 4, each with every p and d left. */
 static void test_search_matches_brute_force(void) {
     brg_graph *g = build("gpt:layers=3,hidden=64,heads=4,vocab=64,seq=32");
-    brg_topology *t = cpu_node(4, 8000000000ULL, 2e10);
+    brg_topology *t = brg_test_cpu_node(4, 8000000000ULL, 2e10);
     CU_ASSERT_FATAL(g && t);
     int cases = 0;
     double best_fixed = INFINITY;
@@ -323,31 +283,9 @@ static void test_search_matches_brute_force(void) {
 
 /* ---- plan files ---------------------------------------------------------------------------------------- */
 
-/* The good plan's text with the first `from` replaced by `to` (NULL when there is none). */
-static char *edited(const char *good, const char *from, const char *to) {
-    const char *at = strstr(good, from);
-    if (!at) return NULL;
-    size_t n = strlen(good) - strlen(from) + strlen(to) + 1;
-    char *out = malloc(n);
-    snprintf(out, n, "%.*s%s%s", (int)(at - good), good, to, at + strlen(from));
-    return out;
-}
-
-static void expect_load_error(const char *json, const char *needle) {
-    brg_plan *plan = NULL;
-    brg_error err = {0};
-    if (!json) {
-        CU_FAIL("edit not applicable");
-        return;
-    }
-    BRG_ASSERT_STATUS(brg_plan_load_string(json, "plan.json", &plan, &err), BRG_ERR_PARSE);
-    BRG_ASSERT_CONTAINS(err.message, needle);
-    brg_plan_destroy(plan);
-}
-
 static void test_plan_file_roundtrip(void) {
     brg_graph *g = build("gpt:layers=4,hidden=64,heads=4,vocab=65,seq=32");
-    brg_topology *t = cpu_node(4, 8000000000ULL, 5e9);
+    brg_topology *t = brg_test_cpu_node(4, 8000000000ULL, 5e9);
     CU_ASSERT_FATAL(g && t);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 16;
@@ -396,35 +334,35 @@ static void test_plan_file_roundtrip(void) {
     BRG_ASSERT_EQ_INT(to.sequence_parallel, 1);
     BRG_ASSERT_EQ_INT(to.data_parallel, 2);
     /* Damaged files. */
-    char *bad = edited(a, "\"tensor_parallel\": 2", "\"tensor_parallel\": 4");
-    expect_load_error(bad, "tensor_parallel 4 must use the topology's 4 devices");
+    char *bad = brg_test_edited(a, "\"tensor_parallel\": 2", "\"tensor_parallel\": 4");
+    brg_test_expect_plan_load_error(bad, BRG_ERR_PARSE, "tensor_parallel 4 must use the topology's 4 devices");
     free(bad);
-    bad = edited(a, "\"tensor_parallel\": 2", "\"tensor_parallel\": 1");
-    expect_load_error(bad, "sequence_parallel: 1 needs tensor_parallel above 1");
+    bad = brg_test_edited(a, "\"tensor_parallel\": 2", "\"tensor_parallel\": 1");
+    brg_test_expect_plan_load_error(bad, BRG_ERR_PARSE, "sequence_parallel: 1 needs tensor_parallel above 1");
     free(bad);
-    bad = edited(a, "\"tensor_parallel\": 2", "\"tensor_parallel\": 0");
-    expect_load_error(bad, "tensor_parallel: 0 is out of range");
+    bad = brg_test_edited(a, "\"tensor_parallel\": 2", "\"tensor_parallel\": 0");
+    brg_test_expect_plan_load_error(bad, BRG_ERR_PARSE, "tensor_parallel: 0 is out of range");
     free(bad);
     /* A plan the model cannot be split into (3 divides neither its 64 features nor its 4 heads), edited by hand. */
     brg_plan_destroy(loaded);
     loaded = NULL;
-    brg_topology *t3 = cpu_node(6, 8000000000ULL, 5e9);
-    char *six = edited(a, "\"tensor_parallel\": 2,\n  \"sequence_parallel\": 1", "\"tensor_parallel\": 3,\n  \"sequence_parallel\": 0");
+    brg_topology *t3 = brg_test_cpu_node(6, 8000000000ULL, 5e9);
+    char *six = brg_test_edited(a, "\"tensor_parallel\": 2,\n  \"sequence_parallel\": 1", "\"tensor_parallel\": 3,\n  \"sequence_parallel\": 0");
     brg_plan *p3 = NULL;
     if (six) {
-        char *devices = edited(six, "\"devices\": 4", "\"devices\": 6");
+        char *devices = brg_test_edited(six, "\"devices\": 4", "\"devices\": 6");
         free(six);
         six = devices;
     }
     /* 6 devices in groups of 3 with d 2: the device lists grow by one each. */
     if (six) {
-        char *ranks = edited(six, "\"devices\": [\n        0,\n        1,\n        2,\n        3\n      ]",
+        char *ranks = brg_test_edited(six, "\"devices\": [\n        0,\n        1,\n        2,\n        3\n      ]",
                              "\"devices\": [\n        0,\n        1,\n        2,\n        3,\n        4,\n        5\n      ]");
         free(six);
         six = ranks;
     }
     if (six) {
-        char *nodes = edited(six, "\"device_nodes\": [\n      0,\n      0,\n      0,\n      0\n    ]",
+        char *nodes = brg_test_edited(six, "\"device_nodes\": [\n      0,\n      0,\n      0,\n      0\n    ]",
                              "\"device_nodes\": [\n      0,\n      0,\n      0,\n      0,\n      0,\n      0\n    ]");
         free(six);
         six = nodes;
@@ -446,7 +384,7 @@ static void test_plan_file_roundtrip(void) {
     BRG_ASSERT_OK(brg_plan_search(g, t, &o, &one, &err), err.message);
     char *c = NULL;
     if (one) BRG_ASSERT_OK(brg_plan_to_json(one, &c), "json");
-    char *without = c ? edited(c, "  \"tensor_parallel\": 1,\n  \"sequence_parallel\": 0,\n", "") : NULL;
+    char *without = c ? brg_test_edited(c, "  \"tensor_parallel\": 1,\n  \"sequence_parallel\": 0,\n", "") : NULL;
     CU_ASSERT_FATAL(without != NULL);
     BRG_ASSERT_OK(brg_plan_load_string(without, "old.json", &old, &err), err.message);
     if (old) {
@@ -475,7 +413,7 @@ static void test_plan_file_roundtrip(void) {
 
 static void test_bad_widths(void) {
     brg_graph *g = build("gpt:layers=2,hidden=48,heads=3,vocab=64,seq=16");
-    brg_topology *t = cpu_node(4, 8000000000ULL, 5e9);
+    brg_topology *t = brg_test_cpu_node(4, 8000000000ULL, 5e9);
     CU_ASSERT_FATAL(g && t);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 8;
@@ -515,7 +453,7 @@ static void test_bad_widths(void) {
     brg_topology_destroy(t);
     /* On DGX H100 nodes: t 16 is more than the 8 GPUs of a node. */
     brg_graph *big = build("gpt2-medium");
-    t = cluster("dgx-h100", 2);
+    t = brg_test_cluster("dgx-h100", 2);
     CU_ASSERT_FATAL(big && t);
     o = (brg_plan_options)BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 64;
@@ -537,7 +475,7 @@ static void test_bad_widths(void) {
 /* A model too big for pipeline stages alone on four small devices fits when the search may split it. */
 static void test_fits_only_with_tensor_parallelism(void) {
     brg_graph *g = build("gpt:layers=1,hidden=256,heads=4,vocab=1024,seq=64");
-    brg_topology *t = cpu_node(4, 12000000ULL, 5e9);
+    brg_topology *t = brg_test_cpu_node(4, 12000000ULL, 5e9);
     CU_ASSERT_FATAL(g && t);
     brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
     o.global_batch = 4;
@@ -581,7 +519,7 @@ static void test_memory_matches_runtime(void) {
         for (int stages = 1; stages <= 2; stages++)
             for (int pol = 0; pol <= 1; pol++) {
                 int tp = 2, mb = 4, b = 2;
-                brg_topology *t = cpu_node(tp * stages, 8000000000ULL, 5e9);
+                brg_topology *t = brg_test_cpu_node(tp * stages, 8000000000ULL, 5e9);
                 brg_plan_options o = BRG_PLAN_OPTIONS_INIT;
                 o.global_batch = mb * b;
                 o.tensor_parallel = tp;
