@@ -68,8 +68,9 @@ static const cuda_backend *cb_const(const brg__backend *b) { return (const cuda_
 static void keep_error(cuda_backend *b, brg_status s, const char *msg) {
     if (s == BRG_OK || b->error != BRG_OK) return;
     b->error = s;
-    snprintf(b->error_msg, sizeof b->error_msg, "CUDA backend (device %d): %s", b->ctx.device,
-             msg && msg[0] ? msg : brg_status_string(s));
+    /* The message is cut to leave room for the prefix. */
+    snprintf(b->error_msg, sizeof b->error_msg, "CUDA backend (device %d): %.*s", b->ctx.device,
+             (int)sizeof b->error_msg - 40, msg && msg[0] ? msg : brg_status_string(s));
 }
 
 static void keep_cuda_error(cuda_backend *b, cudaError_t e, const char *what) {
@@ -375,12 +376,17 @@ static int64_t cuda_element_bytes(const brg__backend *be, brg_dtype dtype) {
     return dtype == BRG_F32 && cb_const(be)->ctx.act == BRG__CUDA_BF16 ? 2 : 4;
 }
 
-static void *cuda_alloc(brg__backend *be, size_t bytes) {
+static void *cuda_alloc_uninit(brg__backend *be, size_t bytes) {
     cuda_backend *b = cb(be);
     enter(b);
     end_squares_run(b);
     b->epoch++;
-    void *p = brg__cuda_arena_alloc(b->arena, bytes);
+    return brg__cuda_arena_alloc(b->arena, bytes);
+}
+
+static void *cuda_alloc(brg__backend *be, size_t bytes) {
+    cuda_backend *b = cb(be);
+    void *p = cuda_alloc_uninit(be, bytes);
     if (!p) return NULL;
     cudaError_t e = cudaMemsetAsync(p, 0, brg__cuda_arena_block_bytes(b->arena, p), b->ctx.stream);
     if (e != cudaSuccess) {
@@ -602,6 +608,7 @@ static const brg__backend_vtable cuda_vtable = {
     /* name */ "cuda",
     /* element_bytes */ cuda_element_bytes,
     /* alloc */ cuda_alloc,
+    /* alloc_uninit */ cuda_alloc_uninit,
     /* free */ cuda_free,
     /* zero */ cuda_zero,
     /* copy */ cuda_copy,

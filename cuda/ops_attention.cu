@@ -1,77 +1,365 @@
-// Causal multi-head self-attention (GPT-2) on a fused qkv input, as batched GEMMs around a masked softmax.
+// Causal multi-head self-attention (GPT-2) on a fused qkv input, fused as FlashAttention-2 (Dao, 2023) is:
+// no T x T matrix is ever written to memory.
 //
-// qkv (B, T, 3C) holds q, k and v side by side; head h reads columns [h hs, (h+1) hs) of each, so for one
-// sample the NH heads are one strided batch (stride hs, leading dimension 3C), with no copies. aux keeps
-// the softmax probabilities att (B, NH, T, T) in the activation type, zero above the diagonal; forward
-// computes the scaled scores into it and turns each row into its softmax in place. Backward takes
-// d(att) per sample into workspace, turns it into d(scores) in place (softmax backward), then dq, dk and
-// dv. The products are full T x T ones; the masked half is zeros.
+// qkv (B, T, 3C) holds q, k and v side by side; head h reads columns [h hs, (h+1) hs) of each. aux keeps
+// one fp32 per query row, the log-sum-exp of its scaled scores, lse (B, NH, T), as the CPU backend's
+// attention does: memory O(T) per head from forward to backward.
+//
+// Forward: a block takes 64 query rows of one (b, h) and walks the key tiles of 64 up to its last row,
+// with q, k and v tiles in shared memory (fp32, whatever the activation type: bf16 inputs, fp32
+// accumulation). Each warp owns 8 query rows; lane l the keys l and l + 32 of a tile for the scores and
+// the columns l + 32 u of the output. The running max m and sum l of each row are updated tile after
+// tile (online softmax: what was accumulated is rescaled by exp(m_old - m_new)); the output is acc / l.
+// engine/cpu/attention_tiled.c is this algorithm in plain C, tested against the CPU attention.
+//
+// Backward, with D = rowsum(dout * out) per row (a small kernel first) and the probabilities recomputed,
+// p = exp(s - lse), ds = p (dp - D), dp = dout v^T, in two kernels so that every sum has one owner and a
+// fixed order (no atomics; the same bits on every run):
+//   dq: a block per 64 query rows walks the key tiles, dq += scale ds k;
+//   dk, dv: a block per 64 key rows walks the query tiles from its own, dv += p^T dout, dk += scale ds^T q.
+// Both accumulate into din (din += gradient), as every kernel does.
+//
+// The head size is a template parameter HS in {32, 64, 128} (the smallest at least hs; tiles are zero
+// past hs); larger heads are refused.
 #include <cmath>
 
 #include "backend.cuh"
 
-#define ROWS_PER_BLOCK 8 /* one warp per row */
+#define FA_TILE 64                        /* rows a block owns, and rows of the tiles it walks */
+#define FA_WARPS 8                        /* warps per block */
+#define FA_WARP_ROWS (FA_TILE / FA_WARPS) /* 8 rows per warp */
+#define FA_THREADS (32 * FA_WARPS)
+#define FA_MAX_HEAD 128
+
+/* ---- device helpers ---- */
+
+// Rows [row0, row0 + FA_TILE) of a (rows_total, ld) matrix, columns [0, hs), into a tile of row stride
+// HS + 1 (the + 1 keeps lanes reading one column of different rows on different banks); zero past the
+// matrix and past hs.
+template <typename T, int HS>
+__device__ __forceinline__ void load_tile(float *dst, const T *src, int64_t ld, int64_t row0, int64_t rows_total, int hs) {
+    for (int i = threadIdx.x; i < FA_TILE * HS; i += FA_THREADS) {
+        int r = i / HS, c = i % HS;
+        float v = 0.0f;
+        if (row0 + r < rows_total && c < hs) v = brg__to_float(src[(row0 + r) * ld + c]);
+        dst[r * (HS + 1) + c] = v;
+    }
+}
+
+// s[r][u] = a_row(warp's row r) . b_row(lane + 32 u), over HS columns: the warp's 8 rows of tile a against
+// the 64 rows of tile b.
+template <int HS>
+__device__ __forceinline__ void tile_dots(float s[FA_WARP_ROWS][2], const float *a, const float *b, int warp, int lane) {
+#pragma unroll
+    for (int r = 0; r < FA_WARP_ROWS; r++) s[r][0] = s[r][1] = 0.0f;
+    const float *a0 = a + warp * FA_WARP_ROWS * (HS + 1);
+    const float *b0 = b + lane * (HS + 1), *b1 = b + (lane + 32) * (HS + 1);
+#pragma unroll 4
+    for (int c = 0; c < HS; c++) {
+        float x0 = b0[c], x1 = b1[c];
+#pragma unroll
+        for (int r = 0; r < FA_WARP_ROWS; r++) {
+            float y = a0[r * (HS + 1) + c];
+            s[r][0] = fmaf(y, x0, s[r][0]);
+            s[r][1] = fmaf(y, x1, s[r][1]);
+        }
+    }
+}
+
+// acc[r][u] += sum_j w[r][j] m[j][lane + 32 u], j over the 64 rows of tile m; w: the warp's (8, FA_TILE)
+// weights in shared memory.
+template <int HS>
+__device__ __forceinline__ void tile_accumulate(float acc[FA_WARP_ROWS][HS / 32], const float *w, const float *m,
+                                                int lane) {
+    for (int j = 0; j < FA_TILE; j++) {
+        float x[HS / 32];
+#pragma unroll
+        for (int u = 0; u < HS / 32; u++) x[u] = m[j * (HS + 1) + lane + 32 * u];
+#pragma unroll
+        for (int r = 0; r < FA_WARP_ROWS; r++) {
+            float y = w[r * FA_TILE + j];
+#pragma unroll
+            for (int u = 0; u < HS / 32; u++) acc[r][u] = fmaf(y, x[u], acc[r][u]);
+        }
+    }
+}
+
+template <int HS> __host__ __device__ constexpr size_t tile_floats() { return (size_t)FA_TILE * (HS + 1); }
 
 /* ---- kernels ---- */
 
-// Each row t of att (rows, T) holds the scaled scores; entries [0, t] become their softmax, the rest 0.
-template <typename T> __global__ void softmax_causal_kernel(T *att, int64_t rows, int64_t seq) {
-    int64_t r = (int64_t)blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / 32;
-    int lane = threadIdx.x % 32;
-    if (r >= rows) return;
-    int64_t t = r % seq;
-    T *row = att + r * seq; // (T)
-    float m = -INFINITY;
-    for (int64_t j = lane; j <= t; j += 32) m = fmaxf(m, brg__to_float(row[j]));
-    m = brg__warp_max(m);
-    float s = 0.0f;
-    for (int64_t j = lane; j <= t; j += 32) s += expf(brg__to_float(row[j]) - m);
-    float inv = 1.0f / brg__warp_sum(s);
-    for (int64_t j = lane; j < seq; j += 32)
-        row[j] = brg__from_float<T>(j <= t ? expf(brg__to_float(row[j]) - m) * inv : 0.0f);
+// grid (query blocks, NH, B); shared: q, k, v tiles and the warps' probabilities (FA_TILE x FA_TILE).
+template <typename T, int HS>
+__global__ void __launch_bounds__(FA_THREADS)
+    flash_forward_kernel(const T *qkv, T *out, float *lse, int64_t seq, int64_t C, int heads, int hs, float scale) {
+    extern __shared__ float smem[];
+    float *qs = smem, *ks = qs + tile_floats<HS>(), *vs = ks + tile_floats<HS>(), *ps = vs + tile_floats<HS>();
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int64_t q0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * FA_TILE; // the longest rows first
+    int h = blockIdx.y;
+    int64_t b = blockIdx.z;
+    const T *base = qkv + b * seq * 3 * C + (int64_t)h * hs; // q of row 0; k at + C, v at + 2C
+    load_tile<T, HS>(qs, base, 3 * C, q0, seq, hs);
+    float m[FA_WARP_ROWS], l[FA_WARP_ROWS], acc[FA_WARP_ROWS][HS / 32];
+#pragma unroll
+    for (int r = 0; r < FA_WARP_ROWS; r++) {
+        m[r] = -INFINITY, l[r] = 0.0f;
+#pragma unroll
+        for (int u = 0; u < HS / 32; u++) acc[r][u] = 0.0f;
+    }
+    float *pw = ps + warp * FA_WARP_ROWS * FA_TILE;
+    int64_t end = q0 + FA_TILE < seq ? q0 + FA_TILE : seq; /* keys [0, end) */
+    for (int64_t k0 = 0; k0 < end; k0 += FA_TILE) {
+        __syncthreads(); /* the previous tiles are read */
+        load_tile<T, HS>(ks, base + C, 3 * C, k0, seq, hs);
+        load_tile<T, HS>(vs, base + 2 * C, 3 * C, k0, seq, hs);
+        __syncthreads();
+        float s[FA_WARP_ROWS][2];
+        tile_dots<HS>(s, qs, ks, warp, lane);
+#pragma unroll
+        for (int r = 0; r < FA_WARP_ROWS; r++) {
+            int64_t t = q0 + warp * FA_WARP_ROWS + r;
+            float x[2], p[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                int64_t j = k0 + lane + 32 * u;
+                x[u] = j <= t && j < seq ? s[r][u] * scale : -INFINITY;
+            }
+            /* Every tile walked holds key k0 <= q0 <= t: the max is finite from the first tile on. */
+            float m_new = fmaxf(m[r], brg__warp_max(fmaxf(x[0], x[1])));
+            float rescale = expf(m[r] - m_new); /* 0 on the first tile */
+            p[0] = expf(x[0] - m_new), p[1] = expf(x[1] - m_new);
+            l[r] = l[r] * rescale + brg__warp_sum(p[0] + p[1]);
+            m[r] = m_new;
+#pragma unroll
+            for (int u = 0; u < HS / 32; u++) acc[r][u] *= rescale;
+            pw[r * FA_TILE + lane] = p[0];
+            pw[r * FA_TILE + lane + 32] = p[1];
+        }
+        __syncwarp();
+        tile_accumulate<HS>(acc, pw, vs, lane);
+    }
+#pragma unroll
+    for (int r = 0; r < FA_WARP_ROWS; r++) {
+        int64_t t = q0 + warp * FA_WARP_ROWS + r;
+        if (t >= seq) continue;
+        float inv = 1.0f / l[r];
+        T *o = out + (b * seq + t) * C + (int64_t)h * hs;
+#pragma unroll
+        for (int u = 0; u < HS / 32; u++) {
+            int c = lane + 32 * u;
+            if (c < hs) o[c] = brg__from_float<T>(acc[r][u] * inv);
+        }
+        if (lane == 0) lse[((b * heads + h) * seq) + t] = m[r] + logf(l[r]);
+    }
 }
 
-// In place, d(att) -> d(scores): p_j (datt_j - sum_i p_i datt_i) for j <= t, 0 after.
-template <typename T> __global__ void softmax_causal_backward_kernel(T *datt, const T *att, int64_t rows, int64_t seq) {
-    int64_t r = (int64_t)blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / 32;
+// D (B, NH, T) = rowsum(dout * out) of each head's row; a warp per (b, t, h).
+template <typename T>
+__global__ void flash_rowdot_kernel(float *D, const T *dout, const T *out, int64_t batch, int64_t seq, int64_t C,
+                                    int heads, int hs) {
+    int64_t row = (int64_t)blockIdx.x * FA_WARPS + threadIdx.x / 32; // (b, t, h) in memory order
     int lane = threadIdx.x % 32;
-    if (r >= rows) return;
-    int64_t t = r % seq;
-    T *drow = datt + r * seq;      // (T)
-    const T *prow = att + r * seq; // (T)
-    float dot = 0.0f;
-    for (int64_t j = lane; j <= t; j += 32) dot += brg__to_float(prow[j]) * brg__to_float(drow[j]);
-    dot = brg__warp_sum(dot);
-    for (int64_t j = lane; j < seq; j += 32)
-        drow[j] = brg__from_float<T>(j <= t ? brg__to_float(prow[j]) * (brg__to_float(drow[j]) - dot) : 0.0f);
+    if (row >= batch * seq * heads) return;
+    int h = (int)(row % heads);
+    int64_t bt = row / heads, b = bt / seq, t = bt % seq;
+    const T *g = dout + bt * C + (int64_t)h * hs, *o = out + bt * C + (int64_t)h * hs;
+    float acc = 0.0f;
+    for (int c = lane; c < hs; c += 32) acc = fmaf(brg__to_float(g[c]), brg__to_float(o[c]), acc);
+    acc = brg__warp_sum(acc);
+    if (lane == 0) D[(b * heads + h) * seq + t] = acc;
+}
+
+// dq of 64 query rows; grid (query blocks, NH, B); shared: q, dout, k, v tiles and the warps' ds.
+template <typename T, int HS>
+__global__ void __launch_bounds__(FA_THREADS)
+    flash_backward_dq_kernel(const T *qkv, const T *dout, const float *lse, const float *D, T *dqkv, int64_t seq,
+                             int64_t C, int heads, int hs, float scale) {
+    extern __shared__ float smem[];
+    float *qs = smem, *dos = qs + tile_floats<HS>(), *ks = dos + tile_floats<HS>(), *vs = ks + tile_floats<HS>();
+    float *ps = vs + tile_floats<HS>();
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int64_t q0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * FA_TILE;
+    int h = blockIdx.y;
+    int64_t b = blockIdx.z;
+    const T *base = qkv + b * seq * 3 * C + (int64_t)h * hs;
+    load_tile<T, HS>(qs, base, 3 * C, q0, seq, hs);
+    load_tile<T, HS>(dos, dout + b * seq * C + (int64_t)h * hs, C, q0, seq, hs);
+    const float *lse_bh = lse + (b * heads + h) * seq, *D_bh = D + (b * heads + h) * seq;
+    float row_lse[FA_WARP_ROWS], row_D[FA_WARP_ROWS], acc[FA_WARP_ROWS][HS / 32];
+#pragma unroll
+    for (int r = 0; r < FA_WARP_ROWS; r++) {
+        int64_t t = q0 + warp * FA_WARP_ROWS + r;
+        row_lse[r] = t < seq ? lse_bh[t] : 0.0f;
+        row_D[r] = t < seq ? D_bh[t] : 0.0f;
+#pragma unroll
+        for (int u = 0; u < HS / 32; u++) acc[r][u] = 0.0f;
+    }
+    float *pw = ps + warp * FA_WARP_ROWS * FA_TILE;
+    int64_t end = q0 + FA_TILE < seq ? q0 + FA_TILE : seq;
+    for (int64_t k0 = 0; k0 < end; k0 += FA_TILE) {
+        __syncthreads();
+        load_tile<T, HS>(ks, base + C, 3 * C, k0, seq, hs);
+        load_tile<T, HS>(vs, base + 2 * C, 3 * C, k0, seq, hs);
+        __syncthreads();
+        float s[FA_WARP_ROWS][2], dp[FA_WARP_ROWS][2];
+        tile_dots<HS>(s, qs, ks, warp, lane);
+        tile_dots<HS>(dp, dos, vs, warp, lane);
+#pragma unroll
+        for (int r = 0; r < FA_WARP_ROWS; r++) {
+            int64_t t = q0 + warp * FA_WARP_ROWS + r;
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                int64_t j = k0 + lane + 32 * u;
+                float p = j <= t && t < seq ? expf(s[r][u] * scale - row_lse[r]) : 0.0f;
+                pw[r * FA_TILE + lane + 32 * u] = p * (dp[r][u] - row_D[r]);
+            }
+        }
+        __syncwarp();
+        tile_accumulate<HS>(acc, pw, ks, lane);
+        __syncwarp(); /* ds read before the next tile's */
+    }
+#pragma unroll
+    for (int r = 0; r < FA_WARP_ROWS; r++) {
+        int64_t t = q0 + warp * FA_WARP_ROWS + r;
+        if (t >= seq) continue;
+        T *dq = dqkv + (b * seq + t) * 3 * C + (int64_t)h * hs;
+#pragma unroll
+        for (int u = 0; u < HS / 32; u++) {
+            int c = lane + 32 * u;
+            if (c < hs) dq[c] = brg__from_float<T>(brg__to_float(dq[c]) + scale * acc[r][u]);
+        }
+    }
+}
+
+// dk and dv of 64 key rows; grid (key blocks, NH, B); shared: k, v tiles (the block's), q, dout tiles (walked),
+// the warps' weights, and the walked rows' lse and D.
+template <typename T, int HS>
+__global__ void __launch_bounds__(FA_THREADS)
+    flash_backward_dkdv_kernel(const T *qkv, const T *dout, const float *lse, const float *D, T *dqkv, int64_t seq,
+                               int64_t C, int heads, int hs, float scale) {
+    extern __shared__ float smem[];
+    float *ks = smem, *vs = ks + tile_floats<HS>(), *qs = vs + tile_floats<HS>(), *dos = qs + tile_floats<HS>();
+    float *ps = dos + tile_floats<HS>(), *lse_s = ps + FA_TILE * FA_TILE, *D_s = lse_s + FA_TILE;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int64_t k0 = (int64_t)blockIdx.x * FA_TILE; // the first blocks see the most queries: they start first
+    int h = blockIdx.y;
+    int64_t b = blockIdx.z;
+    const T *base = qkv + b * seq * 3 * C + (int64_t)h * hs;
+    const T *dout_b = dout + b * seq * C + (int64_t)h * hs;
+    load_tile<T, HS>(ks, base + C, 3 * C, k0, seq, hs);
+    load_tile<T, HS>(vs, base + 2 * C, 3 * C, k0, seq, hs);
+    const float *lse_bh = lse + (b * heads + h) * seq, *D_bh = D + (b * heads + h) * seq;
+    float dk[FA_WARP_ROWS][HS / 32], dv[FA_WARP_ROWS][HS / 32];
+#pragma unroll
+    for (int r = 0; r < FA_WARP_ROWS; r++)
+#pragma unroll
+        for (int u = 0; u < HS / 32; u++) dk[r][u] = dv[r][u] = 0.0f;
+    float *pw = ps + warp * FA_WARP_ROWS * FA_TILE;
+    for (int64_t q0 = k0; q0 < seq; q0 += FA_TILE) { /* causal: queries from the block's first key on */
+        __syncthreads();
+        load_tile<T, HS>(qs, base, 3 * C, q0, seq, hs);
+        load_tile<T, HS>(dos, dout_b, C, q0, seq, hs);
+        if (threadIdx.x < FA_TILE) {
+            int64_t i = q0 + threadIdx.x;
+            lse_s[threadIdx.x] = i < seq ? lse_bh[i] : 0.0f;
+            D_s[threadIdx.x] = i < seq ? D_bh[i] : 0.0f;
+        }
+        __syncthreads();
+        float s[FA_WARP_ROWS][2], dp[FA_WARP_ROWS][2], ds[FA_WARP_ROWS][2];
+        tile_dots<HS>(s, ks, qs, warp, lane);  /* s[r][u]: key row r of the warp, query lane + 32 u */
+        tile_dots<HS>(dp, vs, dos, warp, lane);
+#pragma unroll
+        for (int r = 0; r < FA_WARP_ROWS; r++) {
+            int64_t j = k0 + warp * FA_WARP_ROWS + r;
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                int ii = lane + 32 * u;
+                int64_t i = q0 + ii;
+                float p = i >= j && i < seq && j < seq ? expf(s[r][u] * scale - lse_s[ii]) : 0.0f;
+                ds[r][u] = p * (dp[r][u] - D_s[ii]);
+                pw[r * FA_TILE + ii] = p;
+            }
+        }
+        __syncwarp();
+        tile_accumulate<HS>(dv, pw, dos, lane); /* dv += p^T dout */
+        __syncwarp();
+#pragma unroll
+        for (int r = 0; r < FA_WARP_ROWS; r++) {
+            pw[r * FA_TILE + lane] = ds[r][0];
+            pw[r * FA_TILE + lane + 32] = ds[r][1];
+        }
+        __syncwarp();
+        tile_accumulate<HS>(dk, pw, qs, lane); /* dk += ds^T q (scaled below) */
+    }
+#pragma unroll
+    for (int r = 0; r < FA_WARP_ROWS; r++) {
+        int64_t j = k0 + warp * FA_WARP_ROWS + r;
+        if (j >= seq) continue;
+        T *dkr = dqkv + (b * seq + j) * 3 * C + C + (int64_t)h * hs, *dvr = dkr + C;
+#pragma unroll
+        for (int u = 0; u < HS / 32; u++) {
+            int c = lane + 32 * u;
+            if (c >= hs) continue;
+            dkr[c] = brg__from_float<T>(brg__to_float(dkr[c]) + scale * dk[r][u]);
+            dvr[c] = brg__from_float<T>(brg__to_float(dvr[c]) + dv[r][u]);
+        }
+    }
 }
 
 /* ---- launchers ---- */
 
-template <typename T>
-static brg_status softmax_causal(T *att, int64_t rows, int64_t seq, cudaStream_t stream, char *msg) {
-    if (rows == 0) return BRG_OK;
-    unsigned grid = (unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
-    softmax_causal_kernel<T><<<grid, 32 * ROWS_PER_BLOCK, 0, stream>>>(att, rows, seq);
-    BRG__LAUNCH_CHECK("softmax_causal", msg);
+typedef struct attention_dims {
+    int64_t batch, seq, channels, heads, head_size; /* B, T, C, NH, hs */
+} attention_dims;
+
+/* Shared memory of each kernel, in floats: forward 3 tiles and the weights; backward 4 tiles, the weights
+ * (and dk, dv's lse and D). */
+template <int HS> static size_t forward_shared() { return (3 * tile_floats<HS>() + FA_TILE * FA_TILE) * sizeof(float); }
+template <int HS> static size_t backward_shared() {
+    return (4 * tile_floats<HS>() + FA_TILE * FA_TILE + 2 * FA_TILE) * sizeof(float);
+}
+
+/* Above 48 KiB a kernel must ask for its dynamic shared memory (per device, so on every launch). */
+template <typename K> static cudaError_t allow_shared(K kernel, size_t bytes) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+}
+
+static dim3 fa_grid(const attention_dims *d) {
+    return dim3((unsigned)((d->seq + FA_TILE - 1) / FA_TILE), (unsigned)d->heads, (unsigned)d->batch);
+}
+
+template <typename T, int HS>
+static brg_status forward_launch(brg__cuda_ctx *c, const attention_dims *d, const T *qkv, T *out, float *lse, char *msg) {
+    size_t shared = forward_shared<HS>();
+    BRG__CUDA_CHECK(allow_shared(flash_forward_kernel<T, HS>, shared), msg);
+    flash_forward_kernel<T, HS><<<fa_grid(d), FA_THREADS, shared, c->stream>>>(
+        qkv, out, lse, d->seq, d->channels, (int)d->heads, (int)d->head_size, 1.0f / sqrtf((float)d->head_size));
+    BRG__LAUNCH_CHECK("flash_forward", msg);
     return BRG_OK;
 }
 
-template <typename T>
-static brg_status softmax_causal_backward(T *datt, const T *att, int64_t rows, int64_t seq, cudaStream_t stream,
-                                          char *msg) {
-    if (rows == 0) return BRG_OK;
-    unsigned grid = (unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
-    softmax_causal_backward_kernel<T><<<grid, 32 * ROWS_PER_BLOCK, 0, stream>>>(datt, att, rows, seq);
-    BRG__LAUNCH_CHECK("softmax_causal_backward", msg);
+template <typename T, int HS>
+static brg_status backward_launch(brg__cuda_ctx *c, const attention_dims *d, const T *qkv, const T *out,
+                                  const T *dout, const float *lse, float *D, T *dqkv, char *msg) {
+    int64_t rows = d->batch * d->seq * d->heads;
+    flash_rowdot_kernel<T><<<(unsigned)((rows + FA_WARPS - 1) / FA_WARPS), FA_THREADS, 0, c->stream>>>(
+        D, dout, out, d->batch, d->seq, d->channels, (int)d->heads, (int)d->head_size);
+    BRG__LAUNCH_CHECK("flash_rowdot", msg);
+    size_t shared = backward_shared<HS>();
+    float scale = 1.0f / sqrtf((float)d->head_size);
+    BRG__CUDA_CHECK(allow_shared(flash_backward_dq_kernel<T, HS>, shared), msg);
+    flash_backward_dq_kernel<T, HS><<<fa_grid(d), FA_THREADS, shared, c->stream>>>(
+        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+    BRG__LAUNCH_CHECK("flash_backward_dq", msg);
+    BRG__CUDA_CHECK(allow_shared(flash_backward_dkdv_kernel<T, HS>, shared), msg);
+    flash_backward_dkdv_kernel<T, HS><<<fa_grid(d), FA_THREADS, shared, c->stream>>>(
+        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+    BRG__LAUNCH_CHECK("flash_backward_dkdv", msg);
     return BRG_OK;
 }
 
 /* ---- op entry points ---- */
-
-typedef struct attention_dims {
-    int64_t batch, seq, channels, heads, head_size; /* B, T, C, NH, hs */
-} attention_dims;
 
 static brg_status attention_dims_get(const brg__op_call *call, attention_dims *d) {
     const brg_tensor *qkv = call->op->inputs[0]; // (B, T, 3C)
@@ -84,53 +372,27 @@ static brg_status attention_dims_get(const brg__op_call *call, attention_dims *d
         3 * d->channels != brg__cuda_dim(qkv, 2, call->batch))
         return BRG__OP_FAIL(call, BRG_ERR_SHAPE, "%lld channels do not split into 3 x %lld heads",
                             (long long)brg__cuda_dim(qkv, 2, call->batch), (long long)d->heads);
+    if (d->head_size > FA_MAX_HEAD)
+        return BRG__OP_FAIL(call, BRG_ERR_UNSUPPORTED, "head size %lld: the fused attention kernel takes at most %d",
+                            (long long)d->head_size, FA_MAX_HEAD);
+    if (d->seq > (int64_t)FA_TILE * 0x7fffffff || d->batch > 65535 || d->heads > 65535)
+        return BRG__OP_FAIL(call, BRG_ERR_UNSUPPORTED, "%lld samples x %lld heads x %lld rows pass the kernel's grid",
+                            (long long)d->batch, (long long)d->heads, (long long)d->seq);
     return BRG_OK;
-}
-
-/* One strided batch over the heads of one sample: rows of every operand are at the given strides. */
-static brg__cuda_gemm_args head_batch(const attention_dims *d, brg__cuda_dtype type) {
-    brg__cuda_gemm_args g;
-    memset(&g, 0, sizeof g);
-    g.ab_type = type;
-    g.c_type = type;
-    g.batch = d->heads;
-    return g;
 }
 
 template <typename T> static brg_status forward_typed(brg__cuda_ctx *c, const brg__op_call *call) {
     attention_dims d;
     BRG__CHECK(attention_dims_get(call, &d));
-    int64_t T_ = d.seq, C = d.channels, hs = d.head_size, NH = d.heads;
-    float scale = 1.0f / sqrtf((float)hs);
+    if (d.batch == 0 || d.seq == 0) return BRG_OK;
     const void *qkv_v;
     BRG__CHECK(brg__cuda_operand(c, call, 0, &qkv_v));
     const T *qkv = (const T *)qkv_v; // (B, T, 3C)
     T *out = (T *)call->out;         // (B, T, C)
-    T *att = (T *)call->aux;         // (B, NH, T, T)
-    for (int64_t b = 0; b < d.batch; b++) {
-        const T *q = qkv + b * T_ * 3 * C; // head h: (T, hs) at column h hs, row stride 3C
-        const T *k = q + C, *v = q + 2 * C;
-        T *att_b = att + b * NH * T_ * T_; // (NH, T, T)
-        // scores (T, T) = scale q k^T, per head
-        brg__cuda_gemm_args g = head_batch(&d, c->act);
-        g.trans_b = 1, g.m = T_, g.n = T_, g.k = hs, g.alpha = scale;
-        g.a = q, g.lda = 3 * C, g.stride_a = hs;
-        g.b = k, g.ldb = 3 * C, g.stride_b = hs;
-        g.c = att_b, g.ldc = T_, g.stride_c = T_ * T_;
-        BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
-    }
-    BRG__CHECK(softmax_causal(att, d.batch * NH * T_, T_, c->stream, call->msg));
-    for (int64_t b = 0; b < d.batch; b++) {
-        const T *v = qkv + b * T_ * 3 * C + 2 * C;
-        // o (T, hs) = att (T, T) v (T, hs), per head, into out's columns h hs (row stride C)
-        brg__cuda_gemm_args g = head_batch(&d, c->act);
-        g.m = T_, g.n = hs, g.k = T_, g.alpha = 1.0f;
-        g.a = att + b * NH * T_ * T_, g.lda = T_, g.stride_a = T_ * T_;
-        g.b = v, g.ldb = 3 * C, g.stride_b = hs;
-        g.c = out + b * T_ * C, g.ldc = C, g.stride_c = hs;
-        BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
-    }
-    return BRG_OK;
+    float *lse = call->aux;          // (B, NH, T)
+    if (d.head_size <= 32) return forward_launch<T, 32>(c, &d, qkv, out, lse, call->msg);
+    if (d.head_size <= 64) return forward_launch<T, 64>(c, &d, qkv, out, lse, call->msg);
+    return forward_launch<T, 128>(c, &d, qkv, out, lse, call->msg);
 }
 
 template <typename T> static brg_status backward_typed(brg__cuda_ctx *c, const brg__op_call *call) {
@@ -138,52 +400,19 @@ template <typename T> static brg_status backward_typed(brg__cuda_ctx *c, const b
     BRG__CHECK(attention_dims_get(call, &d));
     if (brg__cuda_grad_type(c, call, 0) != c->act)
         return BRG__OP_FAIL(call, BRG_ERR_UNSUPPORTED, "%s", "the input must be an activation");
-    int64_t T_ = d.seq, C = d.channels, hs = d.head_size, NH = d.heads;
-    float scale = 1.0f / sqrtf((float)hs);
+    if (d.batch == 0 || d.seq == 0) return BRG_OK;
     const void *qkv_v;
     BRG__CHECK(brg__cuda_operand(c, call, 0, &qkv_v));
-    const T *qkv = (const T *)qkv_v;                                                         // (B, T, 3C)
-    const T *att = (const T *)call->aux;                                                     // (B, NH, T, T)
-    const T *dout = (const T *)call->dout;                                                   // (B, T, C)
-    T *dqkv = (T *)call->din[0];                                                             // (B, T, 3C)
-    T *dscores = (T *)brg__cuda_workspace(c, (size_t)(NH * T_ * T_) * sizeof(T), call->msg); // (NH, T, T), one sample
-    if (!dscores) return BRG_ERR_OUT_OF_MEMORY;
-    for (int64_t b = 0; b < d.batch; b++) {
-        const T *q = qkv + b * T_ * 3 * C, *k = q + C, *v = q + 2 * C;
-        T *dq = dqkv + b * T_ * 3 * C, *dk = dq + C, *dv = dq + 2 * C;
-        const T *att_b = att + b * NH * T_ * T_;
-        const T *dout_b = dout + b * T_ * C;
-        // datt (T, T) = dout (T, hs) v^T
-        brg__cuda_gemm_args g = head_batch(&d, c->act);
-        g.trans_b = 1, g.m = T_, g.n = T_, g.k = hs, g.alpha = 1.0f;
-        g.a = dout_b, g.lda = C, g.stride_a = hs;
-        g.b = v, g.ldb = 3 * C, g.stride_b = hs;
-        g.c = dscores, g.ldc = T_, g.stride_c = T_ * T_;
-        BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
-        BRG__CHECK(softmax_causal_backward(dscores, att_b, NH * T_, T_, c->stream, call->msg));
-        // dq (T, hs) += scale dscores (T, T) k (T, hs)
-        g = head_batch(&d, c->act);
-        g.m = T_, g.n = hs, g.k = T_, g.alpha = scale, g.beta = 1.0f;
-        g.a = dscores, g.lda = T_, g.stride_a = T_ * T_;
-        g.b = k, g.ldb = 3 * C, g.stride_b = hs;
-        g.c = dq, g.ldc = 3 * C, g.stride_c = hs;
-        BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
-        // dk (T, hs) += scale dscores^T q
-        g = head_batch(&d, c->act);
-        g.trans_a = 1, g.m = T_, g.n = hs, g.k = T_, g.alpha = scale, g.beta = 1.0f;
-        g.a = dscores, g.lda = T_, g.stride_a = T_ * T_;
-        g.b = q, g.ldb = 3 * C, g.stride_b = hs;
-        g.c = dk, g.ldc = 3 * C, g.stride_c = hs;
-        BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
-        // dv (T, hs) += att^T dout
-        g = head_batch(&d, c->act);
-        g.trans_a = 1, g.m = T_, g.n = hs, g.k = T_, g.alpha = 1.0f, g.beta = 1.0f;
-        g.a = att_b, g.lda = T_, g.stride_a = T_ * T_;
-        g.b = dout_b, g.ldb = C, g.stride_b = hs;
-        g.c = dv, g.ldc = 3 * C, g.stride_c = hs;
-        BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
-    }
-    return BRG_OK;
+    const T *qkv = (const T *)qkv_v;        // (B, T, 3C)
+    const T *out = (const T *)call->out;    // (B, T, C), forward's output
+    const T *dout = (const T *)call->dout;  // (B, T, C)
+    const float *lse = call->aux;           // (B, NH, T)
+    T *dqkv = (T *)call->din[0];            // (B, T, 3C)
+    float *D = (float *)brg__cuda_workspace(c, (size_t)(d.batch * d.heads * d.seq) * sizeof(float), call->msg);
+    if (!D) return BRG_ERR_OUT_OF_MEMORY;
+    if (d.head_size <= 32) return backward_launch<T, 32>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
+    if (d.head_size <= 64) return backward_launch<T, 64>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
+    return backward_launch<T, 128>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
 }
 
 brg_status brg__cuda_attention_forward(brg__cuda_ctx *c, const brg__op_call *call) {

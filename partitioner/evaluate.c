@@ -67,6 +67,13 @@ void brg__evaluation_free(brg__evaluation *e) {
     memset(e, 0, sizeof *e);
 }
 
+/* What rank r's chunk v keeps beside its workspace: the last stage's step buffer of losses, one per
+ * position and micro-batch, which the host reads once per step (engine/runtime/stage.c: loss_kept). */
+static int64_t loss_kept_bytes(const brg__model *m, const brg__batch_table *bt, const brg__config *c, int s) {
+    if (s != c->ranks * c->chunks - 1) return 0;
+    return brg__alloc_round(m->kind, m->loss_numel * bt->micro_batch * 4 * (int64_t)c->micro_batches);
+}
+
 /* Stage times on a rank: the slowest of its devices' classes. */
 static void rank_stage_times(const brg__model *m, const brg__batch_table *bt, unsigned classes, int a, int e,
                              brg_recompute policy, brg__stage_times *out) {
@@ -290,7 +297,7 @@ brg_status brg__evaluate(const brg__model *m, const brg__batch_table *bt, const 
             int s = v * R + r;
             const brg__stage_memory *sm = &e->memory[s];
             statics += sm->params + sm->gradients + sm->optimizer;
-            workspace += sm->workspace;
+            workspace += sm->workspace + loss_kept_bytes(m, bt, c, s);
             params += sm->params;
             for (int l = first[s]; l < first[s + 1]; l++) partial += m->layer_partial[l];
             busy += mb * (e->forward[s] + e->backward[s]);
@@ -440,7 +447,7 @@ static int rank_fits(const brg__model *m, const brg__batch_table *bt, const brg_
         int s = v * c->ranks + r;
         brg__stage_memory_get(bt, m, first[s], first[s + 1], policy[s], &chunk_memory[v]);
         statics += chunk_memory[v].params + chunk_memory[v].gradients + chunk_memory[v].optimizer;
-        workspace += chunk_memory[v].workspace;
+        workspace += chunk_memory[v].workspace + loss_kept_bytes(m, bt, c, s);
     }
     int64_t walk = brg__memory_walk_peak(&se->walks[r], chunk_memory);
     int64_t transient = brg__optimizer_transient(m, held, c->ranks);

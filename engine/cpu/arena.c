@@ -74,15 +74,23 @@ void brg__arena_destroy(brg__arena *a) {
     free(a);
 }
 
-void *brg__arena_alloc(brg__arena *a, size_t bytes) {
+/* An allocation of the arena for `site` (its caller, as the allocation-failure sweep names sites): zeroed
+ * when zero is set; else, in builds with assertions, filled with 0xff bytes (NaN as fp32, -1 as int32), so
+ * that a read before the first write shows in the tests. */
+static void *arena_take(brg__arena *a, size_t bytes, int zero, const void *site) {
     /* mallocx needs a positive size. Not MALLOCX_ZERO: jemalloc zeroes a reused large extent by handing
      * its pages back to the kernel (madvise), so every reuse would fault each 4 KiB page in again and
      * have the kernel clear it (about 600k faults per gpt2-small step); clearing the memory here, on
      * the calling thread's kernel threads, is several times cheaper. */
-    if (brg__alloc_injected_failure(__builtin_return_address(0))) return NULL;
+    if (brg__alloc_injected_failure(site)) return NULL;
     void *p = mallocx(bytes ? bytes : 1, a->flags | MALLOCX_ALIGN(64));
     if (!p) return NULL;
-    brg__cpu_zero(p, bytes);
+    if (zero)
+        brg__cpu_zero(p, bytes);
+#ifndef NDEBUG
+    else
+        memset(p, 0xff, bytes);
+#endif
     int64_t usable = (int64_t)sallocx(p, 0); // what jemalloc's statistics count
     int64_t now = atomic_fetch_add(&a->allocated, usable) + usable;
     int64_t peak = atomic_load(&a->peak);
@@ -90,6 +98,12 @@ void *brg__arena_alloc(brg__arena *a, size_t bytes) {
         /* another thread moved the peak: peak now holds its value, compare again */
     }
     return p;
+}
+
+void *brg__arena_alloc(brg__arena *a, size_t bytes) { return arena_take(a, bytes, 1, __builtin_return_address(0)); }
+
+void *brg__arena_alloc_uninit(brg__arena *a, size_t bytes) {
+    return arena_take(a, bytes, 0, __builtin_return_address(0));
 }
 
 void brg__arena_free(brg__arena *a, void *p) {

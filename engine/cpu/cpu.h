@@ -40,6 +40,8 @@ brg_status brg__arena_create(brg__arena **out, char *msg);
 void brg__arena_destroy(brg__arena *a);
 /* 64-byte aligned, zero-filled. NULL when out of memory. */
 void *brg__arena_alloc(brg__arena *a, size_t bytes);
+/* 64-byte aligned, contents undefined (0xff bytes in builds with assertions). NULL when out of memory. */
+void *brg__arena_alloc_uninit(brg__arena *a, size_t bytes);
 void brg__arena_free(brg__arena *a, void *p);
 /* Bytes currently allocated through the arena (as jemalloc counts them), and the peak since creation
  * or the last reset. */

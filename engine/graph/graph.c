@@ -720,13 +720,13 @@ brg_tensor *brg_causal_attention(brg_graph *g, brg_tensor *qkv, int64_t heads, c
         fail_shape(g, &s, why, qkv, NULL);
         return NULL;
     }
-    /* The softmax probabilities kept for backward are (B, heads, T, T). */
+    /* The scores a sample's heads compute are (heads, T, T) (the CPU backend's workspace holds a head's). */
     int64_t probs = qkv->shape[0] == BRG_BATCH ? 1 : qkv->shape[0];
     if (!brg__count_mul(probs, heads, BRG_MAX_TENSOR_ELEMENTS, &probs) ||
         !brg__count_mul(probs, qkv->shape[1], BRG_MAX_TENSOR_ELEMENTS, &probs) ||
         !brg__count_mul(probs, qkv->shape[1], BRG_MAX_TENSOR_ELEMENTS, &probs)) {
         char why[128];
-        snprintf(why, sizeof why, "%" PRId64 " heads x T x T attention probabilities pass %lld elements per sample",
+        snprintf(why, sizeof why, "%" PRId64 " heads x T x T attention scores pass %lld elements per sample",
                  heads, (long long)BRG_MAX_TENSOR_ELEMENTS);
         fail_shape(g, &s, why, qkv, NULL);
         return NULL;

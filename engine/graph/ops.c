@@ -115,16 +115,20 @@ void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
         break;
     }
     case BRG_OP_ATTENTION: {
-        /* x: (B, T, 3C). Scores and weighted sums are full T x T GEMMs per (b, head). */
+        /* x: (B, T, 3C). Scores and weighted sums are T x T products per (b, head), counted whole; backward
+         * computes the scores again from the log-sum-exp forward kept (one float per query row: memory O(T)
+         * per head from forward to backward, not the O(T^2) probabilities). */
         double b = (double)(x->shape[0] == BRG_BATCH ? batch : x->shape[0]);
         double t = (double)x->shape[1], ch = (double)x->shape[2] / 3, heads = (double)op->heads;
-        double probs = b * heads * t * t;
+        double probs = b * heads * t * t, rows = b * heads * t;
         c->flops[BRG_PASS_FORWARD] = 4 * b * t * t * ch + 5 * probs;
-        c->bytes_moved[BRG_PASS_FORWARD] = f * (b * t * 3 * ch + 2 * probs + out);
-        c->flops[BRG_PASS_BACKWARD_INPUT] = 8 * b * t * t * ch + 4 * probs;
-        c->bytes_moved[BRG_PASS_BACKWARD_INPUT] = f * (out + 2 * b * t * 3 * ch + 3 * probs);
-        c->aux_floats = float_count(probs);      /* softmax probabilities (B, NH, T, T) */
-        c->scratch_floats = float_count(t * t);  /* d(probabilities) of one (b, head) */
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (b * t * 3 * ch + out) + 4 * rows;
+        c->flops[BRG_PASS_BACKWARD_INPUT] = 10 * b * t * t * ch + 6 * probs;
+        c->bytes_moved[BRG_PASS_BACKWARD_INPUT] = f * (2 * out + 2 * b * t * 3 * ch) + 4 * rows;
+        c->aux_floats = float_count(rows); /* the log-sum-exp of each row (B, NH, T) */
+        /* A CPU thread's workspace: the probabilities and d(scores) of one (b, head); a GPU's kernels keep
+         * their tiles on chip. */
+        c->scratch_floats = float_count(2 * t * t);
         c->cheap_to_recompute = 1; /* memory-heavy, FLOP-light relative to the GEMMs around it */
         break;
     }

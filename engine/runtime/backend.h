@@ -19,6 +19,10 @@ typedef struct brg__backend_vtable {
     int64_t (*element_bytes)(const brg__backend *b, brg_dtype dtype);
     /* Zero-filled, 64-byte aligned device memory; NULL when out of memory. */
     void *(*alloc)(brg__backend *b, size_t bytes);
+    /* The same, contents undefined: for buffers written, or zeroed, before anything reads them (a stage's
+     * activations, ops' internals, activation gradients), so that no time goes to clearing them. The CPU
+     * backend fills them with 0xff bytes (NaN) in builds with assertions, so a read before a write shows. */
+    void *(*alloc_uninit)(brg__backend *b, size_t bytes);
     void (*free)(brg__backend *b, void *p);
     void (*zero)(brg__backend *b, void *p, size_t bytes);
     /* Device to device, host to device, device to host. */

@@ -17,6 +17,9 @@ static const cpu_backend *cpu_const(const brg__backend *b) { return (const cpu_b
 static int64_t cpu_element_bytes(const brg__backend *b, brg_dtype dtype) { return brg__dtype_size(dtype); }
 
 static void *cpu_alloc(brg__backend *b, size_t bytes) { return brg__arena_alloc(cpu(b)->arena, bytes ? bytes : 1); }
+static void *cpu_alloc_uninit(brg__backend *b, size_t bytes) {
+    return brg__arena_alloc_uninit(cpu(b)->arena, bytes ? bytes : 1);
+}
 static void cpu_free(brg__backend *b, void *p) {
     if (p) brg__arena_free(cpu(b)->arena, p);
 }
@@ -53,6 +56,7 @@ static const brg__backend_vtable cpu_vtable = {
     .name = "cpu",
     .element_bytes = cpu_element_bytes,
     .alloc = cpu_alloc,
+    .alloc_uninit = cpu_alloc_uninit,
     .free = cpu_free,
     .zero = cpu_zero,
     .copy = cpu_copy,

@@ -200,6 +200,7 @@ brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend 
         int64_t n = brg__tensor_numel(loss, batch);
         float *host = brg__malloc((size_t)n * sizeof(float));
         s->dloss = stage_alloc(s, (size_t)n * sizeof(float), &failed);
+        s->loss_kept = stage_alloc(s, (size_t)n * (size_t)n_slots * sizeof(float), &failed);
         if (host && !failed) {
             for (int64_t i = 0; i < n; i++) host[i] = dloss_value;
             be->vt->upload(be, s->dloss, host, (size_t)n * sizeof(float));
@@ -249,6 +250,7 @@ void brg__stage_destroy(brg__stage *s) {
         be->vt->free(be, s->consumer_grad[k]);
     be->vt->free(be, s->scratch);
     be->vt->free(be, s->dloss);
+    be->vt->free(be, s->loss_kept);
     free(s->acts);
     free(s->act_grads);
     free(s->aux);
@@ -280,7 +282,7 @@ static brg_status out_of_memory(brg__stage *s, const char *what, int slot) {
 /* Allocates acts[slot][t] (and, for kind ACTIVATION, nothing else) unless present. */
 static int ensure_act(brg__stage *s, int slot, int64_t t) {
     if (s->acts[slot][t]) return 1;
-    s->acts[slot][t] = s->be->vt->alloc(s->be, brg__stage_tensor_bytes(s, s->graph->tensors[t]));
+    s->acts[slot][t] = s->be->vt->alloc_uninit(s->be, brg__stage_tensor_bytes(s, s->graph->tensors[t]));
     return s->acts[slot][t] != NULL;
 }
 
@@ -293,7 +295,7 @@ static int ensure_op_memory(brg__stage *s, int slot, int64_t i) {
     brg__op_costs c;
     brg__op_costs_get(op, s->batch, &c);
     if (!c.aux_floats) return 1;
-    *aux = s->be->vt->alloc(s->be, (size_t)c.aux_floats * sizeof(float));
+    *aux = s->be->vt->alloc_uninit(s->be, (size_t)c.aux_floats * sizeof(float));
     return *aux != NULL;
 }
 
@@ -313,7 +315,7 @@ brg_status brg__stage_acquire_grads(brg__stage *s, int slot) {
         for (int64_t k = 0; k < counts[l]; k++) {
             int64_t t = lists[l][k];
             if (s->act_grads[slot][t] || g->tensors[t]->dtype != BRG_F32) continue;
-            s->act_grads[slot][t] = s->be->vt->alloc(s->be, brg__stage_tensor_bytes(s, g->tensors[t]));
+            s->act_grads[slot][t] = s->be->vt->alloc_uninit(s->be, brg__stage_tensor_bytes(s, g->tensors[t]));
             if (!s->act_grads[slot][t]) return out_of_memory(s, "activation gradients", slot);
         }
     return BRG_OK;
@@ -716,17 +718,52 @@ void brg__stage_optimizer_step(brg__stage *s, float grad_scale, float lr, float 
     }
 }
 
-brg_status brg__stage_loss_sum(brg__stage *s, int slot, double *sum) {
+/* Positions of the loss output per micro-batch; 0 when this stage does not hold the loss. */
+static int64_t loss_positions(const brg__stage *s) {
     const brg_graph *g = s->graph;
-    if (g->loss_op < s->op_begin || g->loss_op >= s->op_end) return BRG_ERR_INVALID_USAGE;
-    const brg_tensor *loss = g->ops[g->loss_op].output;
-    int64_t n = brg__tensor_numel(loss, s->batch);
+    if (g->loss_op < s->op_begin || g->loss_op >= s->op_end) return 0;
+    return brg__tensor_numel(g->ops[g->loss_op].output, s->batch);
+}
+
+/* sums[j] = the values of host[j n, (j + 1) n) added in double, in order. */
+static void sum_rows(const float *host, int64_t n, int count, double *sums) {
+    for (int j = 0; j < count; j++) {
+        double total = 0.0;
+        for (int64_t i = 0; i < n; i++) total += host[(int64_t)j * n + i];
+        sums[j] = total;
+    }
+}
+
+brg_status brg__stage_loss_sum(brg__stage *s, int slot, double *sum) {
+    int64_t n = loss_positions(s);
+    if (!n) return BRG_ERR_INVALID_USAGE;
+    const brg_tensor *loss = s->graph->ops[s->graph->loss_op].output;
     float *host = brg__malloc((size_t)n * sizeof(float));
     if (!host) return out_of_memory(s, "the loss values", slot);
     s->be->vt->download(s->be, host, s->acts[slot][loss->index], (size_t)n * sizeof(float));
-    double total = 0.0;
-    for (int64_t i = 0; i < n; i++) total += host[i];
+    sum_rows(host, n, 1, sum);
     free(host);
-    *sum = total;
+    return BRG_OK;
+}
+
+brg_status brg__stage_loss_keep(brg__stage *s, int slot) {
+    int64_t n = loss_positions(s);
+    if (!n || slot < 0 || slot >= s->n_slots) return BRG_ERR_INVALID_USAGE;
+    const brg_tensor *loss = s->graph->ops[s->graph->loss_op].output;
+    s->be->vt->copy(s->be, s->loss_kept + (int64_t)slot * n, s->acts[slot][loss->index], (size_t)n * sizeof(float));
+    return BRG_OK;
+}
+
+brg_status brg__stage_loss_sums(brg__stage *s, int count, double *sums) {
+    int64_t n = loss_positions(s);
+    if (!n || count < 0 || count > s->n_slots) return BRG_ERR_INVALID_USAGE;
+    float *host = brg__malloc((size_t)n * (size_t)(count ? count : 1) * sizeof(float));
+    if (!host)
+        return brg__message_set(s->msg, sizeof s->msg, BRG_ERR_OUT_OF_MEMORY,
+                                "out of memory reading the step's loss values (%lld floats) on the host",
+                                (long long)(n * count));
+    s->be->vt->download(s->be, host, s->loss_kept, (size_t)n * (size_t)count * sizeof(float));
+    sum_rows(host, n, count, sums);
+    free(host);
     return BRG_OK;
 }

@@ -40,6 +40,7 @@ typedef struct brg__stage {
     int64_t *zero_before;   /* [tensor] op whose backward first adds to the gradient (zeroed then); -1 never */
     float *scratch;
     float *dloss; /* the loss output's gradient: dloss_value everywhere */
+    float *loss_kept; /* [n_slots][loss positions]: each micro-batch's loss, read by the host once per step */
 
     /* Per parameter index; NULL where the stage does not use the parameter. */
     float **param;
@@ -133,6 +134,11 @@ void brg__stage_optimizer_step(brg__stage *s, float grad_scale, float lr, float 
 
 /* Sum over positions (double, in order) of the loss output in `slot`, if this stage holds the loss. */
 brg_status brg__stage_loss_sum(brg__stage *s, int slot, double *sum);
+/* The loss output of `slot` copied on the device into the stage's step buffer (no wait for the host). */
+brg_status brg__stage_loss_keep(brg__stage *s, int slot);
+/* sums[j] for the first `count` slots kept this step, as brg__stage_loss_sum adds them: one copy to the
+ * host (one wait) for the whole step. */
+brg_status brg__stage_loss_sums(brg__stage *s, int count, double *sums);
 
 /* Bytes of t with BRG_BATCH bound to the stage's micro-batch. */
 size_t brg__stage_tensor_bytes(const brg__stage *s, const brg_tensor *t);

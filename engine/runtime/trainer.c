@@ -886,13 +886,9 @@ static brg_status run_forward(worker *w, vstage *v, int mb) {
     if (v->index == t->inject_stage && mb == t->inject_micro_batch)
         return worker_fail(w, BRG_ERR_BACKEND, "stage %d, micro-batch %d: injected kernel failure", v->index, mb);
     brg_status s = brg__stage_forward(v->st, mb);
-    if (s == BRG_OK && v->index == t->n_stages - 1) s = brg__stage_loss_sum(v->st, mb, &v->loss_sums[mb]);
+    /* The loss stays on the device until the step's end (read_losses): no wait per micro-batch. */
+    if (s == BRG_OK && v->index == t->n_stages - 1) s = brg__stage_loss_keep(v->st, mb);
     if (s != BRG_OK) return worker_fail(w, s, "stage %d, micro-batch %d, forward: %s", v->index, mb, v->st->msg);
-    if (v->index == t->n_stages - 1 && !isfinite(v->loss_sums[mb]))
-        return worker_fail(w, BRG_ERR_NUMERICAL,
-                           "stage %d, micro-batch %d, forward: the loss is %s (this step's ops were not scanned: "
-                           "nan_check_every 1, or --nan-check 1, names the op where it first appears)",
-                           v->index, mb, nonfinite_name(v->loss_sums[mb]));
     double t2 = brg__now_seconds();
     w->stats.compute_seconds += t2 - t1;
     record(w, BRG_INSTRUCTION_FORWARD, BRG_TRACE_COMPUTE, mb, v->index, t1, t2);
@@ -1182,9 +1178,27 @@ static brg_status reduce_replicas(worker *w) {
     return BRG_OK;
 }
 
+/* The last stage's losses of the step, one copy to the host for every micro-batch, checked before any
+ * update: a non-finite one stops the step, naming the first micro-batch that has it. */
+static brg_status read_losses(worker *w) {
+    brg_trainer *t = w->trainer;
+    vstage *v = &w->vs[t->n_stages - 1];
+    if (v->rank != w->prank || !v->st) return BRG_OK;
+    brg_status s = brg__stage_loss_sums(v->st, (int)t->opts.micro_batches, v->loss_sums);
+    if (s != BRG_OK) return worker_fail(w, s, "stage %d: %s", v->index, v->st->msg);
+    for (int64_t j = 0; j < t->opts.micro_batches; j++)
+        if (!isfinite(v->loss_sums[j]))
+            return worker_fail(w, BRG_ERR_NUMERICAL,
+                               "stage %d, micro-batch %lld, forward: the loss is %s (this step's ops were not "
+                               "scanned: nan_check_every 1, or --nan-check 1, names the op where it first appears)",
+                               v->index, (long long)j, nonfinite_name(v->loss_sums[j]));
+    return BRG_OK;
+}
+
 static brg_status run_optimizer(worker *w, double *norm_out) {
     brg_trainer *t = w->trainer;
     double t0 = brg__now_seconds();
+    BRG__CHECK(read_losses(w));
     if (!w->dp) {
         for (int k = 0; k < t->n_stages; k++)
             if (w->vs[k].rank == w->prank) brg__stage_reduce_grads(w->vs[k].st);

@@ -219,6 +219,16 @@ static void check_op(brg_graph *g, int64_t op_index, int64_t batch, int bf16, in
     compare(bf16 ? "bf16 forward" : "fp32 forward", op->name, got, want, h.n_out, tol);
     free(want);
     free(got);
+    if (op->kind == BRG_OP_ATTENTION) { /* the log-sum-exp kept for backward, fp32 on both */
+        brg__op_costs c;
+        brg__op_costs_get(op, batch, &c);
+        want = malloc((size_t)c.aux_floats * sizeof(float)), got = malloc((size_t)c.aux_floats * sizeof(float));
+        download(&cpu, want, cpu.aux, c.aux_floats, 0);
+        download(&gpu, got, gpu.aux, c.aux_floats, 0);
+        compare(bf16 ? "bf16 log-sum-exp" : "fp32 log-sum-exp", op->name, got, want, c.aux_floats, tol);
+        free(want);
+        free(got);
+    }
     for (int params = 0; params <= 1; params++) {
         backward_part(&cpu, op, batch, &h, params);
         backward_part(&gpu, op, batch, &h, params);
@@ -413,10 +423,38 @@ static void test_gelu_relu(void) {
 }
 
 static void test_attention(void) {
+    /* The fused kernel's cases: a head smaller than its template's 32 (tiles zero past it), T not a multiple
+     * of the 64-row tiles, GPT-2's head size at T = 1024, and the largest head (128). */
+    struct {
+        int64_t seq, channels, heads, batch;
+    } cases[] = {{16, 32, 4, 2}, {133, 96, 2, 2}, {1024, 128, 2, 1}, {200, 256, 2, 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        brg_graph *g = new_graph();
+        brg_tensor *qkv = input3(g, "qkv", cases[i].seq, 3 * cases[i].channels);
+        brg_causal_attention(g, qkv, cases[i].heads, "attn");
+        check_op_both(g, 0, cases[i].batch, 0);
+        brg_graph_destroy(g);
+    }
+    /* A head past the kernel's 128 is refused with its size named. */
     brg_graph *g = new_graph();
-    brg_tensor *qkv = input3(g, "qkv", 16, 3 * 32);
-    brg_causal_attention(g, qkv, 4, "attn");
-    check_op_both(g, 0, 2, 0);
+    brg_tensor *qkv = input3(g, "qkv", 8, 3 * 160);
+    brg_causal_attention(g, qkv, 1, "attn");
+    brg__backend *be = NULL;
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    BRG_ASSERT_OK(brg__backend_cuda_create(&be, 0, 0, msg), msg);
+    if (be) {
+        side s = {.be = be};
+        host_values h;
+        const brg__op *op = brg__graph_op(g, 0);
+        make_values(op, 1, 0, 0, &h);
+        side_setup(&s, op, 1, &h);
+        brg__op_call call = call_of(&s, op, 1, msg);
+        BRG_ASSERT_STATUS(be->vt->forward(be, &call), BRG_ERR_UNSUPPORTED);
+        BRG_ASSERT_CONTAINS(msg, "head size 160");
+        side_free(&s);
+        free_values(&h);
+        brg__backend_destroy(be);
+    }
     brg_graph_destroy(g);
 }
 

@@ -70,8 +70,8 @@ static void test_build_and_shapes(void) {
         BRG_ASSERT_EQ_INT(ti.shape[2], C);
         CU_ASSERT_STRING_EQUAL(oi.kind_name, "attention");
         CU_ASSERT(oi.cheap_to_recompute);
-        /* saved: output (T*C) plus softmax probabilities (heads*T*T), per sample */
-        BRG_ASSERT_EQ_INT(oi.saved_bytes_per_sample, 4 * (T * C + 4 * T * T));
+        /* saved: output (T*C) plus one log-sum-exp per row and head (heads*T), per sample */
+        BRG_ASSERT_EQ_INT(oi.saved_bytes_per_sample, 4 * (T * C + 4 * T));
     }
     CU_ASSERT(found);
     /* parameters: wte, wpe, ln_1 (2), c_attn (2), c_proj (2), ln_f (2) */

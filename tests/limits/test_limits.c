@@ -355,14 +355,14 @@ static void test_graph_shape_limits(void) {
     BRG_ASSERT_CONTAINS(brg_graph_last_error(g), "tensor 'w'");
     brg_graph_destroy(g);
 
-    /* Attention keeps (B, heads, T, T) probabilities: 2^40 per sample is the most. */
+    /* Attention's scores are (heads, T, T) per sample: 2^40 is the most. */
     brg_graph_create(&g);
     brg_tensor *qkv = brg_input(g, "qkv", BRG_F32, 3, (int64_t[]){BRG_BATCH, INT64_C(1) << 20, 3});
     CU_ASSERT(brg_causal_attention(g, qkv, 1, "attn") != NULL);
     brg_tensor *qkv2 = brg_input(g, "qkv2", BRG_F32, 3, (int64_t[]){BRG_BATCH, (INT64_C(1) << 20) + 1, 3});
     CU_ASSERT(brg_causal_attention(g, qkv2, 1, "attn2") == NULL);
     BRG_ASSERT_EQ_INT(brg_graph_status(g), BRG_ERR_SHAPE);
-    BRG_ASSERT_CONTAINS(brg_graph_last_error(g), "attention probabilities pass 1099511627776 elements per sample");
+    BRG_ASSERT_CONTAINS(brg_graph_last_error(g), "attention scores pass 1099511627776 elements per sample");
     brg_graph_destroy(g);
 }
 

@@ -556,7 +556,7 @@ static void test_search_matches_brute_force(void) {
 /* ---- topology ------------------------------------------------------------------------------------ */
 
 /* Models whose activations outweigh their parameters: neighbours should talk over the fast links. */
-#define NARROW_GPT "gpt:layers=8,hidden=64,heads=4,vocab=256,seq=128"
+#define NARROW_GPT "gpt:layers=8,hidden=64,heads=4,vocab=256,seq=256"
 #define WIDE_GPT "gpt:layers=8,hidden=256,heads=4,vocab=256,seq=1024"
 
 static void check_neighbours_on_fast_links(brg_graph *g, brg_topology *t, int pp, int dp, brg_link_kind fast,
