@@ -625,6 +625,7 @@ static const brg__backend_vtable cuda_vtable = {
     /* reset_peak */ cuda_reset_peak,
     /* destroy */ cuda_destroy,
     /* status */ cuda_status,
+    /* host_kernels */ 0,
 };
 
 /* ---- creation and the entries cuda.h gives C callers ---- */

@@ -310,7 +310,7 @@ static brg_status build_graph_tables(brg__model *m, brg_error *err) {
         mo->cheap = c.cheap_to_recompute;
         mo->out_numel = brg__tensor_numel(op->output, 1);
         mo->aux_floats = c.aux_floats;
-        mo->scratch_floats = c.scratch_floats;
+        mo->scratch_floats = brg__op_scratch_floats(&c, m->kind == BRG_DEVICE_CPU);
         for (int p = 0; p < BRG_PASS_COUNT; p++) {
             mo->flops[p] = c.flops[p];
             mo->bytes[p] = c.bytes_moved[p];
@@ -736,8 +736,9 @@ brg_status brg__batch_table_create(const brg__model *m, int64_t b, brg__batch_ta
             if (!mo->is_loss) drop_full += output + aux;
             if (!mo->is_loss && mo->cheap) drop_selective += output + aux;
             if (op->output->dtype == BRG_F32) grads += output;
-            if (c.scratch_floats) {
-                int64_t sc = brg__alloc_round(kind, c.scratch_floats * 4);
+            int64_t need = brg__op_scratch_floats(&c, kind == BRG_DEVICE_CPU);
+            if (need) {
+                int64_t sc = brg__alloc_round(kind, need * 4);
                 if (sc > scratch) scratch = sc;
             }
         }

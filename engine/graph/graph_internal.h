@@ -156,11 +156,18 @@ typedef struct brg__op_costs {
     double bytes_moved[BRG_PASS_COUNT];
     int64_t aux_floats;     /* internals saved by forward for backward (layernorm mean/rstd, attention probs) */
     int64_t scratch_floats; /* temporary workspace for one call of forward or backward */
+    int64_t host_scratch_floats; /* what kernels running on the host need instead, when more (the CPU
+                                  * attention's probabilities and d(scores) of one (b, head); the GPU's
+                                  * fused kernels keep their tiles on chip) */
     int cheap_to_recompute;
     brg__comm_kind comm_kind[BRG_PASS_COUNT]; /* a tensor-parallel rank's collective in that pass, if any */
     double comm_bytes[BRG_PASS_COUNT];
 } brg__op_costs;
 void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *costs);
+/* The workspace one call needs on a backend whose kernels run on the host (host != 0) or not. */
+static inline int64_t brg__op_scratch_floats(const brg__op_costs *c, int host) {
+    return host && c->host_scratch_floats > c->scratch_floats ? c->host_scratch_floats : c->scratch_floats;
+}
 
 /* ---- executing one op (the backends' kernel interface) ----
  * Tensors are dense, row-major, with BRG_BATCH bound to `batch`. Forward writes `out` (and `aux`).

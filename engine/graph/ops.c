@@ -128,7 +128,7 @@ void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
         c->aux_floats = float_count(rows); /* the log-sum-exp of each row (B, NH, T) */
         /* A CPU thread's workspace: the probabilities and d(scores) of one (b, head); a GPU's kernels keep
          * their tiles on chip. */
-        c->scratch_floats = float_count(2 * t * t);
+        c->host_scratch_floats = float_count(2 * t * t);
         c->cheap_to_recompute = 1; /* memory-heavy, FLOP-light relative to the GEMMs around it */
         break;
     }

@@ -48,6 +48,8 @@ typedef struct brg__backend_vtable {
      * into msg; BRG_OK when none. NULL for a backend whose void entries cannot fail. The runtime asks after
      * the optimizer, so a fault there fails the step instead of passing for a success. */
     brg_status (*status)(brg__backend *b, char *msg);
+    /* The kernels run on the host: ops get their host_scratch_floats (brg__op_scratch_floats). */
+    int host_kernels;
 } brg__backend_vtable;
 
 struct brg__backend {

@@ -57,6 +57,7 @@ static const brg__backend_vtable cpu_vtable = {
     .element_bytes = cpu_element_bytes,
     .alloc = cpu_alloc,
     .alloc_uninit = cpu_alloc_uninit,
+    .host_kernels = 1,
     .free = cpu_free,
     .zero = cpu_zero,
     .copy = cpu_copy,

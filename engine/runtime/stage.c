@@ -192,7 +192,8 @@ brg_status brg__stage_create(brg__stage **out, const brg_graph *g, brg__backend 
     for (int64_t i = op_begin; i < op_end; i++) {
         brg__op_costs c;
         brg__op_costs_get(stage_op(s, i), batch, &c);
-        if (c.scratch_floats > scratch) scratch = c.scratch_floats;
+        int64_t need = brg__op_scratch_floats(&c, be->vt->host_kernels);
+        if (need > scratch) scratch = need;
     }
     if (!failed && scratch) s->scratch = stage_alloc(s, (size_t)scratch * sizeof(float), &failed);
     if (!failed && g->loss_op >= op_begin && g->loss_op < op_end) {

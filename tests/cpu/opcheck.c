@@ -81,7 +81,7 @@ static void buffers_init(op_buffers *b, const brg__op *op, int64_t batch, uint64
     b->ref_out = calloc((size_t)b->out_numel, sizeof(double));
     b->proj = calloc((size_t)b->out_numel, sizeof(double));
     b->aux = calloc((size_t)b->costs.aux_floats + 1, sizeof(float));
-    b->scratch = calloc((size_t)b->costs.scratch_floats + 1, sizeof(float));
+    b->scratch = calloc((size_t)brg__op_scratch_floats(&b->costs, 1) + 1, sizeof(float));
     /* The loss is L = sum(out . r): dL/dout = r. */
     for (int64_t j = 0; j < b->out_numel; j++) b->proj[j] = b->dout[j] = brg__rand_normal(&rng);
 }
@@ -141,7 +141,7 @@ static brg_status run_backward(op_buffers *b, brg_pass pass, float start, float 
         for (int64_t j = 0; j < b->in_numel[i]; j++) grads[i][j] = start;
         c.din[i] = grads[i];
     }
-    fill_nan(b->scratch, b->costs.scratch_floats);
+    fill_nan(b->scratch, brg__op_scratch_floats(&b->costs, 1));
     brg_status s = brg__cpu_backward(&c);
     if (s != BRG_OK) fprintf(stderr, "backward of '%s': %s\n", b->op->name, msg);
     return s;
@@ -226,11 +226,11 @@ op_errors check_op(const char *label, brg_graph *g, const brg_tensor *out, int64
     /* Forward: every output and aux element written (none left NaN), repeatable bit for bit. */
     fill_nan(b.out, b.out_numel);
     fill_nan(b.aux, b.costs.aux_floats);
-    fill_nan(b.scratch, b.costs.scratch_floats);
+    fill_nan(b.scratch, brg__op_scratch_floats(&b.costs, 1));
     BRG_ASSERT_OK(brg__cpu_forward(&c), msg);
     float *first = malloc((size_t)b.out_numel * sizeof(float));
     memcpy(first, b.out, (size_t)b.out_numel * sizeof(float));
-    fill_nan(b.scratch, b.costs.scratch_floats);
+    fill_nan(b.scratch, brg__op_scratch_floats(&b.costs, 1));
     BRG_ASSERT_OK(brg__cpu_forward(&c), msg);
     CU_ASSERT(memcmp(first, b.out, (size_t)b.out_numel * sizeof(float)) == 0);
     free(first);
@@ -279,7 +279,7 @@ static void run_all(op_buffers *b, op_results *r) {
     brg__op_call c = make_call(b, msg);
     fill_nan(b->out, b->out_numel);
     fill_nan(b->aux, b->costs.aux_floats);
-    fill_nan(b->scratch, b->costs.scratch_floats);
+    fill_nan(b->scratch, brg__op_scratch_floats(&b->costs, 1));
     BRG_ASSERT_OK(brg__cpu_forward(&c), msg);
     r->out = malloc((size_t)b->out_numel * sizeof(float));
     r->aux = malloc((size_t)b->costs.aux_floats * sizeof(float) + 1);

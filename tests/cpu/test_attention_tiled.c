@@ -38,7 +38,8 @@ static void compare(int64_t B, int64_t T, int64_t C, int64_t NH, int64_t bq, int
     float *out_ref = malloc((size_t)n_out * sizeof *out_ref), *out_tiled = malloc((size_t)n_out * sizeof *out_tiled);
     float *dqkv_ref = calloc((size_t)n_in, sizeof *dqkv_ref), *dqkv_tiled = calloc((size_t)n_in, sizeof *dqkv_tiled);
     float *aux = malloc((size_t)costs.aux_floats * sizeof *aux), *lse = malloc((size_t)(B * NH * T) * sizeof *lse);
-    float *scratch = malloc((size_t)(costs.scratch_floats ? costs.scratch_floats : 1) * sizeof *scratch);
+    int64_t scratch_floats = brg__op_scratch_floats(&costs, 1);
+    float *scratch = malloc((size_t)(scratch_floats ? scratch_floats : 1) * sizeof *scratch);
     CU_ASSERT_FATAL(qkv && dout && out_ref && out_tiled && dqkv_ref && dqkv_tiled && aux && lse && scratch);
     uint64_t state = (uint64_t)(T * 31 + C);
     for (int64_t i = 0; i < n_in; i++) qkv[i] = uniform_at(&state);
@@ -110,6 +111,10 @@ void test_attention_tiled_memory(void) {
         brg__op_costs costs;
         brg__op_costs_get(brg__graph_op(g, 0), 1, &costs);
         BRG_ASSERT_EQ_INT(costs.aux_floats, NH * T);
+        /* Workspace: the CPU's threads hold a (b, head)'s probabilities and d(scores); the GPU's fused
+         * kernels none, so neither its stages nor the memory model of a GPU count it. */
+        BRG_ASSERT_EQ_INT(brg__op_scratch_floats(&costs, 1), 2 * T * T);
+        BRG_ASSERT_EQ_INT(brg__op_scratch_floats(&costs, 0), 0);
         kept[i] = costs.aux_floats * 4;
         printf("\n    kept for backward per sample at T=%lld, 12 heads: %.1f KiB (the probabilities were %.1f MiB)",
                (long long)T, (double)kept[i] / 1024, (double)(NH * T * T) * 4 / (1 << 20));

@@ -155,7 +155,8 @@ static void side_setup(side *s, const brg__op *op, int64_t batch, const host_val
         s->in[q] = upload(s, h->in[q], h->ints[q], h->n_in[q], in_act_type(op->inputs[q]));
     s->out = s->be->vt->alloc(s->be, (size_t)h->n_out * element_size(s, !is_loss(op)));
     s->aux = s->be->vt->alloc(s->be, (size_t)(c.aux_floats ? c.aux_floats : 1) * sizeof(float));
-    s->scratch = s->be->vt->alloc(s->be, (size_t)(c.scratch_floats ? c.scratch_floats : 1) * sizeof(float));
+    int64_t scratch = brg__op_scratch_floats(&c, s->be->vt->host_kernels);
+    s->scratch = s->be->vt->alloc(s->be, (size_t)(scratch ? scratch : 1) * sizeof(float));
     s->dout = upload(s, h->dout, NULL, h->n_out, !is_loss(op));
 }
 
