@@ -2,7 +2,8 @@
 # The one GPU check: on a machine with an NVIDIA GPU (and, where no package registry is reachable, the
 # packages staged by ../shared/gpu/stage.sh: `source .device/env.sh` first), builds brigade with CUDA,
 # runs the gpu test suite, benchmarks gpt2-small (seq 1024) in bf16 and fp32 at two micro-batch sizes,
-# a 2- and a 4-stage pipeline on the one GPU, and PyTorch on the same model, batch and dtype.
+# a 2- and a 4-stage pipeline on the one GPU, profiles the kernels' time (nsys, else ncu), and PyTorch on
+# the same model, batch and dtype.
 #
 #   tools/gpu_check.sh OUTDIR
 #
@@ -84,6 +85,20 @@ bench brigade-fp32-b8 --dtype fp32 --micro-batch 8
 bench brigade-bf16-pp2 --dtype bf16 --micro-batch 8 --micro-batches 8 --pp 2 --schedule 1f1b
 bench brigade-bf16-pp4 --dtype bf16 --micro-batch 8 --micro-batches 8 --pp 4 --schedule 1f1b
 
+# Where the time goes: every kernel's GPU time over a warm-up step and a timed one of the bf16 b8 benchmark,
+# from Nsight Systems when it is there, else Nsight Compute with the one duration metric (one replay pass).
+profile_args=(bench --model "$model" --device cuda --dtype bf16 --micro-batch 8 --steps 1 --warmup 1)
+if command -v nsys >/dev/null; then
+    phase profile 150 bash -c 'nsys profile --force-overwrite true -o "$0/profile" "$@" &&
+        nsys stats --force-export true --report cuda_gpu_kern_sum --format csv --output "$0/kernels" \
+            "$0/profile.nsys-rep"' "$out" "$bin" "${profile_args[@]}"
+elif command -v ncu >/dev/null; then
+    phase profile 180 bash -c 'ncu --metrics gpu__time_duration.sum --print-units base --csv --page raw "$@" >"$0/kernels_ncu.csv"' \
+        "$out" "$bin" "${profile_args[@]}"
+else
+    say "=== profile: neither nsys nor ncu is on the PATH"
+fi
+
 torch_bench() {
     local name=$1 limit=$2
     shift 2
@@ -142,6 +157,39 @@ for name in rows:
         name, f.get("dtype"), f.get("micro_batch", 0), f.get("pp", "-"), f["tokens_per_second"], f["tflops"],
         "%.1f%%" % (100 * mfu) if mfu is not None else "-", f.get("peak_bytes", 0) / 2**30,
         f.get("loss_first") or 0, f.get("loss_last") or 0))
+print()
+# The kernels' GPU time, grouped by kernel (template arguments dropped), from nsys's or ncu's CSV.
+import csv, glob
+times = {}
+def add(name, ns):
+    base = re.sub(r"^void\s+", "", re.split(r"[<(]", name.strip(), 1)[0].strip()) or name
+    times[base] = times.get(base, 0.0) + ns
+for path in glob.glob(os.path.join(out, "kernels*cuda_gpu_kern_sum*.csv")):
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                add(row.get("Name", ""), float(row.get("Total Time (ns)", "nan")))
+            except ValueError:
+                pass
+ncu = os.path.join(out, "kernels_ncu.csv")
+if not times and os.path.exists(ncu):
+    with open(ncu, newline="") as f:
+        lines = [l for l in f if l.startswith('"')]  # the CSV rows; ncu's own messages are not quoted
+    for row in csv.DictReader(lines):
+        try:
+            value = float(row.get("gpu__time_duration.sum", "nan").replace(",", ""))
+        except ValueError:
+            continue  # the units row
+        if value == value:
+            add(row.get("Kernel Name", ""), value)
+if times:
+    total = sum(times.values())
+    unit = 1e6  # nanoseconds (nsys's Total Time (ns); ncu with --print-units base) to milliseconds
+    print("where the GPU time goes (bf16 b8, a warm-up step and a timed one; %.1f ms of kernels):" % (total / unit))
+    for name, ns in sorted(times.items(), key=lambda kv: -kv[1])[:15]:
+        print("  %-60s %9.2f ms %5.1f%%" % (name[:60], ns / unit, 100.0 * ns / total))
+else:
+    print("where the GPU time goes: no kernel profile (see log.txt)")
 print()
 print("brigade / PyTorch (same model, batch, dtype, GPU):")
 for ours, theirs in [("brigade-bf16-b16", "torch-bf16-b16"), ("brigade-bf16-b16", "torch-compile-bf16-b16"),
