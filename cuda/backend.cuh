@@ -30,6 +30,7 @@ struct cuda_backend;
 typedef struct brg__cuda_ctx {
     int device;
     brg__cuda_dtype act; /* activations and their gradients: F32 or BF16 */
+    int attention_simt;  /* bf16 attention on the SIMT kernels, not the tensor cores (BRG_CUDA_ATTENTION=simt) */
     cudaStream_t stream; /* compute */
     cublasHandle_t blas;
     cublasLtHandle_t lt;

@@ -634,6 +634,8 @@ static brg_status create(cuda_backend *b, int bf16, char *msg) {
     brg__cuda_ctx *c = &b->ctx;
     c->act = bf16 ? BRG__CUDA_BF16 : BRG__CUDA_F32;
     c->owner = b;
+    const char *attention = getenv("BRG_CUDA_ATTENTION"); /* docs/cuda.md: the attention kernels */
+    c->attention_simt = attention && strcmp(attention, "simt") == 0;
     BRG__CUDA_CHECK(cudaSetDevice(c->device), msg);
     BRG__CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), msg);
     BRG__CUDA_CHECK(cudaStreamCreateWithFlags(&b->transfer, cudaStreamNonBlocking), msg);

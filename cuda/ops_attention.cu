@@ -21,7 +21,17 @@
 //
 // The head size is a template parameter HS in {32, 64, 128} (the smallest at least hs; tiles are zero
 // past hs); larger heads are refused.
+//
+// Two sets of kernels run this algorithm. On a bf16 backend the products go through the tensor cores
+// (WMMA 16 x 16 x 16 bf16 fragments, fp32 accumulation): 4 warps per block, each owning 16 of the 64
+// rows; a warp's scores land in shared memory (fp32), the element-wise steps (masks, online softmax,
+// ds) run there, a lane per half row, and the probabilities or ds go back to the tensor cores as bf16
+// (as FlashAttention-2 rounds them), against accumulators kept in shared memory. The fp32 backend, and a
+// bf16 one with BRG_CUDA_ATTENTION=simt in its environment, run the SIMT kernels: fp32 FMAs, 8 warps of
+// 8 rows, every operand fp32 in shared memory. The gpu suite checks both against the CPU.
 #include <cmath>
+#include <mma.h>
+#include <type_traits>
 
 #include "backend.cuh"
 
@@ -307,6 +317,275 @@ __global__ void __launch_bounds__(FA_THREADS)
     }
 }
 
+/* ---- tensor-core kernels (bf16) ---- */
+
+namespace wm = nvcuda::wmma;
+
+#define TC_WARPS 4
+#define TC_THREADS (32 * TC_WARPS)
+#define TC_LDW (FA_TILE + 8) /* bf16 weights (probabilities, ds): row stride, a multiple of 8 */
+#define TC_LDS (FA_TILE + 4) /* fp32 scores: row stride, a multiple of 4 */
+
+template <int HS> struct tc_layout {
+    static constexpr int LDT = HS + 8; /* bf16 tiles (q, k, v, dout) */
+    static constexpr int LDO = HS + 4; /* fp32 accumulators (o, dq, dk, dv) */
+    static constexpr size_t TILE = (size_t)FA_TILE * LDT * sizeof(brg__bf16);
+    static constexpr size_t SCORES = (size_t)FA_TILE * TC_LDS * sizeof(float);
+    static constexpr size_t WEIGHTS = (size_t)FA_TILE * TC_LDW * sizeof(brg__bf16);
+    static constexpr size_t ACC = (size_t)FA_TILE * LDO * sizeof(float);
+    /* forward: q, k, v, scores, probabilities, o; dq: q, dout, k, v, scores, dp, ds, dq;
+     * dk/dv: k, v, q, dout, scores, dp, weights, dk, dv, the walked rows' lse and D */
+    static constexpr size_t FORWARD = 3 * TILE + SCORES + WEIGHTS + ACC;
+    static constexpr size_t DQ = 4 * TILE + 2 * SCORES + WEIGHTS + ACC;
+    static constexpr size_t DKDV = 4 * TILE + 2 * SCORES + WEIGHTS + 2 * ACC + 2 * FA_TILE * sizeof(float);
+};
+/* Every region's size is a multiple of 128 bytes, so every fragment pointer stays 32-byte aligned. */
+static_assert(tc_layout<32>::TILE % 128 == 0 && tc_layout<64>::TILE % 128 == 0 && tc_layout<128>::TILE % 128 == 0,
+              "tile alignment");
+static_assert(tc_layout<32>::ACC % 128 == 0 && tc_layout<64>::ACC % 128 == 0 && tc_layout<128>::ACC % 128 == 0,
+              "accumulator alignment");
+static_assert(tc_layout<64>::SCORES % 128 == 0 && tc_layout<64>::WEIGHTS % 128 == 0, "score alignment");
+
+// Rows [row0, row0 + FA_TILE) of a bf16 (rows_total, ld) matrix, columns [0, hs), into a tile of row stride
+// HS + 8; zero past the matrix and past hs.
+template <int HS>
+__device__ __forceinline__ void tc_load(brg__bf16 *dst, const brg__bf16 *src, int64_t ld, int64_t row0,
+                                        int64_t rows_total, int hs) {
+    for (int i = threadIdx.x; i < FA_TILE * HS; i += TC_THREADS) {
+        int r = i / HS, c = i % HS;
+        brg__bf16 v = __float2bfloat16(0.0f);
+        if (row0 + r < rows_total && c < hs) v = src[(row0 + r) * ld + c];
+        dst[r * tc_layout<HS>::LDT + c] = v;
+    }
+}
+
+// s (16 x 64, fp32, row stride TC_LDS) = a (16 x HS) b^T, b (64 x HS): a warp's 16 rows against a tile.
+template <int HS> __device__ __forceinline__ void warp_abt(float *s, const brg__bf16 *a, const brg__bf16 *b) {
+    constexpr int LDT = tc_layout<HS>::LDT;
+#pragma unroll
+    for (int n = 0; n < FA_TILE / 16; n++) {
+        wm::fragment<wm::accumulator, 16, 16, 16, float> acc;
+        wm::fill_fragment(acc, 0.0f);
+#pragma unroll
+        for (int k = 0; k < HS / 16; k++) {
+            wm::fragment<wm::matrix_a, 16, 16, 16, brg__bf16, wm::row_major> fa;
+            wm::fragment<wm::matrix_b, 16, 16, 16, brg__bf16, wm::col_major> fb; /* b's rows as columns: b^T */
+            wm::load_matrix_sync(fa, a + k * 16, LDT);
+            wm::load_matrix_sync(fb, b + n * 16 * LDT + k * 16, LDT);
+            wm::mma_sync(acc, fa, fb, acc);
+        }
+        wm::store_matrix_sync(s + n * 16, acc, TC_LDS, wm::mem_row_major);
+    }
+}
+
+// o (16 x HS, fp32, row stride HS + 4) += w (16 x 64, bf16, row stride TC_LDW) m (64 x HS, a tile).
+template <int HS> __device__ __forceinline__ void warp_acc(float *o, const brg__bf16 *w, const brg__bf16 *m) {
+    constexpr int LDT = tc_layout<HS>::LDT, LDO = tc_layout<HS>::LDO;
+#pragma unroll
+    for (int n = 0; n < HS / 16; n++) {
+        wm::fragment<wm::accumulator, 16, 16, 16, float> acc;
+        wm::load_matrix_sync(acc, o + n * 16, LDO, wm::mem_row_major);
+#pragma unroll
+        for (int k = 0; k < FA_TILE / 16; k++) {
+            wm::fragment<wm::matrix_a, 16, 16, 16, brg__bf16, wm::row_major> fa;
+            wm::fragment<wm::matrix_b, 16, 16, 16, brg__bf16, wm::row_major> fb;
+            wm::load_matrix_sync(fa, w + k * 16, TC_LDW);
+            wm::load_matrix_sync(fb, m + k * 16 * LDT + n * 16, LDT);
+            wm::mma_sync(acc, fa, fb, acc);
+        }
+        wm::store_matrix_sync(o + n * 16, acc, LDO, wm::mem_row_major);
+    }
+}
+
+template <int HS> __device__ __forceinline__ void tc_zero(float *acc) {
+    for (int i = threadIdx.x; i < FA_TILE * tc_layout<HS>::LDO; i += TC_THREADS) acc[i] = 0.0f;
+}
+
+// The element-wise steps: lane l holds row l / 2 of its warp's 16 and half l % 2 of the 64 columns.
+#define TC_HALF (FA_TILE / 2)
+
+template <int HS>
+__global__ void __launch_bounds__(TC_THREADS)
+    tc_forward_kernel(const brg__bf16 *qkv, brg__bf16 *out, float *lse, int64_t seq, int64_t C, int heads, int hs,
+                      float scale) {
+    typedef tc_layout<HS> L;
+    extern __shared__ __align__(128) unsigned char tc_smem[];
+    brg__bf16 *qs = (brg__bf16 *)tc_smem, *ks = (brg__bf16 *)(tc_smem + L::TILE),
+              *vs = (brg__bf16 *)(tc_smem + 2 * L::TILE);
+    float *S = (float *)(tc_smem + 3 * L::TILE);
+    brg__bf16 *P = (brg__bf16 *)(tc_smem + 3 * L::TILE + L::SCORES);
+    float *O = (float *)(tc_smem + 3 * L::TILE + L::SCORES + L::WEIGHTS);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 2, half = lane % 2;
+    int64_t q0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * FA_TILE;
+    int h = blockIdx.y;
+    int64_t b = blockIdx.z, t = q0 + warp * 16 + r;
+    const brg__bf16 *base = qkv + b * seq * 3 * C + (int64_t)h * hs;
+    tc_load<HS>(qs, base, 3 * C, q0, seq, hs);
+    tc_zero<HS>(O);
+    float *sw = S + warp * 16 * TC_LDS, *ow = O + warp * 16 * L::LDO;
+    brg__bf16 *pw = P + warp * 16 * TC_LDW;
+    float *srow = sw + r * TC_LDS + half * TC_HALF, *orow = ow + r * L::LDO + half * (HS / 2);
+    brg__bf16 *prow = pw + r * TC_LDW + half * TC_HALF;
+    float m = -INFINITY, l = 0.0f; /* the row's running max and sum; both lanes of the row hold them */
+    int64_t end = q0 + FA_TILE < seq ? q0 + FA_TILE : seq;
+    for (int64_t k0 = 0; k0 < end; k0 += FA_TILE) {
+        __syncthreads();
+        tc_load<HS>(ks, base + C, 3 * C, k0, seq, hs);
+        tc_load<HS>(vs, base + 2 * C, 3 * C, k0, seq, hs);
+        __syncthreads();
+        warp_abt<HS>(sw, qs + warp * 16 * L::LDT, ks);
+        __syncwarp();
+        float mx = -INFINITY;
+        for (int j = 0; j < TC_HALF; j++) {
+            int64_t key = k0 + half * TC_HALF + j;
+            float x = key <= t && key < seq ? srow[j] * scale : -INFINITY;
+            srow[j] = x;
+            mx = fmaxf(mx, x);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)); /* every tile holds key k0 <= t: finite */
+        float m_new = fmaxf(m, mx), rescale = expf(m - m_new), sum = 0.0f;
+        for (int j = 0; j < TC_HALF; j++) {
+            float p = expf(srow[j] - m_new);
+            sum += p;
+            prow[j] = __float2bfloat16(p);
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1); /* a + b on one lane, b + a on the other: the same bits */
+        l = l * rescale + sum;
+        m = m_new;
+        for (int c = 0; c < HS / 2; c++) orow[c] *= rescale;
+        __syncwarp();
+        warp_acc<HS>(ow, pw, vs);
+    }
+    __syncwarp();
+    if (t >= seq) return;
+    float inv = 1.0f / l;
+    brg__bf16 *o = out + (b * seq + t) * C + (int64_t)h * hs;
+    for (int c = 0; c < HS / 2; c++) {
+        int col = half * (HS / 2) + c;
+        if (col < hs) o[col] = __float2bfloat16(orow[c] * inv);
+    }
+    if (half == 0) lse[(b * heads + h) * seq + t] = m + logf(l);
+}
+
+template <int HS>
+__global__ void __launch_bounds__(TC_THREADS)
+    tc_backward_dq_kernel(const brg__bf16 *qkv, const brg__bf16 *dout, const float *lse, const float *D,
+                          brg__bf16 *dqkv, int64_t seq, int64_t C, int heads, int hs, float scale) {
+    typedef tc_layout<HS> L;
+    extern __shared__ __align__(128) unsigned char tc_smem[];
+    brg__bf16 *qs = (brg__bf16 *)tc_smem, *dos = (brg__bf16 *)(tc_smem + L::TILE),
+              *ks = (brg__bf16 *)(tc_smem + 2 * L::TILE), *vs = (brg__bf16 *)(tc_smem + 3 * L::TILE);
+    float *S = (float *)(tc_smem + 4 * L::TILE), *DP = (float *)(tc_smem + 4 * L::TILE + L::SCORES);
+    brg__bf16 *W = (brg__bf16 *)(tc_smem + 4 * L::TILE + 2 * L::SCORES);
+    float *A = (float *)(tc_smem + 4 * L::TILE + 2 * L::SCORES + L::WEIGHTS);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 2, half = lane % 2;
+    int64_t q0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * FA_TILE;
+    int h = blockIdx.y;
+    int64_t b = blockIdx.z, t = q0 + warp * 16 + r;
+    const brg__bf16 *base = qkv + b * seq * 3 * C + (int64_t)h * hs;
+    tc_load<HS>(qs, base, 3 * C, q0, seq, hs);
+    tc_load<HS>(dos, dout + b * seq * C + (int64_t)h * hs, C, q0, seq, hs);
+    tc_zero<HS>(A);
+    float row_lse = t < seq ? lse[(b * heads + h) * seq + t] : 0.0f, row_D = t < seq ? D[(b * heads + h) * seq + t] : 0.0f;
+    float *sw = S + warp * 16 * TC_LDS, *dpw = DP + warp * 16 * TC_LDS, *aw = A + warp * 16 * L::LDO;
+    brg__bf16 *ww = W + warp * 16 * TC_LDW;
+    int64_t end = q0 + FA_TILE < seq ? q0 + FA_TILE : seq;
+    for (int64_t k0 = 0; k0 < end; k0 += FA_TILE) {
+        __syncthreads();
+        tc_load<HS>(ks, base + C, 3 * C, k0, seq, hs);
+        tc_load<HS>(vs, base + 2 * C, 3 * C, k0, seq, hs);
+        __syncthreads();
+        warp_abt<HS>(sw, qs + warp * 16 * L::LDT, ks);   /* s = q k^T */
+        warp_abt<HS>(dpw, dos + warp * 16 * L::LDT, vs); /* dp = dout v^T */
+        __syncwarp();
+        for (int j = 0; j < TC_HALF; j++) {
+            int col = half * TC_HALF + j;
+            int64_t key = k0 + col;
+            float p = key <= t && t < seq ? expf(sw[r * TC_LDS + col] * scale - row_lse) : 0.0f;
+            ww[r * TC_LDW + col] = __float2bfloat16(p * (dpw[r * TC_LDS + col] - row_D));
+        }
+        __syncwarp();
+        warp_acc<HS>(aw, ww, ks); /* dq += ds k */
+    }
+    __syncwarp();
+    if (t >= seq) return;
+    brg__bf16 *dq = dqkv + (b * seq + t) * 3 * C + (int64_t)h * hs;
+    const float *arow = aw + r * L::LDO + half * (HS / 2);
+    for (int c = 0; c < HS / 2; c++) {
+        int col = half * (HS / 2) + c;
+        if (col < hs) dq[col] = __float2bfloat16(__bfloat162float(dq[col]) + scale * arow[c]);
+    }
+}
+
+template <int HS>
+__global__ void __launch_bounds__(TC_THREADS)
+    tc_backward_dkdv_kernel(const brg__bf16 *qkv, const brg__bf16 *dout, const float *lse, const float *D,
+                            brg__bf16 *dqkv, int64_t seq, int64_t C, int heads, int hs, float scale) {
+    typedef tc_layout<HS> L;
+    extern __shared__ __align__(128) unsigned char tc_smem[];
+    brg__bf16 *ks = (brg__bf16 *)tc_smem, *vs = (brg__bf16 *)(tc_smem + L::TILE),
+              *qs = (brg__bf16 *)(tc_smem + 2 * L::TILE), *dos = (brg__bf16 *)(tc_smem + 3 * L::TILE);
+    float *S = (float *)(tc_smem + 4 * L::TILE), *DP = (float *)(tc_smem + 4 * L::TILE + L::SCORES);
+    brg__bf16 *W = (brg__bf16 *)(tc_smem + 4 * L::TILE + 2 * L::SCORES);
+    float *DK = (float *)(tc_smem + 4 * L::TILE + 2 * L::SCORES + L::WEIGHTS);
+    float *DV = (float *)(tc_smem + 4 * L::TILE + 2 * L::SCORES + L::WEIGHTS + L::ACC);
+    float *lse_s = (float *)(tc_smem + 4 * L::TILE + 2 * L::SCORES + L::WEIGHTS + 2 * L::ACC), *D_s = lse_s + FA_TILE;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 2, half = lane % 2;
+    int64_t k0 = (int64_t)blockIdx.x * FA_TILE;
+    int h = blockIdx.y;
+    int64_t b = blockIdx.z, j = k0 + warp * 16 + r; /* this lane's key row */
+    const brg__bf16 *base = qkv + b * seq * 3 * C + (int64_t)h * hs;
+    const brg__bf16 *dout_b = dout + b * seq * C + (int64_t)h * hs;
+    const float *lse_bh = lse + (b * heads + h) * seq, *D_bh = D + (b * heads + h) * seq;
+    tc_load<HS>(ks, base + C, 3 * C, k0, seq, hs);
+    tc_load<HS>(vs, base + 2 * C, 3 * C, k0, seq, hs);
+    tc_zero<HS>(DK);
+    tc_zero<HS>(DV);
+    float *sw = S + warp * 16 * TC_LDS, *dpw = DP + warp * 16 * TC_LDS;
+    float *dkw = DK + warp * 16 * L::LDO, *dvw = DV + warp * 16 * L::LDO;
+    brg__bf16 *ww = W + warp * 16 * TC_LDW;
+    for (int64_t q0 = k0; q0 < seq; q0 += FA_TILE) {
+        __syncthreads();
+        tc_load<HS>(qs, base, 3 * C, q0, seq, hs);
+        tc_load<HS>(dos, dout_b, C, q0, seq, hs);
+        if (threadIdx.x < FA_TILE) {
+            int64_t i = q0 + threadIdx.x;
+            lse_s[threadIdx.x] = i < seq ? lse_bh[i] : 0.0f;
+            D_s[threadIdx.x] = i < seq ? D_bh[i] : 0.0f;
+        }
+        __syncthreads();
+        warp_abt<HS>(sw, ks + warp * 16 * L::LDT, qs);  /* s^T = k q^T: key rows, query columns */
+        warp_abt<HS>(dpw, vs + warp * 16 * L::LDT, dos); /* dp^T = v dout^T */
+        __syncwarp();
+        for (int jj = 0; jj < TC_HALF; jj++) {
+            int col = half * TC_HALF + jj;
+            int64_t i = q0 + col;
+            float p = i >= j && i < seq && j < seq ? expf(sw[r * TC_LDS + col] * scale - lse_s[col]) : 0.0f;
+            sw[r * TC_LDS + col] = p * (dpw[r * TC_LDS + col] - D_s[col]); /* ds^T, kept for dk */
+            ww[r * TC_LDW + col] = __float2bfloat16(p);
+        }
+        __syncwarp();
+        warp_acc<HS>(dvw, ww, dos); /* dv += p^T dout */
+        __syncwarp();
+        for (int jj = 0; jj < TC_HALF; jj++) {
+            int col = half * TC_HALF + jj;
+            ww[r * TC_LDW + col] = __float2bfloat16(sw[r * TC_LDS + col]);
+        }
+        __syncwarp();
+        warp_acc<HS>(dkw, ww, qs); /* dk += ds^T q */
+    }
+    __syncwarp();
+    if (j >= seq) return;
+    brg__bf16 *dk = dqkv + (b * seq + j) * 3 * C + C + (int64_t)h * hs, *dv = dk + C;
+    const float *dkrow = dkw + r * L::LDO + half * (HS / 2), *dvrow = dvw + r * L::LDO + half * (HS / 2);
+    for (int c = 0; c < HS / 2; c++) {
+        int col = half * (HS / 2) + c;
+        if (col >= hs) continue;
+        dk[col] = __float2bfloat16(__bfloat162float(dk[col]) + scale * dkrow[c]);
+        dv[col] = __float2bfloat16(__bfloat162float(dv[col]) + dvrow[c]);
+    }
+}
+
 /* ---- launchers ---- */
 
 typedef struct attention_dims {
@@ -359,6 +638,40 @@ static brg_status backward_launch(brg__cuda_ctx *c, const attention_dims *d, con
     return BRG_OK;
 }
 
+template <int HS>
+static brg_status tc_forward_launch(brg__cuda_ctx *c, const attention_dims *d, const brg__bf16 *qkv, brg__bf16 *out,
+                                    float *lse, char *msg) {
+    size_t shared = tc_layout<HS>::FORWARD;
+    BRG__CUDA_CHECK(allow_shared(tc_forward_kernel<HS>, shared), msg);
+    tc_forward_kernel<HS><<<fa_grid(d), TC_THREADS, shared, c->stream>>>(
+        qkv, out, lse, d->seq, d->channels, (int)d->heads, (int)d->head_size, 1.0f / sqrtf((float)d->head_size));
+    BRG__LAUNCH_CHECK("tc_forward", msg);
+    return BRG_OK;
+}
+
+template <int HS>
+static brg_status tc_backward_launch(brg__cuda_ctx *c, const attention_dims *d, const brg__bf16 *qkv,
+                                     const brg__bf16 *out, const brg__bf16 *dout, const float *lse, float *D,
+                                     brg__bf16 *dqkv, char *msg) {
+    int64_t rows = d->batch * d->seq * d->heads;
+    flash_rowdot_kernel<brg__bf16><<<(unsigned)((rows + FA_WARPS - 1) / FA_WARPS), FA_THREADS, 0, c->stream>>>(
+        D, dout, out, d->batch, d->seq, d->channels, (int)d->heads, (int)d->head_size);
+    BRG__LAUNCH_CHECK("flash_rowdot", msg);
+    float scale = 1.0f / sqrtf((float)d->head_size);
+    BRG__CUDA_CHECK(allow_shared(tc_backward_dq_kernel<HS>, tc_layout<HS>::DQ), msg);
+    tc_backward_dq_kernel<HS><<<fa_grid(d), TC_THREADS, tc_layout<HS>::DQ, c->stream>>>(
+        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+    BRG__LAUNCH_CHECK("tc_backward_dq", msg);
+    BRG__CUDA_CHECK(allow_shared(tc_backward_dkdv_kernel<HS>, tc_layout<HS>::DKDV), msg);
+    tc_backward_dkdv_kernel<HS><<<fa_grid(d), TC_THREADS, tc_layout<HS>::DKDV, c->stream>>>(
+        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+    BRG__LAUNCH_CHECK("tc_backward_dkdv", msg);
+    return BRG_OK;
+}
+
+/* The tensor-core kernels for a bf16 backend, unless it was made with BRG_CUDA_ATTENTION=simt. */
+static bool use_tensor_cores(const brg__cuda_ctx *c) { return c->act == BRG__CUDA_BF16 && !c->attention_simt; }
+
 /* ---- op entry points ---- */
 
 static brg_status attention_dims_get(const brg__op_call *call, attention_dims *d) {
@@ -390,6 +703,13 @@ template <typename T> static brg_status forward_typed(brg__cuda_ctx *c, const br
     const T *qkv = (const T *)qkv_v; // (B, T, 3C)
     T *out = (T *)call->out;         // (B, T, C)
     float *lse = call->aux;          // (B, NH, T)
+    if constexpr (std::is_same<T, brg__bf16>::value) {
+        if (use_tensor_cores(c)) {
+            if (d.head_size <= 32) return tc_forward_launch<32>(c, &d, qkv, out, lse, call->msg);
+            if (d.head_size <= 64) return tc_forward_launch<64>(c, &d, qkv, out, lse, call->msg);
+            return tc_forward_launch<128>(c, &d, qkv, out, lse, call->msg);
+        }
+    }
     if (d.head_size <= 32) return forward_launch<T, 32>(c, &d, qkv, out, lse, call->msg);
     if (d.head_size <= 64) return forward_launch<T, 64>(c, &d, qkv, out, lse, call->msg);
     return forward_launch<T, 128>(c, &d, qkv, out, lse, call->msg);
@@ -410,6 +730,13 @@ template <typename T> static brg_status backward_typed(brg__cuda_ctx *c, const b
     T *dqkv = (T *)call->din[0];            // (B, T, 3C)
     float *D = (float *)brg__cuda_workspace(c, (size_t)(d.batch * d.heads * d.seq) * sizeof(float), call->msg);
     if (!D) return BRG_ERR_OUT_OF_MEMORY;
+    if constexpr (std::is_same<T, brg__bf16>::value) {
+        if (use_tensor_cores(c)) {
+            if (d.head_size <= 32) return tc_backward_launch<32>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
+            if (d.head_size <= 64) return tc_backward_launch<64>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
+            return tc_backward_launch<128>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
+        }
+    }
     if (d.head_size <= 32) return backward_launch<T, 32>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
     if (d.head_size <= 64) return backward_launch<T, 64>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
     return backward_launch<T, 128>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);

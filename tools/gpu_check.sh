@@ -84,6 +84,9 @@ bench brigade-fp32-b4 --dtype fp32 --micro-batch 4
 bench brigade-fp32-b8 --dtype fp32 --micro-batch 8
 bench brigade-bf16-pp2 --dtype bf16 --micro-batch 8 --micro-batches 8 --pp 2 --schedule 1f1b
 bench brigade-bf16-pp4 --dtype bf16 --micro-batch 8 --micro-batches 8 --pp 4 --schedule 1f1b
+# The bf16 attention on the SIMT kernels instead of the tensor cores: what the tensor cores bring.
+phase brigade-bf16-b16-simt 120 env BRG_CUDA_ATTENTION=simt "$bin" bench --model "$model" --device cuda --steps 10 \
+    --warmup 2 --json "$out/brigade-bf16-b16-simt.json" --dtype bf16 --micro-batch 16
 
 # Where the time goes: every kernel's GPU time over a warm-up step and a timed one of the bf16 b8 benchmark,
 # from Nsight Systems when it is there, else Nsight Compute with the one duration metric (one replay pass).
@@ -146,7 +149,7 @@ print()
 print("%-24s %6s %5s %4s %12s %9s %7s %10s %10s" % ("benchmark", "dtype", "b", "pp", "tokens/s", "TFLOP/s", "MFU",
                                                    "peak GiB", "loss"))
 rows = ["brigade-bf16-b8", "brigade-bf16-b16", "brigade-fp32-b4", "brigade-fp32-b8", "brigade-bf16-pp2",
-        "brigade-bf16-pp4", "torch-bf16-b16", "torch-fp32-b8", "torch-compile-bf16-b16"]
+        "brigade-bf16-pp4", "brigade-bf16-b16-simt", "torch-bf16-b16", "torch-fp32-b8", "torch-compile-bf16-b16"]
 for name in rows:
     f = load(name)
     if not f:

@@ -433,7 +433,10 @@ static void test_attention(void) {
         brg_graph *g = new_graph();
         brg_tensor *qkv = input3(g, "qkv", cases[i].seq, 3 * cases[i].channels);
         brg_causal_attention(g, qkv, cases[i].heads, "attn");
-        check_op_both(g, 0, cases[i].batch, 0);
+        check_op_both(g, 0, cases[i].batch, 0); /* bf16 on the tensor cores */
+        setenv("BRG_CUDA_ATTENTION", "simt", 1); /* bf16 on the SIMT kernels too (read as a backend is made) */
+        check_op(g, 0, cases[i].batch, 1, 0);
+        unsetenv("BRG_CUDA_ATTENTION");
         brg_graph_destroy(g);
     }
     /* A head past the kernel's 128 is refused with its size named. */
