@@ -351,6 +351,15 @@ static_assert(tc_layout<64>::SCORES % 128 == 0 && tc_layout<64>::WEIGHTS % 128 =
 template <int HS>
 __device__ __forceinline__ void tc_load(brg__bf16 *dst, const brg__bf16 *src, int64_t ld, int64_t row0,
                                         int64_t rows_total, int hs) {
+    if (hs == HS && ld % 8 == 0 && (uintptr_t)src % 16 == 0) { /* whole rows of 16-byte vectors (GPT-2's heads) */
+        for (int i = threadIdx.x; i < FA_TILE * HS / 8; i += TC_THREADS) {
+            int r = i / (HS / 8), c = i % (HS / 8) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (row0 + r < rows_total) v = *(const uint4 *)(src + (row0 + r) * ld + c);
+            *(uint4 *)(dst + r * tc_layout<HS>::LDT + c) = v; /* rows of (HS + 8) x 2 bytes: 16-byte aligned */
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < FA_TILE * HS; i += TC_THREADS) {
         int r = i / HS, c = i % HS;
         brg__bf16 v = __float2bfloat16(0.0f);
