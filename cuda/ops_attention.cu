@@ -476,17 +476,38 @@ __global__ void __launch_bounds__(TC_THREADS)
     if (half == 0) lse[(b * heads + h) * seq + t] = m + logf(l);
 }
 
+// The backward kernels' shared memory: four bf16 tiles, the warps' scores and dp (fp32), their weights
+// (bf16), then the accumulators (dq; or dk and dv) and the walked rows' lse and D (dk/dv only).
+template <int HS> struct tc_backward_smem {
+    brg__bf16 *tile[4];
+    float *S, *DP;
+    brg__bf16 *W;
+    float *acc[2], *lse_s, *D_s;
+};
+
+template <int HS> __device__ __forceinline__ tc_backward_smem<HS> tc_backward_carve(unsigned char *smem) {
+    typedef tc_layout<HS> L;
+    tc_backward_smem<HS> m;
+    for (int i = 0; i < 4; i++) m.tile[i] = (brg__bf16 *)(smem + i * L::TILE);
+    unsigned char *p = smem + 4 * L::TILE;
+    m.S = (float *)p, m.DP = (float *)(p + L::SCORES);
+    m.W = (brg__bf16 *)(p + 2 * L::SCORES);
+    p += 2 * L::SCORES + L::WEIGHTS;
+    m.acc[0] = (float *)p, m.acc[1] = (float *)(p + L::ACC);
+    m.lse_s = (float *)(p + 2 * L::ACC), m.D_s = m.lse_s + FA_TILE;
+    return m;
+}
+
 template <int HS>
 __global__ void __launch_bounds__(TC_THREADS)
     tc_backward_dq_kernel(const brg__bf16 *qkv, const brg__bf16 *dout, const float *lse, const float *D,
                           brg__bf16 *dqkv, int64_t seq, int64_t C, int heads, int hs, float scale) {
     typedef tc_layout<HS> L;
     extern __shared__ __align__(128) unsigned char tc_smem[];
-    brg__bf16 *qs = (brg__bf16 *)tc_smem, *dos = (brg__bf16 *)(tc_smem + L::TILE),
-              *ks = (brg__bf16 *)(tc_smem + 2 * L::TILE), *vs = (brg__bf16 *)(tc_smem + 3 * L::TILE);
-    float *S = (float *)(tc_smem + 4 * L::TILE), *DP = (float *)(tc_smem + 4 * L::TILE + L::SCORES);
-    brg__bf16 *W = (brg__bf16 *)(tc_smem + 4 * L::TILE + 2 * L::SCORES);
-    float *A = (float *)(tc_smem + 4 * L::TILE + 2 * L::SCORES + L::WEIGHTS);
+    tc_backward_smem<HS> sm = tc_backward_carve<HS>(tc_smem); /* DQ bytes: no acc[1], lse_s, D_s */
+    brg__bf16 *qs = sm.tile[0], *dos = sm.tile[1], *ks = sm.tile[2], *vs = sm.tile[3];
+    float *S = sm.S, *DP = sm.DP, *A = sm.acc[0];
+    brg__bf16 *W = sm.W;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 2, half = lane % 2;
     int64_t q0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * FA_TILE;
     int h = blockIdx.y;
@@ -532,13 +553,10 @@ __global__ void __launch_bounds__(TC_THREADS)
                             brg__bf16 *dqkv, int64_t seq, int64_t C, int heads, int hs, float scale) {
     typedef tc_layout<HS> L;
     extern __shared__ __align__(128) unsigned char tc_smem[];
-    brg__bf16 *ks = (brg__bf16 *)tc_smem, *vs = (brg__bf16 *)(tc_smem + L::TILE),
-              *qs = (brg__bf16 *)(tc_smem + 2 * L::TILE), *dos = (brg__bf16 *)(tc_smem + 3 * L::TILE);
-    float *S = (float *)(tc_smem + 4 * L::TILE), *DP = (float *)(tc_smem + 4 * L::TILE + L::SCORES);
-    brg__bf16 *W = (brg__bf16 *)(tc_smem + 4 * L::TILE + 2 * L::SCORES);
-    float *DK = (float *)(tc_smem + 4 * L::TILE + 2 * L::SCORES + L::WEIGHTS);
-    float *DV = (float *)(tc_smem + 4 * L::TILE + 2 * L::SCORES + L::WEIGHTS + L::ACC);
-    float *lse_s = (float *)(tc_smem + 4 * L::TILE + 2 * L::SCORES + L::WEIGHTS + 2 * L::ACC), *D_s = lse_s + FA_TILE;
+    tc_backward_smem<HS> sm = tc_backward_carve<HS>(tc_smem);
+    brg__bf16 *ks = sm.tile[0], *vs = sm.tile[1], *qs = sm.tile[2], *dos = sm.tile[3];
+    float *S = sm.S, *DP = sm.DP, *DK = sm.acc[0], *DV = sm.acc[1], *lse_s = sm.lse_s, *D_s = sm.D_s;
+    brg__bf16 *W = sm.W;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 2, half = lane % 2;
     int64_t k0 = (int64_t)blockIdx.x * FA_TILE;
     int h = blockIdx.y;
