@@ -113,16 +113,21 @@ static brg_status choose_precision(brg__model *m, brg_error *err) {
     return BRG_OK;
 }
 
+/* out becomes the weaker of out and y: the smaller bandwidth (with its kind), the larger latency. */
+static void link_weaker(brg_link *out, const brg_link *y) {
+    if (y->bandwidth < out->bandwidth) {
+        out->bandwidth = y->bandwidth;
+        out->kind = y->kind;
+    }
+    if (y->latency > out->latency) out->latency = y->latency;
+}
+
 /* The device link a -> b and back: the smaller bandwidth, the larger latency. */
 static void device_link(const brg__model *m, int a, int b, brg_link *out) {
     brg_link y;
     brg_topology_link(m->topology, a, b, out);
     brg_topology_link(m->topology, b, a, &y);
-    if (y.bandwidth < out->bandwidth) {
-        out->bandwidth = y.bandwidth;
-        out->kind = y.kind;
-    }
-    if (y.latency > out->latency) out->latency = y.latency;
+    link_weaker(out, &y);
 }
 
 void brg__model_link(const brg__model *m, int a, int b, brg_link *out) {
@@ -130,11 +135,7 @@ void brg__model_link(const brg__model *m, int a, int b, brg_link *out) {
     for (int i = 1; i < m->tp; i++) {
         brg_link l;
         device_link(m, brg__group_device(m, a, i), brg__group_device(m, b, i), &l);
-        if (l.bandwidth < out->bandwidth) {
-            out->bandwidth = l.bandwidth;
-            out->kind = l.kind;
-        }
-        if (l.latency > out->latency) out->latency = l.latency;
+        link_weaker(out, &l);
     }
 }
 
@@ -174,20 +175,17 @@ static brg_status build_groups(brg__model *m, brg_error *err) {
         m->node_groups[n] = ni.device_count / m->tp;
     }
     /* The group's collectives run over its slowest pair (exact for a switch; a bound for a ring of pairs). */
-    m->tp_bandwidth = INFINITY;
-    m->tp_latency = 0.0;
-    m->tp_link = BRG_LINK_SELF;
+    brg_link weakest = {BRG_LINK_SELF, INFINITY, 0.0};
     for (int g = 0; g < m->devices && m->tp > 1; g++)
         for (int i = 0; i < m->tp; i++)
             for (int j = i + 1; j < m->tp; j++) {
                 brg_link l;
                 device_link(m, brg__group_device(m, g, i), brg__group_device(m, g, j), &l);
-                if (l.bandwidth < m->tp_bandwidth) {
-                    m->tp_bandwidth = l.bandwidth;
-                    m->tp_link = l.kind;
-                }
-                if (l.latency > m->tp_latency) m->tp_latency = l.latency;
+                link_weaker(&weakest, &l);
             }
+    m->tp_bandwidth = weakest.bandwidth;
+    m->tp_latency = weakest.latency;
+    m->tp_link = weakest.kind;
     /* A measured hand-off between ranks on these devices is the least a collective's step costs. */
     if (m->tp > 1 && m->profile) {
         brg_device_info info;

@@ -288,6 +288,8 @@ typedef struct brg__config {
     int tp;   /* tensor-parallel width (0 and 1: none); ranks and replicas count groups of tp devices */
     int sp;   /* sequence parallelism (with tp > 1) */
 } brg__config;
+/* The schedule options of configuration c: its kind, ranks as stages, chunks, micro-batches, replicas. */
+brg_schedule_options brg__config_schedule_options(const brg__config *c);
 
 /* The tensor-parallel width of a configuration (1 for 0). */
 static inline int brg__config_tp(const brg__config *c) { return c->tp > 1 ? c->tp : 1; }

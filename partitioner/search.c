@@ -210,13 +210,18 @@ static const placement_set *placements_for(search *x, int ranks, int replicas) {
     return ps;
 }
 
-static const brg__schedule_entry *schedule_for(search *x, const brg__config *c) {
+brg_schedule_options brg__config_schedule_options(const brg__config *c) {
     brg_schedule_options so = BRG_SCHEDULE_OPTIONS_INIT;
     so.kind = c->kind;
     so.stages = c->ranks;
     so.chunks = c->chunks;
     so.micro_batches = (int)c->micro_batches;
     so.data_parallel = c->replicas;
+    return so;
+}
+
+static const brg__schedule_entry *schedule_for(search *x, const brg__config *c) {
+    brg_schedule_options so = brg__config_schedule_options(c);
     const brg__schedule_entry *e = NULL;
     if (brg__schedule_cache_get(x->schedules, &so, &e, x->err) != BRG_OK) return NULL;
     return e;

@@ -394,12 +394,7 @@ static double brute_force_config(brg__model *model, const brg__config *c, int64_
     const brg__schedule_entry *se = NULL;
     brg__batch_table_create(model, c->micro_batch, &bt);
     brg__schedule_cache_create(&sc);
-    brg_schedule_options so = BRG_SCHEDULE_OPTIONS_INIT;
-    so.kind = c->kind;
-    so.stages = c->ranks;
-    so.chunks = c->chunks;
-    so.micro_batches = (int)c->micro_batches;
-    so.data_parallel = c->replicas;
+    brg_schedule_options so = brg__config_schedule_options(c);
     brg__schedule_cache_get(sc, &so, &se, &err);
     brute bf = {model, bt, se, c, {0}, {calloc(1024, sizeof(memo_entry)), 1024, 0}, INFINITY, 0, 0, 0};
     brg__evaluation_alloc(&bf.e, S, c->ranks);

@@ -169,12 +169,7 @@ static double brute_force(brg__model *m, const brg__config *c) {
     brg__schedule_cache *sc = NULL;
     const brg__schedule_entry *se = NULL;
     if (brg__batch_table_create(m, c->micro_batch, &bt) != BRG_OK || brg__schedule_cache_create(&sc) != BRG_OK) return NAN;
-    brg_schedule_options so = BRG_SCHEDULE_OPTIONS_INIT;
-    so.kind = c->kind;
-    so.stages = c->ranks;
-    so.chunks = c->chunks;
-    so.micro_batches = (int)c->micro_batches;
-    so.data_parallel = c->replicas;
+    brg_schedule_options so = brg__config_schedule_options(c);
     brg__schedule_cache_get(sc, &so, &se, &err);
     brg__evaluation e;
     brg__evaluation_alloc(&e, S, c->ranks);
