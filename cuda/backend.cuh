@@ -62,12 +62,15 @@ brg__cuda_dtype brg__cuda_grad_type(const brg__cuda_ctx *c, const brg__op_call *
  * stride_a/b/c (stride_b 0: one B for all). A and B share a type (F32 or BF16); C may be F32 or BF16.
  * Epilogues (cuBLASLt, batch 1 only): BIAS adds bias (n, C's type) to every row; GELU_AUX_BIAS also
  * writes the pre-GELU values to aux (m, n, row stride ld_aux, C's type) and GELU (tanh) of them to C.
- * Without an epilogue the product goes through cublasGemmStridedBatchedEx. An epilogue cuBLASLt has
+ * ROW_SUMS_A writes (not adds) to bias (m floats, fp32) the sums of op(A)'s rows over k: with op(A) =
+ * dout^T, a linear's bias gradient from the GEMM that makes its weight gradient (cuBLASLt's BGRADB, B
+ * being cuBLAS's name for our A). Without an epilogue the product goes through cublasGemmStridedBatchedEx. An epilogue cuBLASLt has
  * no algorithm for returns BRG_ERR_UNSUPPORTED (message set), so the caller can do it unfused. */
 typedef enum brg__cuda_epilogue {
     BRG__CUDA_EPILOGUE_NONE = 0,
     BRG__CUDA_EPILOGUE_BIAS = 1,
     BRG__CUDA_EPILOGUE_GELU_AUX_BIAS = 2,
+    BRG__CUDA_EPILOGUE_ROW_SUMS_A = 3,
 } brg__cuda_epilogue;
 
 typedef struct brg__cuda_gemm_args {
@@ -84,7 +87,7 @@ typedef struct brg__cuda_gemm_args {
     brg__cuda_dtype c_type;
     int64_t batch; /* 0 counts as 1 */
     brg__cuda_epilogue epilogue;
-    const void *bias;
+    const void *bias; /* written with ROW_SUMS_A */
     void *aux;
     int64_t ld_aux;
 } brg__cuda_gemm_args;

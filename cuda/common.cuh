@@ -117,6 +117,50 @@ template <> __host__ __device__ __forceinline__ brg__bf16 brg__from_float<brg__b
     return __float2bfloat16_rn(v);
 }
 
+/* ---- vector access ----
+ * E consecutive elements as floats: with E = 8, one 16-byte load or store for bf16, two for fp32 (the
+ * pointer 16-byte aligned); with E = 1, one element. Kernels take E as a template parameter and their
+ * launchers pick 8 where every pointer is aligned (brg__aligned16) and the lengths are multiples of 8. */
+#define BRG__VECTOR 8
+
+static inline bool brg__aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+template <int E, typename T> __device__ __forceinline__ void brg__load(const T *p, float (&v)[E]) {
+    if constexpr (E == 8 && sizeof(T) == 2) {
+        uint4 raw = *reinterpret_cast<const uint4 *>(p);
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 f = __bfloat1622float2(h[j]);
+            v[2 * j] = f.x;
+            v[2 * j + 1] = f.y;
+        }
+    } else if constexpr (E == 8 && sizeof(T) == 4) {
+        float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    } else {
+#pragma unroll
+        for (int j = 0; j < E; j++) v[j] = brg__to_float(p[j]);
+    }
+}
+
+/* Rounds to T as brg__from_float does, element by element. */
+template <int E, typename T> __device__ __forceinline__ void brg__store(T *p, const float (&v)[E]) {
+    if constexpr (E == 8 && sizeof(T) == 2) {
+        uint4 raw;
+        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&raw);
+#pragma unroll
+        for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+        *reinterpret_cast<uint4 *>(p) = raw;
+    } else if constexpr (E == 8 && sizeof(T) == 4) {
+        reinterpret_cast<float4 *>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        reinterpret_cast<float4 *>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+#pragma unroll
+        for (int j = 0; j < E; j++) p[j] = brg__from_float<T>(v[j]);
+    }
+}
+
 /* ---- reductions in a fixed order (the same bits on every run, whatever the placement) ---- */
 
 /* Sum over the 32 lanes by a butterfly: every lane ends with the same value. */

@@ -1,5 +1,5 @@
 // GEMMs: row-major products mapped onto cuBLAS's column-major ones, through cublasGemmStridedBatchedEx, or
-// through cuBLASLt when an epilogue (bias, bias + GELU) rides along. cuBLASLt's algorithm is chosen once
+// through cuBLASLt when an epilogue (bias, bias + GELU, the bias gradient) rides along. cuBLASLt's algorithm is chosen once
 // per problem (shapes, types, alignments) and kept, so a given product runs the same kernel every time:
 // results do not change from call to call, or with the pipeline's split.
 #include <climits>
@@ -141,8 +141,9 @@ static void lt_problem_free(lt_problem *p) {
 static brg_status lt_problem_make(brg__cuda_ctx *c, const brg__cuda_gemm_args *g, const column_major *cm, lt_problem *p,
                                   char *msg) {
     brg_status s = BRG_OK;
-    cublasLtEpilogue_t epilogue =
-        g->epilogue == BRG__CUDA_EPILOGUE_GELU_AUX_BIAS ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_BIAS;
+    cublasLtEpilogue_t epilogue = g->epilogue == BRG__CUDA_EPILOGUE_GELU_AUX_BIAS ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                  : g->epilogue == BRG__CUDA_EPILOGUE_ROW_SUMS_A  ? CUBLASLT_EPILOGUE_BGRADB
+                                                                                  : CUBLASLT_EPILOGUE_BIAS;
     int32_t op_first = cm->op_first, op_second = cm->op_second;
     uint64_t workspace = c->blas_workspace_bytes;
     /* Stored shapes: an operand used transposed is stored (depth, rows) rather than (rows, depth). */
@@ -162,6 +163,13 @@ static brg_status lt_problem_make(brg__cuda_ctx *c, const brg__cuda_gemm_args *g
     BRG__CUBLAS_CHECK_GOTO(
         s, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias, sizeof g->bias), msg,
         fail);
+    if (g->epilogue == BRG__CUDA_EPILOGUE_ROW_SUMS_A) {
+        cudaDataType_t sums_type = CUDA_R_32F;
+        BRG__CUBLAS_CHECK_GOTO(s,
+                               cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &sums_type,
+                                                              sizeof sums_type),
+                               msg, fail);
+    }
     if (g->epilogue == BRG__CUDA_EPILOGUE_GELU_AUX_BIAS) {
         int64_t ld_aux = g->ld_aux;
         BRG__CUBLAS_CHECK_GOTO(

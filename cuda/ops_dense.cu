@@ -103,21 +103,35 @@ brg_status brg__cuda_linear_backward(brg__cuda_ctx *c, const brg__op_call *call)
     BRG__CHECK(linear_operands(c, call, &x, &w, &bias));
     const void *dout = call->dout; // (N, M)
     brg__cuda_gemm_args g;
-    if (call->din[0]) { // dx (N, K) += dout (N, M) W (M, K)
+    if (call->din[0]) { // dx (N, K) += dout (N, M) W (M, K); written (beta 0: not read) when fresh
         memset(&g, 0, sizeof g);
-        g.m = n, g.n = k, g.k = m, g.alpha = 1.0f, g.beta = 1.0f;
+        g.m = n, g.n = k, g.k = m, g.alpha = 1.0f, g.beta = call->din_fresh & 1u ? 0.0f : 1.0f;
         g.a = dout, g.lda = m, g.b = w, g.ldb = k, g.ab_type = c->act;
         g.c = call->din[0], g.ldc = k, g.c_type = brg__cuda_grad_type(c, call, 0);
         BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
     }
+    int bias_done = 0;
     if (call->din[1]) { // dW (M, K) += dout^T (M, N) x (N, K)
         memset(&g, 0, sizeof g);
         g.trans_a = 1, g.m = m, g.n = k, g.k = n, g.alpha = 1.0f, g.beta = 1.0f;
         g.a = dout, g.lda = m, g.b = x, g.ldb = k, g.ab_type = c->act;
         g.c = call->din[1], g.ldc = k, g.c_type = brg__cuda_grad_type(c, call, 1);
-        BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
+        float *sums = NULL; /* dout's column sums from the same GEMM's epilogue, added to dbias after */
+        if (call->din[2] && brg__cuda_grad_type(c, call, 2) == BRG__CUDA_F32 && n > 0) {
+            sums = (float *)brg__cuda_workspace(c, (size_t)m * sizeof(float), call->msg);
+            if (!sums) return BRG_ERR_OUT_OF_MEMORY;
+            g.epilogue = BRG__CUDA_EPILOGUE_ROW_SUMS_A, g.bias = sums;
+        }
+        brg_status s = brg__cuda_gemm(c, &g, call->msg);
+        if (s == BRG_ERR_UNSUPPORTED && sums) { // no cuBLASLt algorithm with the epilogue: column sums below
+            g.epilogue = BRG__CUDA_EPILOGUE_NONE, g.bias = NULL, sums = NULL;
+            s = brg__cuda_gemm(c, &g, call->msg);
+        }
+        BRG__CHECK(s);
+        if (sums) BRG__CHECK(brg__cuda_accumulate((float *)call->din[2], sums, m, c->stream, call->msg));
+        bias_done = sums != NULL;
     }
-    if (call->din[2]) // dbias (M) += column sums of dout (N, M)
+    if (call->din[2] && !bias_done) // dbias (M) += column sums of dout (N, M)
         BRG__CHECK(
             brg__cuda_column_sums(c, call->din[2], brg__cuda_grad_type(c, call, 2), dout, c->act, n, m, call->msg));
     return BRG_OK;
@@ -193,13 +207,14 @@ brg_status brg__cuda_matmul_backward(brg__cuda_ctx *c, const brg__op_call *call)
     BRG__CHECK(brg__cuda_operand(c, call, 1, &b));
     const void *dout = call->dout; // (P, M, N)
     void *da = call->din[0], *db = call->din[1];
+    float da_beta = call->din_fresh & 1u ? 0.0f : 1.0f; /* da written (not read) when fresh */
     int64_t a_step = d.m * d.k, b_step = d.b_shared ? 0 : d.k * d.n, out_step = d.m * d.n;
     if (matmul_stacked(&d)) {
         /* One GEMM each; for db the sum over the P matrices happens inside it. */
         brg__cuda_gemm_args g;
         if (da) {
             g = matmul_grad_a(&d, d.count * d.m, b, dout, da);
-            g.ab_type = c->act, g.c_type = brg__cuda_grad_type(c, call, 0);
+            g.ab_type = c->act, g.c_type = brg__cuda_grad_type(c, call, 0), g.beta = da_beta;
             BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
         }
         if (db) {
@@ -211,7 +226,7 @@ brg_status brg__cuda_matmul_backward(brg__cuda_ctx *c, const brg__op_call *call)
     }
     if (da) { // every da[p] is its own matrix: one batched GEMM
         brg__cuda_gemm_args g = matmul_grad_a(&d, d.m, b, dout, da);
-        g.ab_type = c->act, g.c_type = brg__cuda_grad_type(c, call, 0);
+        g.ab_type = c->act, g.c_type = brg__cuda_grad_type(c, call, 0), g.beta = da_beta;
         g.batch = d.count;
         if (!d.trans_a)
             g.stride_a = out_step, g.stride_b = b_step;

@@ -11,48 +11,91 @@
 
 /* ---- kernels ---- */
 
-// out (R, S) = a (R, S) + b (S) broadcast over the rows; S = n when the shapes are equal.
-template <typename T> __global__ void add_forward_kernel(T *out, const T *a, const T *b, int64_t n, int64_t inner) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = brg__from_float<T>(brg__to_float(a[i]) + brg__to_float(b[i % inner]));
+/* Each thread takes E consecutive elements at a time (16-byte vectors with E = 8: brg__load). */
+#define FOR_EACH_VECTOR(i, n, E)                                                                       \
+    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * (E); i < (n);                 \
+         i += (int64_t)gridDim.x * blockDim.x * (E))
+
+// out (R, S) = a (R, S) + b (S) broadcast over the rows; S = n when the shapes are equal. With E = 8, S is a
+// multiple of 8, so the 8 elements of b are consecutive too.
+template <typename T, int E> __global__ void add_forward_kernel(T *out, const T *a, const T *b, int64_t n, int64_t inner) {
+    FOR_EACH_VECTOR(i, n, E) {
+        float va[E], vb[E];
+        brg__load<E>(a + i, va);
+        brg__load<E>(b + i % inner, vb);
+#pragma unroll
+        for (int k = 0; k < E; k++) va[k] += vb[k];
+        brg__store<E>(out + i, va);
+    }
 }
 
 // acc (n) += g (n)
-template <typename TD, typename TG> __global__ void add_into_kernel(TD *acc, const TG *g, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        acc[i] = brg__from_float<TD>(brg__to_float(acc[i]) + brg__to_float(g[i]));
+template <typename TD, typename TG, int E> __global__ void add_into_kernel(TD *acc, const TG *g, int64_t n) {
+    FOR_EACH_VECTOR(i, n, E) {
+        float va[E], vg[E];
+        brg__load<E>(acc + i, va);
+        brg__load<E>(g + i, vg);
+#pragma unroll
+        for (int k = 0; k < E; k++) va[k] += vg[k];
+        brg__store<E>(acc + i, va);
+    }
 }
 
 /* 0.5 (1 + tanh(u)) written as 1 / (1 + e^(-2u)), as the CPU kernel does. */
-template <typename T> __global__ void gelu_forward_kernel(T *out, const T *x, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float v = brg__to_float(x[i]);
-        float u = GELU_SCALE * (v + GELU_CUBIC * v * v * v);
-        out[i] = brg__from_float<T>(v / (1.0f + expf(-2.0f * u)));
+template <typename T, int E> __global__ void gelu_forward_kernel(T *out, const T *x, int64_t n) {
+    FOR_EACH_VECTOR(i, n, E) {
+        float v[E];
+        brg__load<E>(x + i, v);
+#pragma unroll
+        for (int k = 0; k < E; k++) {
+            float u = GELU_SCALE * (v[k] + GELU_CUBIC * v[k] * v[k] * v[k]);
+            v[k] = v[k] / (1.0f + expf(-2.0f * u));
+        }
+        brg__store<E>(out + i, v);
     }
 }
 
-template <typename T, typename TD> __global__ void gelu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float v = brg__to_float(x[i]);
-        float u = GELU_SCALE * (v + GELU_CUBIC * v * v * v);
-        float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
-        float s = 1.0f / (1.0f + expf(-2.0f * u));
-        float g = brg__to_float(dout[i]) * (s + 2.0f * v * s * (1.0f - s) * du);
-        dx[i] = brg__from_float<TD>(brg__to_float(dx[i]) + g);
+template <typename T, typename TD, int E>
+__global__ void gelu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n) {
+    FOR_EACH_VECTOR(i, n, E) {
+        float v[E], g[E], d[E];
+        brg__load<E>(x + i, v);
+        brg__load<E>(dout + i, g);
+        brg__load<E>(dx + i, d);
+#pragma unroll
+        for (int k = 0; k < E; k++) {
+            float u = GELU_SCALE * (v[k] + GELU_CUBIC * v[k] * v[k] * v[k]);
+            float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v[k] * v[k]);
+            float s = 1.0f / (1.0f + expf(-2.0f * u));
+            d[k] += g[k] * (s + 2.0f * v[k] * s * (1.0f - s) * du);
+        }
+        brg__store<E>(dx + i, d);
     }
 }
 
-template <typename T> __global__ void relu_forward_kernel(T *out, const T *x, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float v = brg__to_float(x[i]);
-        out[i] = brg__from_float<T>(v > 0.0f ? v : 0.0f);
+template <typename T, int E> __global__ void relu_forward_kernel(T *out, const T *x, int64_t n) {
+    FOR_EACH_VECTOR(i, n, E) {
+        float v[E];
+        brg__load<E>(x + i, v);
+#pragma unroll
+        for (int k = 0; k < E; k++) v[k] = v[k] > 0.0f ? v[k] : 0.0f;
+        brg__store<E>(out + i, v);
     }
 }
 
-template <typename T, typename TD> __global__ void relu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        if (brg__to_float(x[i]) > 0.0f) dx[i] = brg__from_float<TD>(brg__to_float(dx[i]) + brg__to_float(dout[i]));
+/* Elements where x <= 0 are stored back as they were (a float holds a bf16 exactly). */
+template <typename T, typename TD, int E>
+__global__ void relu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n) {
+    FOR_EACH_VECTOR(i, n, E) {
+        float v[E], g[E], d[E];
+        brg__load<E>(x + i, v);
+        brg__load<E>(dout + i, g);
+        brg__load<E>(dx + i, d);
+#pragma unroll
+        for (int k = 0; k < E; k++)
+            if (v[k] > 0.0f) d[k] += g[k];
+        brg__store<E>(dx + i, d);
+    }
 }
 
 // partials (blocks, cols): block k sums rows [k * span, (k + 1) * span) of g (rows, cols) in row order.
@@ -77,14 +120,22 @@ __global__ void column_sums_finish_kernel(TA *acc, const float *partials, int64_
     acc[col] = brg__from_float<TA>(brg__to_float(acc[col]) + total);
 }
 
-template <typename TD, typename TS> __global__ void convert_kernel(TD *dst, const TS *src, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = brg__from_float<TD>(brg__to_float(src[i]));
+template <typename TD, typename TS, int E> __global__ void convert_kernel(TD *dst, const TS *src, int64_t n) {
+    FOR_EACH_VECTOR(i, n, E) {
+        float v[E];
+        brg__load<E>(src + i, v);
+        brg__store<E>(dst + i, v);
+    }
 }
 
-__global__ static void scale_kernel(float *x, int64_t n, float factor) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        x[i] *= factor;
+template <int E> __global__ void scale_kernel(float *x, int64_t n, float factor) {
+    FOR_EACH_VECTOR(i, n, E) {
+        float v[E];
+        brg__load<E>(x + i, v);
+#pragma unroll
+        for (int k = 0; k < E; k++) v[k] *= factor;
+        brg__store<E>(x + i, v);
+    }
 }
 
 // partials[t][k]: block k of tensor t sums squares of its slice [k * span, (k + 1) * span) in double.
@@ -113,12 +164,25 @@ __global__ static void sum_squares_finish_kernel(double *out, const double *part
 
 static const int THREADS = 256;
 
+/* Whether n elements at each of these addresses (NULL: none) go as 16-byte vectors. */
+static bool vectorized(int64_t n, const void *p0, const void *p1 = NULL, const void *p2 = NULL) {
+    return n % BRG__VECTOR == 0 && (!p0 || brg__aligned16(p0)) && (!p1 || brg__aligned16(p1)) &&
+           (!p2 || brg__aligned16(p2));
+}
+
+/* Blocks for n elements taken E at a time. */
+static unsigned grid_of(int64_t n, int e) { return brg__grid_for((n + e - 1) / e, THREADS); }
+
+
 template <typename T>
 static brg_status add_forward(T *out, const T *a, const T *b, int64_t n, int64_t inner, cudaStream_t stream,
                               char *msg) {
     BRG__REQUIRE(inner > 0 && n % inner == 0, msg, "add: %lld elements do not repeat a trailing shape of %lld",
                  (long long)n, (long long)inner);
-    add_forward_kernel<T><<<brg__grid_for(n, THREADS), THREADS, 0, stream>>>(out, a, b, n, inner);
+    if (vectorized(n, out, a, b) && inner % BRG__VECTOR == 0)
+        add_forward_kernel<T, BRG__VECTOR><<<grid_of(n, BRG__VECTOR), THREADS, 0, stream>>>(out, a, b, n, inner);
+    else
+        add_forward_kernel<T, 1><<<grid_of(n, 1), THREADS, 0, stream>>>(out, a, b, n, inner);
     BRG__LAUNCH_CHECK("add_forward", msg);
     return BRG_OK;
 }
@@ -126,7 +190,10 @@ static brg_status add_forward(T *out, const T *a, const T *b, int64_t n, int64_t
 template <typename TD, typename TG>
 static brg_status add_into(TD *acc, const TG *g, int64_t n, cudaStream_t stream, char *msg) {
     if (n <= 0) return BRG_OK;
-    add_into_kernel<TD, TG><<<brg__grid_for(n, THREADS), THREADS, 0, stream>>>(acc, g, n);
+    if (vectorized(n, acc, g))
+        add_into_kernel<TD, TG, BRG__VECTOR><<<grid_of(n, BRG__VECTOR), THREADS, 0, stream>>>(acc, g, n);
+    else
+        add_into_kernel<TD, TG, 1><<<grid_of(n, 1), THREADS, 0, stream>>>(acc, g, n);
     BRG__LAUNCH_CHECK("add_into", msg);
     return BRG_OK;
 }
@@ -160,11 +227,18 @@ brg_status brg__cuda_column_sums(brg__cuda_ctx *c, void *acc, brg__cuda_dtype ac
 brg_status brg__cuda_convert(void *dst, brg__cuda_dtype dst_type, const void *src, brg__cuda_dtype src_type, int64_t n,
                              cudaStream_t stream, char *msg) {
     if (n <= 0) return BRG_OK;
-    unsigned grid = brg__grid_for(n, THREADS);
-    if (dst_type == BRG__CUDA_BF16 && src_type == BRG__CUDA_F32)
-        convert_kernel<brg__bf16, float><<<grid, THREADS, 0, stream>>>((brg__bf16 *)dst, (const float *)src, n);
+    bool vector = vectorized(n, dst, src);
+    unsigned grid = grid_of(n, vector ? BRG__VECTOR : 1);
+    if (dst_type == BRG__CUDA_BF16 && src_type == BRG__CUDA_F32 && vector)
+        convert_kernel<brg__bf16, float, BRG__VECTOR>
+            <<<grid, THREADS, 0, stream>>>((brg__bf16 *)dst, (const float *)src, n);
+    else if (dst_type == BRG__CUDA_BF16 && src_type == BRG__CUDA_F32)
+        convert_kernel<brg__bf16, float, 1><<<grid, THREADS, 0, stream>>>((brg__bf16 *)dst, (const float *)src, n);
+    else if (dst_type == BRG__CUDA_F32 && src_type == BRG__CUDA_BF16 && vector)
+        convert_kernel<float, brg__bf16, BRG__VECTOR>
+            <<<grid, THREADS, 0, stream>>>((float *)dst, (const brg__bf16 *)src, n);
     else if (dst_type == BRG__CUDA_F32 && src_type == BRG__CUDA_BF16)
-        convert_kernel<float, brg__bf16><<<grid, THREADS, 0, stream>>>((float *)dst, (const brg__bf16 *)src, n);
+        convert_kernel<float, brg__bf16, 1><<<grid, THREADS, 0, stream>>>((float *)dst, (const brg__bf16 *)src, n);
     else if (dst_type == src_type)
         BRG__CUDA_CHECK(
             cudaMemcpyAsync(dst, src, (size_t)n * brg__cuda_dtype_bytes(src_type), cudaMemcpyDeviceToDevice, stream),
@@ -182,7 +256,10 @@ brg_status brg__cuda_accumulate(float *dst, const float *src, int64_t n, cudaStr
 
 brg_status brg__cuda_scale(float *x, int64_t n, float factor, cudaStream_t stream, char *msg) {
     if (n <= 0) return BRG_OK;
-    scale_kernel<<<brg__grid_for(n, THREADS), THREADS, 0, stream>>>(x, n, factor);
+    if (vectorized(n, x))
+        scale_kernel<BRG__VECTOR><<<grid_of(n, BRG__VECTOR), THREADS, 0, stream>>>(x, n, factor);
+    else
+        scale_kernel<1><<<grid_of(n, 1), THREADS, 0, stream>>>(x, n, factor);
     BRG__LAUNCH_CHECK("scale", msg);
     return BRG_OK;
 }
@@ -250,22 +327,34 @@ template <typename T> static brg_status unary_forward(brg__cuda_ctx *c, const br
     if (n == 0) return BRG_OK;
     const void *x;
     BRG__CHECK(brg__cuda_operand(c, call, 0, &x));
-    unsigned grid = brg__grid_for(n, THREADS);
-    if (gelu)
-        gelu_forward_kernel<T><<<grid, THREADS, 0, c->stream>>>((T *)call->out, (const T *)x, n);
-    else
-        relu_forward_kernel<T><<<grid, THREADS, 0, c->stream>>>((T *)call->out, (const T *)x, n);
+    T *out = (T *)call->out;
+    const T *in = (const T *)x;
+    if (vectorized(n, out, in)) {
+        unsigned grid = grid_of(n, BRG__VECTOR);
+        if (gelu) gelu_forward_kernel<T, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(out, in, n);
+        else relu_forward_kernel<T, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(out, in, n);
+    } else {
+        unsigned grid = grid_of(n, 1);
+        if (gelu) gelu_forward_kernel<T, 1><<<grid, THREADS, 0, c->stream>>>(out, in, n);
+        else relu_forward_kernel<T, 1><<<grid, THREADS, 0, c->stream>>>(out, in, n);
+    }
     BRG__LAUNCH_CHECK("gelu_forward or relu_forward", call->msg);
     return BRG_OK;
 }
 
 template <typename T, typename TD>
 static brg_status unary_backward_typed(brg__cuda_ctx *c, const brg__op_call *call, const T *x, int64_t n, int gelu) {
-    unsigned grid = brg__grid_for(n, THREADS);
-    if (gelu)
-        gelu_backward_kernel<T, TD><<<grid, THREADS, 0, c->stream>>>((TD *)call->din[0], x, (const T *)call->dout, n);
-    else
-        relu_backward_kernel<T, TD><<<grid, THREADS, 0, c->stream>>>((TD *)call->din[0], x, (const T *)call->dout, n);
+    TD *dx = (TD *)call->din[0];
+    const T *dout = (const T *)call->dout;
+    if (vectorized(n, dx, x, dout)) {
+        unsigned grid = grid_of(n, BRG__VECTOR);
+        if (gelu) gelu_backward_kernel<T, TD, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n);
+        else relu_backward_kernel<T, TD, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n);
+    } else {
+        unsigned grid = grid_of(n, 1);
+        if (gelu) gelu_backward_kernel<T, TD, 1><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n);
+        else relu_backward_kernel<T, TD, 1><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n);
+    }
     BRG__LAUNCH_CHECK("gelu_backward or relu_backward", call->msg);
     return BRG_OK;
 }

@@ -1,6 +1,7 @@
 // Layer normalization over the last dimension, with fp32 weight and bias (llm.c's layernorm).
-// aux: mean (N) then rstd (N), fp32, written by forward, read by backward. One warp per row; the weight
-// and bias gradients sum the rows in blocks (row order), then the blocks (block order).
+// aux: mean (N) then rstd (N), fp32, written by forward, read by backward. One warp per row, rows whose
+// length is a multiple of 8 in 16-byte vectors; the weight and bias gradients sum the rows in blocks (row
+// order), then the blocks (block order).
 #include "backend.cuh"
 
 #define WARPS_PER_BLOCK 8
@@ -8,8 +9,9 @@
 
 /* ---- kernels ---- */
 
-// out (N, C) = (x - mean) rstd weight + bias; mean (N), rstd (N) = 1 / sqrt(var + eps).
-template <typename T>
+// out (N, C) = (x - mean) rstd weight + bias; mean (N), rstd (N) = 1 / sqrt(var + eps). Each lane takes E
+// consecutive channels at a time (16-byte vectors with E = 8).
+template <typename T, int E>
 __global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const T *x, const float *weight,
                                          const float *bias, int64_t rows, int64_t channels, float eps) {
     int64_t row = (int64_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
@@ -18,17 +20,31 @@ __global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const
     const T *xr = x + row * channels; // (C)
     T *yr = out + row * channels;     // (C)
     float sum = 0.0f;
-    for (int64_t c = lane; c < channels; c += 32) sum += brg__to_float(xr[c]);
+    for (int64_t c = lane * E; c < channels; c += 32 * E) {
+        float v[E];
+        brg__load<E>(xr + c, v);
+#pragma unroll
+        for (int k = 0; k < E; k++) sum += v[k];
+    }
     float m = brg__warp_sum(sum) / (float)channels;
     /* The variance from centered values (a second pass), as the CPU kernel. */
     float sq = 0.0f;
-    for (int64_t c = lane; c < channels; c += 32) {
-        float d = brg__to_float(xr[c]) - m;
-        sq += d * d;
+    for (int64_t c = lane * E; c < channels; c += 32 * E) {
+        float v[E];
+        brg__load<E>(xr + c, v);
+#pragma unroll
+        for (int k = 0; k < E; k++) sq += (v[k] - m) * (v[k] - m);
     }
     float s = 1.0f / sqrtf(brg__warp_sum(sq) / (float)channels + eps);
-    for (int64_t c = lane; c < channels; c += 32)
-        yr[c] = brg__from_float<T>((brg__to_float(xr[c]) - m) * s * weight[c] + bias[c]);
+    for (int64_t c = lane * E; c < channels; c += 32 * E) {
+        float v[E], w[E], b[E];
+        brg__load<E>(xr + c, v);
+        brg__load<E>(weight + c, w);
+        brg__load<E>(bias + c, b);
+#pragma unroll
+        for (int k = 0; k < E; k++) v[k] = (v[k] - m) * s * w[k] + b[k];
+        brg__store<E>(yr + c, v);
+    }
     if (lane == 0) {
         mean[row] = m;
         rstd[row] = s;
@@ -36,7 +52,7 @@ __global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const
 }
 
 // dx (N, C) += rstd (g w - mean(g w) - xhat mean(g w xhat)), xhat = (x - mean) rstd, g = dout.
-template <typename T, typename TD>
+template <typename T, typename TD, int E>
 __global__ void layernorm_backward_input_kernel(TD *dx, const T *x, const float *weight, const T *dout,
                                                 const float *mean, const float *rstd, int64_t rows, int64_t channels) {
     int64_t row = (int64_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
@@ -46,17 +62,32 @@ __global__ void layernorm_backward_input_kernel(TD *dx, const T *x, const float 
     TD *dxr = dx + row * channels;
     float m = mean[row], s = rstd[row];
     float acc_g = 0.0f, acc_gx = 0.0f;
-    for (int64_t c = lane; c < channels; c += 32) {
-        float gw = weight[c] * brg__to_float(gr[c]);
-        acc_g += gw;
-        acc_gx += gw * ((brg__to_float(xr[c]) - m) * s);
+    for (int64_t c = lane * E; c < channels; c += 32 * E) {
+        float v[E], g[E], w[E];
+        brg__load<E>(xr + c, v);
+        brg__load<E>(gr + c, g);
+        brg__load<E>(weight + c, w);
+#pragma unroll
+        for (int k = 0; k < E; k++) {
+            float gw = w[k] * g[k];
+            acc_g += gw;
+            acc_gx += gw * ((v[k] - m) * s);
+        }
     }
     float g_mean = brg__warp_sum(acc_g) / (float)channels;
     float gx_mean = brg__warp_sum(acc_gx) / (float)channels;
-    for (int64_t c = lane; c < channels; c += 32) {
-        float xhat = (brg__to_float(xr[c]) - m) * s;
-        float d = s * (weight[c] * brg__to_float(gr[c]) - g_mean - xhat * gx_mean);
-        dxr[c] = brg__from_float<TD>(brg__to_float(dxr[c]) + d);
+    for (int64_t c = lane * E; c < channels; c += 32 * E) {
+        float v[E], g[E], w[E], d[E];
+        brg__load<E>(xr + c, v);
+        brg__load<E>(gr + c, g);
+        brg__load<E>(weight + c, w);
+        brg__load<E>(dxr + c, d);
+#pragma unroll
+        for (int k = 0; k < E; k++) {
+            float xhat = (v[k] - m) * s;
+            d[k] += s * (w[k] * g[k] - g_mean - xhat * gx_mean);
+        }
+        brg__store<E>(dxr + c, d);
     }
 }
 
@@ -101,8 +132,13 @@ static brg_status layernorm_forward(T *out, float *mean, float *rstd, const T *x
     BRG__REQUIRE(channels > 0, msg, "layernorm: %lld channels", (long long)channels);
     if (rows == 0) return BRG_OK;
     unsigned grid = (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK);
-    layernorm_forward_kernel<T>
-        <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(out, mean, rstd, x, weight, bias, rows, channels, eps);
+    if (channels % BRG__VECTOR == 0 && brg__aligned16(out) && brg__aligned16(x) && brg__aligned16(weight) &&
+        brg__aligned16(bias))
+        layernorm_forward_kernel<T, BRG__VECTOR>
+            <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(out, mean, rstd, x, weight, bias, rows, channels, eps);
+    else
+        layernorm_forward_kernel<T, 1>
+            <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(out, mean, rstd, x, weight, bias, rows, channels, eps);
     BRG__LAUNCH_CHECK("layernorm_forward", msg);
     return BRG_OK;
 }
@@ -112,8 +148,13 @@ static brg_status layernorm_backward_input(TD *dx, const T *x, const float *weig
                                            const float *rstd, int64_t rows, int64_t channels, cudaStream_t stream,
                                            char *msg) {
     unsigned grid = (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK);
-    layernorm_backward_input_kernel<T, TD>
-        <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(dx, x, weight, dout, mean, rstd, rows, channels);
+    if (channels % BRG__VECTOR == 0 && brg__aligned16(dx) && brg__aligned16(x) && brg__aligned16(weight) &&
+        brg__aligned16(dout))
+        layernorm_backward_input_kernel<T, TD, BRG__VECTOR>
+            <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(dx, x, weight, dout, mean, rstd, rows, channels);
+    else
+        layernorm_backward_input_kernel<T, TD, 1>
+            <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(dx, x, weight, dout, mean, rstd, rows, channels);
     BRG__LAUNCH_CHECK("layernorm_backward_input", msg);
     return BRG_OK;
 }

@@ -65,7 +65,7 @@ brg_status brg__cpu_linear_backward(const brg__op_call *call) {
     float *dx = call->din[0];       // (N, K)
     float *dw = call->din[1];       // (M, K)
     float *dbias = call->din[2];    // (M)
-    if (dx) brg__cpu_gemm(0, 0, n, k, m, 1.0f, dout, m, w, k, 1.0f, dx, k);
+    if (dx) brg__cpu_gemm(0, 0, n, k, m, 1.0f, dout, m, w, k, call->din_fresh & 1u ? 0.0f : 1.0f, dx, k);
     if (dw) brg__cpu_gemm(1, 0, m, k, n, 1.0f, dout, m, x, k, 1.0f, dw, k);
     if (dbias) column_sums_parallel(dbias, dout, n, m);
     return BRG_OK;
@@ -90,6 +90,7 @@ typedef struct matmul_job {
     const float *a, *b, *dout;
     float *out, *da, *db;
     int64_t b_step;
+    int fresh; /* da written, not added to */
 } matmul_job;
 
 static void matmul_forward_piece(void *ctx, int64_t p, float *scratch) {
@@ -123,14 +124,15 @@ brg_status brg__cpu_matmul_forward(const brg__op_call *call) {
 typedef void (*gemm_fn)(int, int, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t,
                         float, float *, int64_t);
 
-/* da += dout op(b)^T for one matrix (or for the stacked rows). */
+/* da += dout op(b)^T for one matrix (or for the stacked rows); da = .. when fresh. */
 static void matmul_backward_a(const matmul_dims *d, int64_t m, const float *b, const float *dout, float *da,
-                              int tiled) {
+                              int fresh, int tiled) {
     gemm_fn gemm = tiled ? brg__cpu_gemm : brg__cpu_sgemm;
+    float beta = fresh ? 0.0f : 1.0f;
     if (!d->trans_a) // da (M, K) += dout (M, N) op(b)^T (N, K)
-        gemm(0, !d->trans_b, m, d->k, d->n, 1.0f, dout, d->n, b, d->ldb, 1.0f, da, d->lda);
+        gemm(0, !d->trans_b, m, d->k, d->n, 1.0f, dout, d->n, b, d->ldb, beta, da, d->lda);
     else // da (K, M) += op(b) (K, N) dout^T (N, M)
-        gemm(d->trans_b, 1, d->k, m, d->n, 1.0f, b, d->ldb, dout, d->n, 1.0f, da, d->lda);
+        gemm(d->trans_b, 1, d->k, m, d->n, 1.0f, b, d->ldb, dout, d->n, beta, da, d->lda);
 }
 
 /* db += op(a)^T dout (or its transpose) for one matrix (or for the stacked rows). */
@@ -148,7 +150,7 @@ static void matmul_backward_piece(void *ctx, int64_t p, float *scratch) {
     const matmul_job *job = ctx;
     const matmul_dims *d = job->d;
     const float *dout_p = job->dout + p * d->m * d->n;
-    if (job->da) matmul_backward_a(d, d->m, job->b + p * job->b_step, dout_p, job->da + p * d->m * d->k, 0);
+    if (job->da) matmul_backward_a(d, d->m, job->b + p * job->b_step, dout_p, job->da + p * d->m * d->k, job->fresh, 0);
     if (job->db && !d->b_shared)
         matmul_backward_b(d, d->m, job->a + p * d->m * d->k, dout_p, job->db + p * job->b_step, 0);
 }
@@ -161,15 +163,16 @@ brg_status brg__cpu_matmul_backward(const brg__op_call *call) {
     const float *dout = call->dout; // (P, M, N)
     float *da = call->din[0];       // a's shape
     float *db = call->din[1];       // b's shape
+    int fresh = (call->din_fresh & 1u) != 0; // da written, not added to
     if (matmul_stacked(&d) || d.count == 1) {
         /* One GEMM each; for db the sum over the P matrices happens inside it. */
         int64_t rows = matmul_stacked(&d) ? d.count * d.m : d.m;
-        if (da) matmul_backward_a(&d, rows, b, dout, da, 1);
+        if (da) matmul_backward_a(&d, rows, b, dout, da, fresh, 1);
         if (db) matmul_backward_b(&d, rows, a, dout, db, 1);
         return BRG_OK;
     }
     int64_t b_step = d.b_shared ? 0 : d.k * d.n;
-    matmul_job job = {.d = &d, .a = a, .b = b, .dout = dout, .da = da, .db = db, .b_step = b_step};
+    matmul_job job = {.d = &d, .a = a, .b = b, .dout = dout, .da = da, .db = db, .b_step = b_step, .fresh = fresh};
     if (da || (db && !d.b_shared)) brg__cpu_parallel(d.count, matmul_backward_piece, &job);
     /* A shared b sums its gradient over p in ascending order, each product tiled over the threads. */
     if (db && d.b_shared)

@@ -1,6 +1,7 @@
 /* Softmax cross-entropy per position: loss[n] = logsumexp(logits[n]) - logits[n, target[n]].
- * Backward recomputes each row's softmax from the saved logits (no aux). Rows are independent: pieces of
- * rows run on the threads. */
+ * Forward keeps each row's log-sum-exp (aux); backward computes the softmax from it in one pass over the
+ * row, adding to dlogits or, when the runtime says dlogits holds nothing yet (din_fresh), writing them.
+ * Rows are independent: pieces of rows run on the threads. */
 #include <math.h>
 
 #include "cpu/kernels.h"
@@ -19,10 +20,26 @@ static BRG__CPU_VECTOR_CLONES void row_max_sum_exp(const float *restrict x, int6
     *sum = brg__cpu_lanes_total(acc);
 }
 
-/* d += g softmax(x), the softmax given by the row's maximum m and 1 / sum. */
+/* d += g softmax(x), the softmax given by the row's log-sum-exp. */
 static BRG__CPU_VECTOR_CLONES void row_softmax_accumulate(float *restrict d, const float *restrict x, int64_t n,
-                                                          float m, float inv_sum, float g) {
-    for (int64_t j = 0; j < n; j++) d[j] += g * (brg__cpu_exp(x[j] - m) * inv_sum);
+                                                          float lse, float g) {
+    for (int64_t j = 0; j < n; j++) d[j] += g * brg__cpu_exp(x[j] - lse);
+}
+
+/* d = g softmax(x), the softmax given by the row's log-sum-exp. */
+static BRG__CPU_VECTOR_CLONES void row_softmax_write(float *restrict d, const float *restrict x, int64_t n, float lse,
+                                                     float g) {
+    for (int64_t j = 0; j < n; j++) d[j] = g * brg__cpu_exp(x[j] - lse);
+}
+
+/* drow = (drow if !fresh) + g (softmax(row) - onehot(t)) over a row of n logits; t outside [0, n) adds no
+ * one-hot term (the target lies in another rank's part of a split vocabulary). */
+static void row_gradient(float *drow, const float *row, int64_t n, int64_t t, float lse, float g, int fresh) {
+    float before = !fresh && t >= 0 && t < n ? drow[t] : 0.0f;
+    if (fresh) row_softmax_write(drow, row, n, lse, g);
+    else row_softmax_accumulate(drow, row, n, lse, g);
+    /* The target's entry is g (p_t - 1), added once to what it held before. */
+    if (t >= 0 && t < n) drow[t] = before + g * (brg__cpu_exp(row[t] - lse) - 1.0f);
 }
 
 /* The sum of e^(x - m) over a row, in eight lanes. */
@@ -94,14 +111,13 @@ static brg_status cross_entropy_split_backward(const brg__op_call *call) {
     const int32_t *targets = call->in[1];
     float *dlogits = call->din[0];
     BRG__CHECK(check_targets(call, targets, r.n, call->op->tp_vocab));
+    int fresh = (call->din_fresh & 1u) != 0;
     for (int64_t i = 0; i < r.n; i++) {
-        const float *row = logits + i * r.local;
         float *drow = dlogits + i * r.local;
-        float g = dlosses[i];
-        int64_t t = (int64_t)targets[i] - r.first;
-        float before = t >= 0 && t < r.valid ? drow[t] : 0.0f;
-        row_softmax_accumulate(drow, row, r.valid, lse[i], 1.0f, g);
-        if (t >= 0 && t < r.valid) drow[t] = before + g * (brg__cpu_exp(row[t] - lse[i]) - 1.0f);
+        row_gradient(drow, logits + i * r.local, r.valid, (int64_t)targets[i] - r.first, lse[i], dlosses[i], fresh);
+        /* Padding columns past the whole vocabulary have no gradient. */
+        if (fresh)
+            for (int64_t j = r.valid; j < r.local; j++) drow[j] = 0.0f;
     }
     return BRG_OK;
 }
@@ -121,7 +137,8 @@ typedef struct cross_entropy_job {
     int64_t n, vocab, per_piece; /* rows, their length, rows per piece */
     const float *logits, *dlosses;
     const int32_t *targets;
-    float *losses, *dlogits;
+    float *losses, *lse, *dlogits;
+    int fresh; /* dlogits written, not added to */
 } cross_entropy_job;
 
 static void cross_entropy_forward_piece(void *ctx, int64_t piece, float *scratch) {
@@ -132,7 +149,8 @@ static void cross_entropy_forward_piece(void *ctx, int64_t piece, float *scratch
         const float *row = job->logits + i * job->vocab; // (V)
         float m, sum;
         row_max_sum_exp(row, job->vocab, &m, &sum);
-        job->losses[i] = (m + logf(sum)) - row[job->targets[i]];
+        job->lse[i] = m + logf(sum);
+        job->losses[i] = job->lse[i] - row[job->targets[i]];
     }
 }
 
@@ -140,18 +158,9 @@ static void cross_entropy_backward_piece(void *ctx, int64_t piece, float *scratc
     const cross_entropy_job *job = ctx;
     int64_t i0, i1;
     brg__cpu_piece_range(piece, job->per_piece, job->n, &i0, &i1);
-    for (int64_t i = i0; i < i1; i++) {
-        const float *row = job->logits + i * job->vocab; // (V)
-        float *drow = job->dlogits + i * job->vocab;     // (V)
-        float m, sum;
-        row_max_sum_exp(row, job->vocab, &m, &sum);
-        float inv = 1.0f / sum, g = job->dlosses[i];
-        int64_t t = job->targets[i];
-        float before = drow[t];
-        row_softmax_accumulate(drow, row, job->vocab, m, inv, g);
-        /* The target's entry is g (p_t - 1), added once to what it held before. */
-        drow[t] = before + g * (brg__cpu_exp(row[t] - m) * inv - 1.0f);
-    }
+    for (int64_t i = i0; i < i1; i++)
+        row_gradient(job->dlogits + i * job->vocab, job->logits + i * job->vocab, job->vocab, job->targets[i],
+                     job->lse[i], job->dlosses[i], job->fresh);
 }
 
 brg_status brg__cpu_cross_entropy_forward(const brg__op_call *call) {
@@ -163,6 +172,7 @@ brg_status brg__cpu_cross_entropy_forward(const brg__op_call *call) {
     job.logits = call->in[0];  // (N, V)
     job.targets = call->in[1]; // (N)
     job.losses = call->out;    // (N)
+    job.lse = call->aux;       // (N)
     BRG__CHECK(check_targets(call, job.targets, job.n, job.vocab));
     job.per_piece = brg__cpu_rows_per_piece(job.vocab);
     brg__cpu_parallel(brg__cpu_pieces(job.n, job.per_piece), cross_entropy_forward_piece, &job);
@@ -179,7 +189,9 @@ brg_status brg__cpu_cross_entropy_backward(const brg__op_call *call) {
     job.logits = call->in[0];  // (N, V)
     job.targets = call->in[1]; // (N)
     job.dlosses = call->dout;  // (N)
+    job.lse = call->aux;        // (N)
     job.dlogits = call->din[0]; // (N, V)
+    job.fresh = (call->din_fresh & 1u) != 0;
     BRG__CHECK(check_targets(call, job.targets, job.n, job.vocab));
     job.per_piece = brg__cpu_rows_per_piece(job.vocab);
     brg__cpu_parallel(brg__cpu_pieces(job.n, job.per_piece), cross_entropy_backward_piece, &job);

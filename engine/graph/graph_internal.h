@@ -164,6 +164,10 @@ typedef struct brg__op_costs {
     double comm_bytes[BRG_PASS_COUNT];
 } brg__op_costs;
 void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *costs);
+/* Whether every backend's backward of op can write the gradient of input q rather than add to it
+ * (brg__op_call.din_fresh): the products' dx (a GEMM with beta 0) and the loss's dlogits, where a zero-fill
+ * and a read of the whole buffer would otherwise come first. */
+int brg__op_writes_fresh(const brg__op *op, int q);
 /* The workspace one call needs on a backend whose kernels run on the host (host != 0) or not. */
 static inline int64_t brg__op_scratch_floats(const brg__op_costs *c, int host) {
     return host && c->host_scratch_floats > c->scratch_floats ? c->host_scratch_floats : c->scratch_floats;
@@ -173,6 +177,9 @@ static inline int64_t brg__op_scratch_floats(const brg__op_costs *c, int host) {
  * Tensors are dense, row-major, with BRG_BATCH bound to `batch`. Forward writes `out` (and `aux`).
  * Backward accumulates: din[i] += d(loss)/d(input i), for every i whose din[i] is non-NULL; the runtime
  * asks for activation inputs in the backward-input pass and parameters in the backward-weight pass.
+ * Where bit i of din_fresh is set, din[i] holds no gradient yet (its contents are undefined) and backward
+ * writes it instead: din[i] = d(loss)/d(input i). The runtime sets that bit only where
+ * brg__op_writes_fresh(op, i) says every backend honours it; elsewhere it zeroes din[i] first.
  * Kernels validate data they cannot trust (token ids, targets) and report through msg. */
 /* The tensor-parallel group's collectives, for a kernel that communicates inside (the cross-entropy over a
  * split vocabulary): on backend memory, blocking, every member calling in the same order. */
@@ -194,6 +201,7 @@ typedef struct brg__op_call {
     float *scratch; /* brg__op_costs.scratch_floats elements, contents undefined */
     const float *dout;
     float *din[BRG__MAX_INPUTS];
+    unsigned din_fresh; /* bit i: din[i] is written, not added to (see above) */
     char *msg; /* BRG_ERROR_MESSAGE_MAX bytes for a failure message; may be NULL */
     int tp_rank;               /* this rank's index in its tensor-parallel group (0 without one) */
     const brg__tp_comm *comm;  /* the group, for ops with tp_vocab; NULL without one */

@@ -52,6 +52,15 @@ void brg__matmul_dims_get(const brg__op *op, int64_t batch, brg__matmul_dims *d)
  * where a caller asks about a batch past what the graph allows (brg__graph_max_batch). */
 static int64_t float_count(double x) { return x < 0x1p62 ? (int64_t)x : INT64_C(1) << 62; }
 
+int brg__op_writes_fresh(const brg__op *op, int q) {
+    switch (op->kind) {
+    case BRG_OP_LINEAR:
+    case BRG_OP_MATMUL:
+    case BRG_OP_CROSS_ENTROPY: return q == 0;
+    default: return 0;
+    }
+}
+
 void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
     memset(c, 0, sizeof *c);
     const brg_tensor *x = op->inputs[0];
@@ -134,15 +143,18 @@ void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
     }
     case BRG_OP_CROSS_ENTROPY: {
         double v = (double)x->shape[x->ndim - 1], rows = out;
+        /* Forward reads the logits once (a running maximum and sum of exponentials) and keeps each row's
+         * log-sum-exp; backward reads them once more and writes dlogits (brg__op_writes_fresh: no zero-fill,
+         * no read of dlogits): two reads and a write in all, as one fused softmax-loss-gradient kernel. */
         c->flops[BRG_PASS_FORWARD] = 4 * rows * v;
-        c->bytes_moved[BRG_PASS_FORWARD] = f * (rows * v + 2 * rows);
-        backward_of(c, x, 5 * rows * v, f * (3 * rows * v + 2 * rows));
+        c->bytes_moved[BRG_PASS_FORWARD] = f * (rows * v + 3 * rows);
+        backward_of(c, x, 4 * rows * v, f * (2 * rows * v + 3 * rows));
+        c->aux_floats = float_count(rows); /* the log-sum-exp of each row */
         c->cheap_to_recompute = 1;
         if (op->tp_vocab) {
             /* Over a split vocabulary: each row's maximum gathered from the group, its sum of exponentials and
-             * target logit summed over it; the log-sum-exp kept for backward. */
+             * target logit summed over it. */
             int parts = op->output->graph ? op->output->graph->tp_parts : 1;
-            c->aux_floats = float_count(rows);
             c->scratch_floats = float_count(rows * (parts + 2));
             c->comm_kind[BRG_PASS_FORWARD] = BRG__COMM_ALLREDUCE;
             c->comm_bytes[BRG_PASS_FORWARD] = f * (2 + parts) * rows;

@@ -130,15 +130,19 @@ static int in_pass(const brg__op *op, int i, brg_pass pass) {
     return pass == BRG_PASS_BACKWARD_WEIGHT ? param : !param;
 }
 
-/* Runs backward for the inputs of `pass`, their gradients starting at `start`; grads[i] receives them. */
-static brg_status run_backward(op_buffers *b, brg_pass pass, float start, float *grads[BRG__MAX_INPUTS]) {
+/* Runs backward for the inputs of `pass`, their gradients starting at `start`; grads[i] receives them.
+ * With `fresh`, the gradients brg__op_writes_fresh names start as NaN and are asked to be written. */
+static brg_status run_backward_as(op_buffers *b, brg_pass pass, float start, int fresh,
+                                  float *grads[BRG__MAX_INPUTS]) {
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
     brg__op_call c = make_call(b, msg);
     for (int i = 0; i < BRG__MAX_INPUTS; i++) grads[i] = NULL;
     for (int i = 0; i < b->op->n_inputs; i++) {
         if (!in_pass(b->op, i, pass)) continue;
         grads[i] = malloc((size_t)b->in_numel[i] * sizeof(float));
-        for (int64_t j = 0; j < b->in_numel[i]; j++) grads[i][j] = start;
+        int written = fresh && brg__op_writes_fresh(b->op, i);
+        for (int64_t j = 0; j < b->in_numel[i]; j++) grads[i][j] = written ? NAN : start;
+        if (written) c.din_fresh |= 1u << i;
         c.din[i] = grads[i];
     }
     fill_nan(b->scratch, brg__op_scratch_floats(&b->costs, 1));
@@ -147,17 +151,23 @@ static brg_status run_backward(op_buffers *b, brg_pass pass, float start, float 
     return s;
 }
 
+static brg_status run_backward(op_buffers *b, brg_pass pass, float start, float *grads[BRG__MAX_INPUTS]) {
+    return run_backward_as(b, pass, start, 0, grads);
+}
+
 static void free_grads(float *grads[BRG__MAX_INPUTS]) {
     for (int i = 0; i < BRG__MAX_INPUTS; i++) free(grads[i]);
 }
 
 /* Worst relative error of the gradients of `pass` against finite differences; also checks that a second
- * run gives bitwise the same gradients and that pre-filled gradients accumulate. */
+ * run gives bitwise the same gradients, that pre-filled gradients accumulate, and that gradients written
+ * outright (din_fresh, over NaN) equal those added to zeros. */
 static double check_pass(op_buffers *b, brg_pass pass, const char *label, uint64_t seed) {
-    float *grads[BRG__MAX_INPUTS], *again[BRG__MAX_INPUTS], *filled[BRG__MAX_INPUTS];
+    float *grads[BRG__MAX_INPUTS], *again[BRG__MAX_INPUTS], *filled[BRG__MAX_INPUTS], *fresh[BRG__MAX_INPUTS];
     BRG_ASSERT_OK(run_backward(b, pass, 0.0f, grads), b->op->name);
     BRG_ASSERT_OK(run_backward(b, pass, 0.0f, again), b->op->name);
     BRG_ASSERT_OK(run_backward(b, pass, PREFILL, filled), b->op->name);
+    BRG_ASSERT_OK(run_backward_as(b, pass, 0.0f, 1, fresh), b->op->name);
     double *tmp = malloc((size_t)b->out_numel * sizeof(double));
     uint64_t rng = seed ^ 0x5eedULL;
     double worst = 0;
@@ -165,6 +175,12 @@ static double check_pass(op_buffers *b, brg_pass pass, const char *label, uint64
         if (!grads[i]) continue;
         int64_t n = b->in_numel[i];
         CU_ASSERT(memcmp(grads[i], again[i], (size_t)n * sizeof(float)) == 0);
+        int64_t unlike = 0; /* == rather than memcmp: 0 + (-0) is +0 */
+        for (int64_t j = 0; j < n; j++) unlike += !(fresh[i][j] == grads[i][j]);
+        if (unlike)
+            fprintf(stderr, "%s: input %d: %lld gradients written outright differ from those added to zeros\n", label,
+                    i, (long long)unlike);
+        CU_ASSERT(unlike == 0);
         double worst_fill = 0;
         for (int64_t j = 0; j < n; j++)
             worst_fill = fmax(worst_fill, rel_error(filled[i][j], (double)grads[i][j] + PREFILL, 1.0));
@@ -209,6 +225,7 @@ static double check_pass(op_buffers *b, brg_pass pass, const char *label, uint64
     free_grads(grads);
     free_grads(again);
     free_grads(filled);
+    free_grads(fresh);
     return worst;
 }
 

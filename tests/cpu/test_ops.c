@@ -227,10 +227,10 @@ void test_bad_target(void) {
     brg_tensor *out = brg_cross_entropy(g, logits, targets, "loss");
     CU_ASSERT_FATAL(out != NULL);
     int32_t ids[3] = {0, -1, 5};
-    float x[18] = {0}, losses[3], dx[18] = {0}, dout[3] = {1, 1, 1};
+    float x[18] = {0}, losses[3], lse[3], dx[18] = {0}, dout[3] = {1, 1, 1};
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
-    brg__op_call c = {.op = &g->ops[out->producer], .batch = 3, .in = {x, ids}, .out = losses, .dout = dout,
-                      .din = {dx, NULL}, .msg = msg};
+    brg__op_call c = {.op = &g->ops[out->producer], .batch = 3, .in = {x, ids}, .out = losses, .aux = lse,
+                      .dout = dout, .din = {dx, NULL}, .msg = msg};
     BRG_ASSERT_STATUS(brg__cpu_forward(&c), BRG_ERR_INVALID_ARGUMENT);
     BRG_ASSERT_CONTAINS(msg, "loss");
     BRG_ASSERT_CONTAINS(msg, "target -1");
@@ -241,6 +241,7 @@ void test_bad_target(void) {
     ids[1] = 2;
     BRG_ASSERT_OK(brg__cpu_forward(&c), msg);
     BRG_ASSERT_NEAR(losses[0], log(6.0), 1e-6); // uniform logits
+    BRG_ASSERT_NEAR(lse[2], log(6.0), 1e-6);    // the log-sum-exp kept for backward
     brg_graph_destroy(g);
 }
 

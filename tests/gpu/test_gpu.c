@@ -178,8 +178,9 @@ static brg__op_call call_of(const side *s, const brg__op *op, int64_t batch, cha
     return call;
 }
 
-/* Backward of one part on a side: din of the inputs `params` selects (parameters, or the rest). */
-static void backward_part(side *s, const brg__op *op, int64_t batch, const host_values *h, int params) {
+/* Backward of one part on a side: din of the inputs `params` selects (parameters, or the rest). With
+ * `fresh`, the gradients brg__op_writes_fresh names start as NaN and are to be written outright. */
+static void backward_part(side *s, const brg__op *op, int64_t batch, const host_values *h, int params, int fresh) {
     char msg[BRG_ERROR_MESSAGE_MAX] = "";
     brg__op_call call = call_of(s, op, batch, msg);
     for (int q = 0; q < op->n_inputs; q++) {
@@ -187,7 +188,15 @@ static void backward_part(side *s, const brg__op *op, int64_t batch, const host_
         s->be->vt->free(s->be, s->din[q]);
         s->din[q] = NULL;
         if (t->dtype != BRG_F32 || (t->kind == BRG_TENSOR_PARAMETER) != params) continue;
-        s->din[q] = upload(s, h->din0[q], NULL, h->n_in[q], in_act_type(t));
+        int written = fresh && brg__op_writes_fresh(op, q);
+        float *start = h->din0[q];
+        if (written) {
+            start = malloc((size_t)h->n_in[q] * sizeof(float));
+            for (int64_t i = 0; i < h->n_in[q]; i++) start[i] = NAN;
+            call.din_fresh |= 1u << q;
+        }
+        s->din[q] = upload(s, start, NULL, h->n_in[q], in_act_type(t));
+        if (written) free(start);
         call.din[q] = s->din[q];
     }
     BRG_ASSERT_OK(s->be->vt->backward(s->be, &call), msg);
@@ -220,7 +229,7 @@ static void check_op(brg_graph *g, int64_t op_index, int64_t batch, int bf16, in
     compare(bf16 ? "bf16 forward" : "fp32 forward", op->name, got, want, h.n_out, tol);
     free(want);
     free(got);
-    if (op->kind == BRG_OP_ATTENTION) { /* the log-sum-exp kept for backward, fp32 on both */
+    if (op->kind == BRG_OP_ATTENTION || is_loss(op)) { /* the log-sum-exp kept for backward, fp32 on both */
         brg__op_costs c;
         brg__op_costs_get(op, batch, &c);
         want = malloc((size_t)c.aux_floats * sizeof(float)), got = malloc((size_t)c.aux_floats * sizeof(float));
@@ -230,9 +239,11 @@ static void check_op(brg_graph *g, int64_t op_index, int64_t batch, int bf16, in
         free(want);
         free(got);
     }
-    for (int params = 0; params <= 1; params++) {
-        backward_part(&cpu, op, batch, &h, params);
-        backward_part(&gpu, op, batch, &h, params);
+    /* backward-input, backward-weight, and backward-input writing what brg__op_writes_fresh names */
+    for (int part = 0; part < 3; part++) {
+        int params = part == 1, fresh = part == 2;
+        backward_part(&cpu, op, batch, &h, params, fresh);
+        backward_part(&gpu, op, batch, &h, params, fresh);
         for (int q = 0; q < op->n_inputs; q++) {
             if (!cpu.din[q]) continue;
             int64_t n = h.n_in[q];
@@ -241,7 +252,7 @@ static void check_op(brg_graph *g, int64_t op_index, int64_t batch, int bf16, in
             download(&gpu, g2, gpu.din[q], n, in_act_type(op->inputs[q]));
             char what[64];
             snprintf(what, sizeof what, "%s backward-%s of input %d", bf16 ? "bf16" : "fp32",
-                     params ? "weight" : "input", q);
+                     params ? "weight" : fresh ? "input (written)" : "input", q);
             compare(what, op->name, g2, w, n, tol);
             free(w);
             free(g2);
@@ -388,39 +399,54 @@ static void test_matmul_both_transposed(void) {
     brg_graph_destroy(g);
 }
 
+/* Element counts and row lengths that are multiples of 8 run the 16-byte vector kernels, the others the
+ * one-element ones: each element-wise, norm and loss test takes both. */
 static void test_add(void) {
-    brg_graph *g = new_graph();
-    brg_tensor *a = input3(g, "a", 7, 12), *b = input3(g, "b", 7, 12);
-    brg_add(g, a, b, "sum");
-    check_op_both(g, 0, 3, 0);
-    brg_graph_destroy(g);
+    const int64_t shapes[][2] = {{7, 12}, {4, 16}};
+    for (int i = 0; i < 2; i++) {
+        brg_graph *g = new_graph();
+        brg_tensor *a = input3(g, "a", shapes[i][0], shapes[i][1]), *b = input3(g, "b", shapes[i][0], shapes[i][1]);
+        brg_add(g, a, b, "sum");
+        check_op_both(g, 0, 3, 0);
+        brg_graph_destroy(g);
+    }
 }
 
 static void test_add_broadcast_parameter(void) { /* + wpe (T, C), broadcast over the batch */
-    brg_graph *g = new_graph();
-    brg_tensor *a = input3(g, "a", 7, 12);
-    brg_tensor *p = brg_param(g, "wpe", 2, (int64_t[]){7, 12}, (brg_init){BRG_INIT_NORMAL, 0.5f});
-    brg_add(g, a, p, "wpe_add");
-    check_op_both(g, 0, 4, 0);
-    brg_graph_destroy(g);
+    const int64_t shapes[][2] = {{7, 12}, {8, 16}};
+    for (int i = 0; i < 2; i++) {
+        brg_graph *g = new_graph();
+        brg_tensor *a = input3(g, "a", shapes[i][0], shapes[i][1]);
+        brg_tensor *p = brg_param(g, "wpe", 2, (int64_t[]){shapes[i][0], shapes[i][1]},
+                                  (brg_init){BRG_INIT_NORMAL, 0.5f});
+        brg_add(g, a, p, "wpe_add");
+        check_op_both(g, 0, 4, 0);
+        brg_graph_destroy(g);
+    }
 }
 
 static void test_layernorm(void) {
-    brg_graph *g = new_graph();
-    brg_tensor *x = input3(g, "x", 9, 48);
-    brg_layernorm(g, x, 1e-5f, "ln");
-    check_op_both(g, 0, 3, 0);
-    brg_graph_destroy(g);
+    const int64_t channels[] = {48, 20, 768};
+    for (int i = 0; i < 3; i++) {
+        brg_graph *g = new_graph();
+        brg_tensor *x = input3(g, "x", 9, channels[i]);
+        brg_layernorm(g, x, 1e-5f, "ln");
+        check_op_both(g, 0, 3, 0);
+        brg_graph_destroy(g);
+    }
 }
 
 static void test_gelu_relu(void) {
-    brg_graph *g = new_graph();
-    brg_tensor *x = input3(g, "x", 9, 20);
-    brg_gelu(g, x, "gelu");
-    brg_relu(g, x, "relu");
-    check_op_both(g, 0, 2, 0);
-    check_op_both(g, 1, 2, 0);
-    brg_graph_destroy(g);
+    const int64_t shapes[][2] = {{9, 20}, {5, 7}};
+    for (int i = 0; i < 2; i++) {
+        brg_graph *g = new_graph();
+        brg_tensor *x = input3(g, "x", shapes[i][0], shapes[i][1]);
+        brg_gelu(g, x, "gelu");
+        brg_relu(g, x, "relu");
+        check_op_both(g, 0, 2, 0);
+        check_op_both(g, 1, 2, 0);
+        brg_graph_destroy(g);
+    }
 }
 
 static void test_attention(void) {
@@ -463,12 +489,15 @@ static void test_attention(void) {
 }
 
 static void test_cross_entropy(void) {
-    brg_graph *g = new_graph();
-    brg_tensor *logits = input3(g, "logits", 6, 37);
-    brg_tensor *targets = brg_input(g, "targets", BRG_I32, 2, (int64_t[]){BRG_BATCH, 6});
-    brg_cross_entropy(g, logits, targets, "loss");
-    check_op_both(g, 0, 3, 37);
-    brg_graph_destroy(g);
+    const int64_t vocab[] = {37, 64, 5008}; /* 5008: more than one 4096-element sweep of a block */
+    for (int i = 0; i < 3; i++) {
+        brg_graph *g = new_graph();
+        brg_tensor *logits = input3(g, "logits", 6, vocab[i]);
+        brg_tensor *targets = brg_input(g, "targets", BRG_I32, 2, (int64_t[]){BRG_BATCH, 6});
+        brg_cross_entropy(g, logits, targets, "loss");
+        check_op_both(g, 0, 3, vocab[i]);
+        brg_graph_destroy(g);
+    }
 }
 
 /* A token outside the vocabulary is reported, naming the op, by a later call. */
