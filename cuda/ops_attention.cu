@@ -184,7 +184,7 @@ __global__ void flash_rowdot_kernel(float *D, const T *dout, const T *out, int64
 template <typename T, int HS>
 __global__ void __launch_bounds__(FA_THREADS)
     flash_backward_dq_kernel(const T *qkv, const T *dout, const float *lse, const float *D, T *dqkv, int64_t seq,
-                             int64_t C, int heads, int hs, float scale) {
+                             int64_t C, int heads, int hs, float scale, int fresh) {
     extern __shared__ float smem[];
     float *qs = smem, *dos = qs + tile_floats<HS>(), *ks = dos + tile_floats<HS>(), *vs = ks + tile_floats<HS>();
     float *ps = vs + tile_floats<HS>();
@@ -237,7 +237,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 #pragma unroll
         for (int u = 0; u < HS / 32; u++) {
             int c = lane + 32 * u;
-            if (c < hs) dq[c] = brg__from_float<T>(brg__to_float(dq[c]) + scale * acc[r][u]);
+            if (c < hs) dq[c] = brg__from_float<T>((fresh ? 0.0f : brg__to_float(dq[c])) + scale * acc[r][u]);
         }
     }
 }
@@ -247,7 +247,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 template <typename T, int HS>
 __global__ void __launch_bounds__(FA_THREADS)
     flash_backward_dkdv_kernel(const T *qkv, const T *dout, const float *lse, const float *D, T *dqkv, int64_t seq,
-                               int64_t C, int heads, int hs, float scale) {
+                               int64_t C, int heads, int hs, float scale, int fresh) {
     extern __shared__ float smem[];
     float *ks = smem, *vs = ks + tile_floats<HS>(), *qs = vs + tile_floats<HS>(), *dos = qs + tile_floats<HS>();
     float *ps = dos + tile_floats<HS>(), *lse_s = ps + FA_TILE * FA_TILE, *D_s = lse_s + FA_TILE;
@@ -311,8 +311,8 @@ __global__ void __launch_bounds__(FA_THREADS)
         for (int u = 0; u < HS / 32; u++) {
             int c = lane + 32 * u;
             if (c >= hs) continue;
-            dkr[c] = brg__from_float<T>(brg__to_float(dkr[c]) + scale * dk[r][u]);
-            dvr[c] = brg__from_float<T>(brg__to_float(dvr[c]) + dv[r][u]);
+            dkr[c] = brg__from_float<T>((fresh ? 0.0f : brg__to_float(dkr[c])) + scale * dk[r][u]);
+            dvr[c] = brg__from_float<T>((fresh ? 0.0f : brg__to_float(dvr[c])) + dv[r][u]);
         }
     }
 }
@@ -501,7 +501,7 @@ template <int HS> __device__ __forceinline__ tc_backward_smem<HS> tc_backward_ca
 template <int HS>
 __global__ void __launch_bounds__(TC_THREADS)
     tc_backward_dq_kernel(const brg__bf16 *qkv, const brg__bf16 *dout, const float *lse, const float *D,
-                          brg__bf16 *dqkv, int64_t seq, int64_t C, int heads, int hs, float scale) {
+                          brg__bf16 *dqkv, int64_t seq, int64_t C, int heads, int hs, float scale, int fresh) {
     typedef tc_layout<HS> L;
     extern __shared__ __align__(128) unsigned char tc_smem[];
     tc_backward_smem<HS> sm = tc_backward_carve<HS>(tc_smem); /* DQ bytes: no acc[1], lse_s, D_s */
@@ -543,11 +543,12 @@ __global__ void __launch_bounds__(TC_THREADS)
     const float *arow = aw + r * L::LDO + half * (HS / 2);
     for (int c = 0; c < HS / 2; c++) {
         int col = half * (HS / 2) + c;
-        if (col < hs) dq[col] = __float2bfloat16(__bfloat162float(dq[col]) + scale * arow[c]);
+        if (col < hs) dq[col] = __float2bfloat16((fresh ? 0.0f : __bfloat162float(dq[col])) + scale * arow[c]);
     }
 }
 
-template <int HS>
+/* FRESH a template parameter here: as a runtime flag it costs this kernel a spill (ptxas, sm_90). */
+template <int HS, bool FRESH>
 __global__ void __launch_bounds__(TC_THREADS)
     tc_backward_dkdv_kernel(const brg__bf16 *qkv, const brg__bf16 *dout, const float *lse, const float *D,
                             brg__bf16 *dqkv, int64_t seq, int64_t C, int heads, int hs, float scale) {
@@ -608,8 +609,8 @@ __global__ void __launch_bounds__(TC_THREADS)
     for (int c = 0; c < HS / 2; c++) {
         int col = half * (HS / 2) + c;
         if (col >= hs) continue;
-        dk[col] = __float2bfloat16(__bfloat162float(dk[col]) + scale * dkrow[c]);
-        dv[col] = __float2bfloat16(__bfloat162float(dv[col]) + dvrow[c]);
+        dk[col] = __float2bfloat16((FRESH ? 0.0f : __bfloat162float(dk[col])) + scale * dkrow[c]);
+        dv[col] = __float2bfloat16((FRESH ? 0.0f : __bfloat162float(dv[col])) + dvrow[c]);
     }
 }
 
@@ -647,7 +648,7 @@ static brg_status forward_launch(brg__cuda_ctx *c, const attention_dims *d, cons
 
 template <typename T, int HS>
 static brg_status backward_launch(brg__cuda_ctx *c, const attention_dims *d, const T *qkv, const T *out,
-                                  const T *dout, const float *lse, float *D, T *dqkv, char *msg) {
+                                  const T *dout, const float *lse, float *D, T *dqkv, int fresh, char *msg) {
     int64_t rows = d->batch * d->seq * d->heads;
     flash_rowdot_kernel<T><<<(unsigned)((rows + FA_WARPS - 1) / FA_WARPS), FA_THREADS, 0, c->stream>>>(
         D, dout, out, d->batch, d->seq, d->channels, (int)d->heads, (int)d->head_size);
@@ -656,11 +657,11 @@ static brg_status backward_launch(brg__cuda_ctx *c, const attention_dims *d, con
     float scale = 1.0f / sqrtf((float)d->head_size);
     BRG__CUDA_CHECK(allow_shared(flash_backward_dq_kernel<T, HS>, shared), msg);
     flash_backward_dq_kernel<T, HS><<<fa_grid(d), FA_THREADS, shared, c->stream>>>(
-        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale, fresh);
     BRG__LAUNCH_CHECK("flash_backward_dq", msg);
     BRG__CUDA_CHECK(allow_shared(flash_backward_dkdv_kernel<T, HS>, shared), msg);
     flash_backward_dkdv_kernel<T, HS><<<fa_grid(d), FA_THREADS, shared, c->stream>>>(
-        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale, fresh);
     BRG__LAUNCH_CHECK("flash_backward_dkdv", msg);
     return BRG_OK;
 }
@@ -679,7 +680,7 @@ static brg_status tc_forward_launch(brg__cuda_ctx *c, const attention_dims *d, c
 template <int HS>
 static brg_status tc_backward_launch(brg__cuda_ctx *c, const attention_dims *d, const brg__bf16 *qkv,
                                      const brg__bf16 *out, const brg__bf16 *dout, const float *lse, float *D,
-                                     brg__bf16 *dqkv, char *msg) {
+                                     brg__bf16 *dqkv, int fresh, char *msg) {
     int64_t rows = d->batch * d->seq * d->heads;
     flash_rowdot_kernel<brg__bf16><<<(unsigned)((rows + FA_WARPS - 1) / FA_WARPS), FA_THREADS, 0, c->stream>>>(
         D, dout, out, d->batch, d->seq, d->channels, (int)d->heads, (int)d->head_size);
@@ -687,11 +688,17 @@ static brg_status tc_backward_launch(brg__cuda_ctx *c, const attention_dims *d, 
     float scale = 1.0f / sqrtf((float)d->head_size);
     BRG__CUDA_CHECK(allow_shared(tc_backward_dq_kernel<HS>, tc_layout<HS>::DQ), msg);
     tc_backward_dq_kernel<HS><<<fa_grid(d), TC_THREADS, tc_layout<HS>::DQ, c->stream>>>(
-        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale, fresh);
     BRG__LAUNCH_CHECK("tc_backward_dq", msg);
-    BRG__CUDA_CHECK(allow_shared(tc_backward_dkdv_kernel<HS>, tc_layout<HS>::DKDV), msg);
-    tc_backward_dkdv_kernel<HS><<<fa_grid(d), TC_THREADS, tc_layout<HS>::DKDV, c->stream>>>(
-        qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+    if (fresh) {
+        BRG__CUDA_CHECK(allow_shared(tc_backward_dkdv_kernel<HS, true>, tc_layout<HS>::DKDV), msg);
+        tc_backward_dkdv_kernel<HS, true><<<fa_grid(d), TC_THREADS, tc_layout<HS>::DKDV, c->stream>>>(
+            qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+    } else {
+        BRG__CUDA_CHECK(allow_shared(tc_backward_dkdv_kernel<HS, false>, tc_layout<HS>::DKDV), msg);
+        tc_backward_dkdv_kernel<HS, false><<<fa_grid(d), TC_THREADS, tc_layout<HS>::DKDV, c->stream>>>(
+            qkv, dout, lse, D, dqkv, d->seq, d->channels, (int)d->heads, (int)d->head_size, scale);
+    }
     BRG__LAUNCH_CHECK("tc_backward_dkdv", msg);
     return BRG_OK;
 }
@@ -755,18 +762,19 @@ template <typename T> static brg_status backward_typed(brg__cuda_ctx *c, const b
     const T *dout = (const T *)call->dout;  // (B, T, C)
     const float *lse = call->aux;           // (B, NH, T)
     T *dqkv = (T *)call->din[0];            // (B, T, 3C)
+    int fresh = (call->din_fresh & 1u) != 0; // dqkv written (0 + the gradient), not read
     float *D = (float *)brg__cuda_workspace(c, (size_t)(d.batch * d.heads * d.seq) * sizeof(float), call->msg);
     if (!D) return BRG_ERR_OUT_OF_MEMORY;
     if constexpr (std::is_same<T, brg__bf16>::value) {
         if (use_tensor_cores(c)) {
-            if (d.head_size <= 32) return tc_backward_launch<32>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
-            if (d.head_size <= 64) return tc_backward_launch<64>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
-            return tc_backward_launch<128>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
+            if (d.head_size <= 32) return tc_backward_launch<32>(c, &d, qkv, out, dout, lse, D, dqkv, fresh, call->msg);
+            if (d.head_size <= 64) return tc_backward_launch<64>(c, &d, qkv, out, dout, lse, D, dqkv, fresh, call->msg);
+            return tc_backward_launch<128>(c, &d, qkv, out, dout, lse, D, dqkv, fresh, call->msg);
         }
     }
-    if (d.head_size <= 32) return backward_launch<T, 32>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
-    if (d.head_size <= 64) return backward_launch<T, 64>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
-    return backward_launch<T, 128>(c, &d, qkv, out, dout, lse, D, dqkv, call->msg);
+    if (d.head_size <= 32) return backward_launch<T, 32>(c, &d, qkv, out, dout, lse, D, dqkv, fresh, call->msg);
+    if (d.head_size <= 64) return backward_launch<T, 64>(c, &d, qkv, out, dout, lse, D, dqkv, fresh, call->msg);
+    return backward_launch<T, 128>(c, &d, qkv, out, dout, lse, D, dqkv, fresh, call->msg);
 }
 
 brg_status brg__cuda_attention_forward(brg__cuda_ctx *c, const brg__op_call *call) {

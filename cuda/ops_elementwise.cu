@@ -29,11 +29,23 @@ template <typename T, int E> __global__ void add_forward_kernel(T *out, const T 
     }
 }
 
-// acc (n) += g (n)
-template <typename TD, typename TG, int E> __global__ void add_into_kernel(TD *acc, const TG *g, int64_t n) {
+/* Gradients: `fresh` (din_fresh) starts each element at 0 instead of reading it (0 + g: the same bits as
+ * adding to a zeroed buffer). */
+template <int E, typename TD> __device__ __forceinline__ void load_or_zero(const TD *p, float (&v)[E], int fresh) {
+    if (fresh) {
+#pragma unroll
+        for (int k = 0; k < E; k++) v[k] = 0.0f;
+    } else {
+        brg__load<E>(p, v);
+    }
+}
+
+// acc (n) += g (n); acc = 0 + g when fresh
+template <typename TD, typename TG, int E>
+__global__ void add_into_kernel(TD *acc, const TG *g, int64_t n, int fresh) {
     FOR_EACH_VECTOR(i, n, E) {
         float va[E], vg[E];
-        brg__load<E>(acc + i, va);
+        load_or_zero<E>(acc + i, va, fresh);
         brg__load<E>(g + i, vg);
 #pragma unroll
         for (int k = 0; k < E; k++) va[k] += vg[k];
@@ -56,12 +68,12 @@ template <typename T, int E> __global__ void gelu_forward_kernel(T *out, const T
 }
 
 template <typename T, typename TD, int E>
-__global__ void gelu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n) {
+__global__ void gelu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n, int fresh) {
     FOR_EACH_VECTOR(i, n, E) {
         float v[E], g[E], d[E];
         brg__load<E>(x + i, v);
         brg__load<E>(dout + i, g);
-        brg__load<E>(dx + i, d);
+        load_or_zero<E>(dx + i, d, fresh);
 #pragma unroll
         for (int k = 0; k < E; k++) {
             float u = GELU_SCALE * (v[k] + GELU_CUBIC * v[k] * v[k] * v[k]);
@@ -85,12 +97,12 @@ template <typename T, int E> __global__ void relu_forward_kernel(T *out, const T
 
 /* Elements where x <= 0 are stored back as they were (a float holds a bf16 exactly). */
 template <typename T, typename TD, int E>
-__global__ void relu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n) {
+__global__ void relu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n, int fresh) {
     FOR_EACH_VECTOR(i, n, E) {
         float v[E], g[E], d[E];
         brg__load<E>(x + i, v);
         brg__load<E>(dout + i, g);
-        brg__load<E>(dx + i, d);
+        load_or_zero<E>(dx + i, d, fresh);
 #pragma unroll
         for (int k = 0; k < E; k++)
             if (v[k] > 0.0f) d[k] += g[k];
@@ -110,14 +122,14 @@ __global__ void column_sums_partial_kernel(float *partials, const TG *g, int64_t
     partials[block * cols + col] = acc;
 }
 
-// acc (cols) += the sum of partials (blocks, cols) over the blocks, in block order.
+// acc (cols) += the sum of partials (blocks, cols) over the blocks, in block order; acc = 0 + .. when fresh.
 template <typename TA>
-__global__ void column_sums_finish_kernel(TA *acc, const float *partials, int64_t blocks, int64_t cols) {
+__global__ void column_sums_finish_kernel(TA *acc, const float *partials, int64_t blocks, int64_t cols, int fresh) {
     int64_t col = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= cols) return;
     float total = 0.0f;
     for (int64_t k = 0; k < blocks; k++) total += partials[k * cols + col];
-    acc[col] = brg__from_float<TA>(brg__to_float(acc[col]) + total);
+    acc[col] = brg__from_float<TA>((fresh ? 0.0f : brg__to_float(acc[col])) + total);
 }
 
 template <typename TD, typename TS, int E> __global__ void convert_kernel(TD *dst, const TS *src, int64_t n) {
@@ -188,18 +200,19 @@ static brg_status add_forward(T *out, const T *a, const T *b, int64_t n, int64_t
 }
 
 template <typename TD, typename TG>
-static brg_status add_into(TD *acc, const TG *g, int64_t n, cudaStream_t stream, char *msg) {
+static brg_status add_into(TD *acc, const TG *g, int64_t n, int fresh, cudaStream_t stream, char *msg) {
     if (n <= 0) return BRG_OK;
     if (vectorized(n, acc, g))
-        add_into_kernel<TD, TG, BRG__VECTOR><<<grid_of(n, BRG__VECTOR), THREADS, 0, stream>>>(acc, g, n);
+        add_into_kernel<TD, TG, BRG__VECTOR><<<grid_of(n, BRG__VECTOR), THREADS, 0, stream>>>(acc, g, n, fresh);
     else
-        add_into_kernel<TD, TG, 1><<<grid_of(n, 1), THREADS, 0, stream>>>(acc, g, n);
+        add_into_kernel<TD, TG, 1><<<grid_of(n, 1), THREADS, 0, stream>>>(acc, g, n, fresh);
     BRG__LAUNCH_CHECK("add_into", msg);
     return BRG_OK;
 }
 
 template <typename TA, typename TG>
-static brg_status column_sums(brg__cuda_ctx *c, TA *acc, const TG *g, int64_t rows, int64_t cols, char *msg) {
+static brg_status column_sums(brg__cuda_ctx *c, TA *acc, const TG *g, int64_t rows, int64_t cols, int fresh,
+                              char *msg) {
     if (rows <= 0 || cols <= 0) return BRG_OK;
     int64_t blocks = rows < COLUMN_SUM_BLOCKS ? rows : COLUMN_SUM_BLOCKS;
     int64_t span = (rows + blocks - 1) / blocks;
@@ -210,18 +223,23 @@ static brg_status column_sums(brg__cuda_ctx *c, TA *acc, const TG *g, int64_t ro
     column_sums_partial_kernel<TG><<<grid, THREADS, 0, c->stream>>>(partials, g, rows, cols, span);
     BRG__LAUNCH_CHECK("column_sums_partial", msg);
     column_sums_finish_kernel<TA>
-        <<<(unsigned)((cols + THREADS - 1) / THREADS), THREADS, 0, c->stream>>>(acc, partials, blocks, cols);
+        <<<(unsigned)((cols + THREADS - 1) / THREADS), THREADS, 0, c->stream>>>(acc, partials, blocks, cols, fresh);
     BRG__LAUNCH_CHECK("column_sums_finish", msg);
     return BRG_OK;
 }
 
+static brg_status column_sums_typed(brg__cuda_ctx *c, void *acc, brg__cuda_dtype acc_type, const void *g,
+                                    brg__cuda_dtype g_type, int64_t rows, int64_t cols, int fresh, char *msg) {
+    int bf16_acc = acc_type == BRG__CUDA_BF16, bf16_g = g_type == BRG__CUDA_BF16;
+    if (bf16_acc && bf16_g) return column_sums(c, (brg__bf16 *)acc, (const brg__bf16 *)g, rows, cols, fresh, msg);
+    if (bf16_acc) return column_sums(c, (brg__bf16 *)acc, (const float *)g, rows, cols, fresh, msg);
+    if (bf16_g) return column_sums(c, (float *)acc, (const brg__bf16 *)g, rows, cols, fresh, msg);
+    return column_sums(c, (float *)acc, (const float *)g, rows, cols, fresh, msg);
+}
+
 brg_status brg__cuda_column_sums(brg__cuda_ctx *c, void *acc, brg__cuda_dtype acc_type, const void *g,
                                  brg__cuda_dtype g_type, int64_t rows, int64_t cols, char *msg) {
-    int bf16_acc = acc_type == BRG__CUDA_BF16, bf16_g = g_type == BRG__CUDA_BF16;
-    if (bf16_acc && bf16_g) return column_sums(c, (brg__bf16 *)acc, (const brg__bf16 *)g, rows, cols, msg);
-    if (bf16_acc) return column_sums(c, (brg__bf16 *)acc, (const float *)g, rows, cols, msg);
-    if (bf16_g) return column_sums(c, (float *)acc, (const brg__bf16 *)g, rows, cols, msg);
-    return column_sums(c, (float *)acc, (const float *)g, rows, cols, msg);
+    return column_sums_typed(c, acc, acc_type, g, g_type, rows, cols, 0, msg);
 }
 
 brg_status brg__cuda_convert(void *dst, brg__cuda_dtype dst_type, const void *src, brg__cuda_dtype src_type, int64_t n,
@@ -251,7 +269,7 @@ brg_status brg__cuda_convert(void *dst, brg__cuda_dtype dst_type, const void *sr
 }
 
 brg_status brg__cuda_accumulate(float *dst, const float *src, int64_t n, cudaStream_t stream, char *msg) {
-    return add_into(dst, src, n, stream, msg);
+    return add_into(dst, src, n, 0, stream, msg);
 }
 
 brg_status brg__cuda_scale(float *x, int64_t n, float factor, cudaStream_t stream, char *msg) {
@@ -295,13 +313,14 @@ brg_status brg__cuda_add_forward(brg__cuda_ctx *c, const brg__op_call *call) {
     return add_forward((float *)call->out, (const float *)a, (const float *)b, n, inner, c->stream, call->msg);
 }
 
-/* acc (rows * cols of acc_type) += g (rows * cols) when summed == 0, else acc (cols) += column sums of g. */
+/* acc (rows * cols of acc_type) += g (rows * cols) when summed == 0, else acc (cols) += column sums of g;
+ * written (0 + ..) when fresh. */
 template <typename TG>
 static brg_status add_backward_into(brg__cuda_ctx *c, void *acc, brg__cuda_dtype acc_type, const TG *g, int64_t rows,
-                                    int64_t cols, int summed, char *msg) {
-    if (summed) return brg__cuda_column_sums(c, acc, acc_type, g, c->act, rows, cols, msg);
-    if (acc_type == BRG__CUDA_BF16) return add_into((brg__bf16 *)acc, g, rows * cols, c->stream, msg);
-    return add_into((float *)acc, g, rows * cols, c->stream, msg);
+                                    int64_t cols, int summed, int fresh, char *msg) {
+    if (summed) return column_sums_typed(c, acc, acc_type, g, c->act, rows, cols, fresh, msg);
+    if (acc_type == BRG__CUDA_BF16) return add_into((brg__bf16 *)acc, g, rows * cols, fresh, c->stream, msg);
+    return add_into((float *)acc, g, rows * cols, fresh, c->stream, msg);
 }
 
 brg_status brg__cuda_add_backward(brg__cuda_ctx *c, const brg__op_call *call) {
@@ -313,10 +332,11 @@ brg_status brg__cuda_add_backward(brg__cuda_ctx *c, const brg__op_call *call) {
         if (!call->din[q]) continue;
         int summed = q == 1 && inner != n; /* b broadcast over the rows: its gradient sums them */
         brg__cuda_dtype t = brg__cuda_grad_type(c, call, q);
+        int fresh = (call->din_fresh >> q) & 1u;
         brg_status s = c->act == BRG__CUDA_BF16 ? add_backward_into(c, call->din[q], t, (const brg__bf16 *)call->dout,
-                                                                    n / inner, inner, summed, call->msg)
+                                                                    n / inner, inner, summed, fresh, call->msg)
                                                 : add_backward_into(c, call->din[q], t, (const float *)call->dout,
-                                                                    n / inner, inner, summed, call->msg);
+                                                                    n / inner, inner, summed, fresh, call->msg);
         BRG__CHECK(s);
     }
     return BRG_OK;
@@ -346,14 +366,15 @@ template <typename T, typename TD>
 static brg_status unary_backward_typed(brg__cuda_ctx *c, const brg__op_call *call, const T *x, int64_t n, int gelu) {
     TD *dx = (TD *)call->din[0];
     const T *dout = (const T *)call->dout;
+    int fresh = call->din_fresh & 1u;
     if (vectorized(n, dx, x, dout)) {
         unsigned grid = grid_of(n, BRG__VECTOR);
-        if (gelu) gelu_backward_kernel<T, TD, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n);
-        else relu_backward_kernel<T, TD, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n);
+        if (gelu) gelu_backward_kernel<T, TD, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
+        else relu_backward_kernel<T, TD, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
     } else {
         unsigned grid = grid_of(n, 1);
-        if (gelu) gelu_backward_kernel<T, TD, 1><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n);
-        else relu_backward_kernel<T, TD, 1><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n);
+        if (gelu) gelu_backward_kernel<T, TD, 1><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
+        else relu_backward_kernel<T, TD, 1><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
     }
     BRG__LAUNCH_CHECK("gelu_backward or relu_backward", call->msg);
     return BRG_OK;

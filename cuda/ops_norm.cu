@@ -54,7 +54,8 @@ __global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const
 // dx (N, C) += rstd (g w - mean(g w) - xhat mean(g w xhat)), xhat = (x - mean) rstd, g = dout.
 template <typename T, typename TD, int E>
 __global__ void layernorm_backward_input_kernel(TD *dx, const T *x, const float *weight, const T *dout,
-                                                const float *mean, const float *rstd, int64_t rows, int64_t channels) {
+                                                const float *mean, const float *rstd, int64_t rows, int64_t channels,
+                                                int fresh) {
     int64_t row = (int64_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
@@ -81,7 +82,12 @@ __global__ void layernorm_backward_input_kernel(TD *dx, const T *x, const float 
         brg__load<E>(xr + c, v);
         brg__load<E>(gr + c, g);
         brg__load<E>(weight + c, w);
-        brg__load<E>(dxr + c, d);
+        if (fresh) {
+#pragma unroll
+            for (int k = 0; k < E; k++) d[k] = 0.0f; /* 0 + the gradient: dx holds nothing yet */
+        } else {
+            brg__load<E>(dxr + c, d);
+        }
 #pragma unroll
         for (int k = 0; k < E; k++) {
             float xhat = (v[k] - m) * s;
@@ -145,16 +151,16 @@ static brg_status layernorm_forward(T *out, float *mean, float *rstd, const T *x
 
 template <typename T, typename TD>
 static brg_status layernorm_backward_input(TD *dx, const T *x, const float *weight, const T *dout, const float *mean,
-                                           const float *rstd, int64_t rows, int64_t channels, cudaStream_t stream,
-                                           char *msg) {
+                                           const float *rstd, int64_t rows, int64_t channels, int fresh,
+                                           cudaStream_t stream, char *msg) {
     unsigned grid = (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK);
     if (channels % BRG__VECTOR == 0 && brg__aligned16(dx) && brg__aligned16(x) && brg__aligned16(weight) &&
         brg__aligned16(dout))
         layernorm_backward_input_kernel<T, TD, BRG__VECTOR>
-            <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(dx, x, weight, dout, mean, rstd, rows, channels);
+            <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(dx, x, weight, dout, mean, rstd, rows, channels, fresh);
     else
         layernorm_backward_input_kernel<T, TD, 1>
-            <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(dx, x, weight, dout, mean, rstd, rows, channels);
+            <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(dx, x, weight, dout, mean, rstd, rows, channels, fresh);
     BRG__LAUNCH_CHECK("layernorm_backward_input", msg);
     return BRG_OK;
 }
@@ -215,9 +221,9 @@ template <typename T> static brg_status backward_typed(brg__cuda_ctx *c, const b
     if (call->din[0]) {
         brg_status s = brg__cuda_grad_type(c, call, 0) == BRG__CUDA_BF16
                            ? layernorm_backward_input((brg__bf16 *)call->din[0], x, weight, dout, mean, rstd, rows,
-                                                      channels, c->stream, call->msg)
+                                                      channels, (int)(call->din_fresh & 1u), c->stream, call->msg)
                            : layernorm_backward_input((float *)call->din[0], x, weight, dout, mean, rstd, rows,
-                                                      channels, c->stream, call->msg);
+                                                      channels, (int)(call->din_fresh & 1u), c->stream, call->msg);
         BRG__CHECK(s);
     }
     if (call->din[1] || call->din[2]) {

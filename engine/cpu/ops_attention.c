@@ -87,6 +87,7 @@ typedef struct attention_job {
     float scale;
     const float *qkv, *lse_in, *dout;
     float *out, *lse, *dqkv;
+    float dqkv_beta; /* 0 where dqkv holds nothing yet (din_fresh): each block of it is written once */
     int64_t blocks;    /* query blocks per (b, h) */
     int64_t items;     /* forward: blocks x B x NH; backward: B x NH */
     int64_t per_piece; /* consecutive items per piece */
@@ -168,7 +169,7 @@ static void attention_backward_item(const attention_job *job, int64_t bh, float 
         brg__cpu_sgemm(0, 1, rows, r1, hs, 1.0f, dout_bh + r0 * C, C, v, 3 * C, 0.0f, ds, T);
         for (int64_t t = r0; t < r1; t++) softmax_causal_row_backward(ds + (t - r0) * T, att_bh + t * T, t, r1);
         // dq[r0:r1] (rows, hs) += scale dscores k[0:r1]
-        brg__cpu_sgemm(0, 0, rows, hs, r1, scale, ds, T, k, 3 * C, 1.0f, dq + r0 * 3 * C, 3 * C);
+        brg__cpu_sgemm(0, 0, rows, hs, r1, scale, ds, T, k, 3 * C, job->dqkv_beta, dq + r0 * 3 * C, 3 * C);
     }
     /* Blocks of key columns: key j gathers from the query rows t >= j, so these GEMMs reduce over long
      * spans of rows (efficient), and each dk, dv row gets exactly one product. The entries above the
@@ -176,11 +177,11 @@ static void attention_backward_item(const attention_job *job, int64_t bh, float 
     for (int64_t c0 = 0; c0 < T; c0 += ATTENTION_BLOCK_ROWS) {
         int64_t c1 = c0 + ATTENTION_BLOCK_ROWS < T ? c0 + ATTENTION_BLOCK_ROWS : T, cols = c1 - c0;
         // dv[c0:c1] (cols, hs) += att[c0:T, c0:c1]^T dout[c0:T]
-        brg__cpu_sgemm(1, 0, cols, hs, T - c0, 1.0f, att_bh + c0 * T + c0, T, dout_bh + c0 * C, C, 1.0f,
+        brg__cpu_sgemm(1, 0, cols, hs, T - c0, 1.0f, att_bh + c0 * T + c0, T, dout_bh + c0 * C, C, job->dqkv_beta,
                        dv + c0 * 3 * C, 3 * C);
         // dk[c0:c1] (cols, hs) += scale dscores[c0:T, c0:c1]^T q[c0:T]
-        brg__cpu_sgemm(1, 0, cols, hs, T - c0, scale, dscores + c0 * T + c0, T, q + c0 * 3 * C, 3 * C, 1.0f,
-                       dk + c0 * 3 * C, 3 * C);
+        brg__cpu_sgemm(1, 0, cols, hs, T - c0, scale, dscores + c0 * T + c0, T, q + c0 * 3 * C, 3 * C,
+                       job->dqkv_beta, dk + c0 * 3 * C, 3 * C);
     }
 }
 
@@ -200,6 +201,7 @@ brg_status brg__cpu_attention_backward(const brg__op_call *call) {
     job.lse_in = call->aux;  // (B, NH, T)
     job.dout = call->dout;   // (B, T, C)
     job.dqkv = call->din[0]; // (B, T, 3C)
+    job.dqkv_beta = call->din_fresh & 1u ? 0.0f : 1.0f;
     job.items = job.d.batch * job.d.heads;
     job.per_piece = items_per_piece(5 * job.d.seq * job.d.seq * job.d.head_size / 2); // five causal GEMMs
     brg__cpu_parallel_scratch(brg__cpu_pieces(job.items, job.per_piece), attention_backward_piece, &job,

@@ -2,6 +2,8 @@
  * Kernels first (plain loops over restrict pointers), then the entry points that bind dimensions and
  * split the elements into pieces of BRG__CPU_PIECE_ELEMENTS (every element computed alike in any piece),
  * and the broadcast gradient into pieces of columns (each column summed over the rows in order). */
+#include <string.h>
+
 #include "cpu/kernels.h"
 
 /* ---- kernels ---- */
@@ -62,6 +64,7 @@ typedef struct elementwise_job {
     const float *x, *y;    /* operands: a and b (add); x and dout (gradients) */
     int64_t n, inner;      /* elements; add: b's elements (the broadcast period) */
     int64_t per_piece;     /* columns per piece of the broadcast gradient */
+    int fresh;             /* gradients: `out` holds nothing yet (din_fresh), zeroed piece by piece first */
 } elementwise_job;
 
 /* Runs fn over pieces of BRG__CPU_PIECE_ELEMENTS of the job's n elements. */
@@ -76,6 +79,12 @@ static const elementwise_job *piece_elements(void *ctx, int64_t piece, int64_t *
     return job;
 }
 
+/* A gradient written outright is 0 + the gradient, the same bits as added to a zeroed buffer; zeroing the
+ * piece just before adding keeps it in cache rather than making a pass of its own. */
+static void clear_if_fresh(const elementwise_job *job, int64_t e0, int64_t e1) {
+    if (job->fresh) memset(job->out + e0, 0, (size_t)(e1 - e0) * sizeof *job->out);
+}
+
 static void add_forward_piece(void *ctx, int64_t piece, float *scratch) {
     int64_t e0, e1;
     const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
@@ -85,6 +94,7 @@ static void add_forward_piece(void *ctx, int64_t piece, float *scratch) {
 static void add_same_piece(void *ctx, int64_t piece, float *scratch) {
     int64_t e0, e1;
     const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
+    clear_if_fresh(job, e0, e1);
     add_rows(job->out + e0, job->x + e0, 1, e1 - e0, 0);
 }
 
@@ -97,6 +107,7 @@ static void gelu_forward_piece(void *ctx, int64_t piece, float *scratch) {
 static void gelu_backward_piece(void *ctx, int64_t piece, float *scratch) {
     int64_t e0, e1;
     const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
+    clear_if_fresh(job, e0, e1);
     gelu_backward(job->out + e0, job->x + e0, job->y + e0, e1 - e0);
 }
 
@@ -109,6 +120,7 @@ static void relu_forward_piece(void *ctx, int64_t piece, float *scratch) {
 static void relu_backward_piece(void *ctx, int64_t piece, float *scratch) {
     int64_t e0, e1;
     const elementwise_job *job = piece_elements(ctx, piece, &e0, &e1);
+    clear_if_fresh(job, e0, e1);
     relu_backward(job->out + e0, job->x + e0, job->y + e0, e1 - e0);
 }
 
@@ -117,6 +129,7 @@ static void add_broadcast_piece(void *ctx, int64_t piece, float *scratch) {
     const elementwise_job *job = ctx;
     int64_t j0, j1;
     brg__cpu_piece_range(piece, job->per_piece, job->inner, &j0, &j1);
+    clear_if_fresh(job, j0, j1);
     add_rows(job->out + j0, job->x + j0, job->n / job->inner, j1 - j0, job->inner);
 }
 
@@ -137,11 +150,11 @@ brg_status brg__cpu_add_backward(const brg__op_call *call) {
     float *da = call->din[0];       // (R, S)
     float *db = call->din[1];       // (S)
     if (da) {
-        elementwise_job job = {.out = da, .x = dout, .n = n};
+        elementwise_job job = {.out = da, .x = dout, .n = n, .fresh = (call->din_fresh & 1u) != 0};
         elementwise_run(&job, add_same_piece);
     }
     if (db && inner > 0) { // summed over the broadcast rows
-        elementwise_job job = {.out = db, .x = dout, .n = n, .inner = inner};
+        elementwise_job job = {.out = db, .x = dout, .n = n, .inner = inner, .fresh = (call->din_fresh & 2u) != 0};
         job.per_piece = brg__cpu_columns_per_piece(n / inner);
         brg__cpu_parallel(brg__cpu_pieces(inner, job.per_piece), add_broadcast_piece, &job);
     }
@@ -157,7 +170,7 @@ brg_status brg__cpu_gelu_forward(const brg__op_call *call) {
 
 brg_status brg__cpu_gelu_backward(const brg__op_call *call) {
     if (!call->din[0]) return BRG_OK;
-    elementwise_job job = {.out = call->din[0], .x = call->in[0], .y = call->dout};
+    elementwise_job job = {.out = call->din[0], .x = call->in[0], .y = call->dout, .fresh = call->din_fresh & 1u};
     job.n = brg__tensor_numel(call->op->inputs[0], call->batch); // (N)
     elementwise_run(&job, gelu_backward_piece);
     return BRG_OK;
@@ -172,7 +185,7 @@ brg_status brg__cpu_relu_forward(const brg__op_call *call) {
 
 brg_status brg__cpu_relu_backward(const brg__op_call *call) {
     if (!call->din[0]) return BRG_OK;
-    elementwise_job job = {.out = call->din[0], .x = call->in[0], .y = call->dout};
+    elementwise_job job = {.out = call->din[0], .x = call->in[0], .y = call->dout, .fresh = call->din_fresh & 1u};
     job.n = brg__tensor_numel(call->op->inputs[0], call->batch); // (N)
     elementwise_run(&job, relu_backward_piece);
     return BRG_OK;

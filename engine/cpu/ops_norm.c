@@ -3,6 +3,7 @@
  * Threads: forward and the input gradient by pieces of rows; the weight and bias gradients by pieces of
  * columns, each column summed over the rows in ascending order, so no split changes a result. */
 #include <math.h>
+#include <string.h>
 
 #include "cpu/kernels.h"
 
@@ -70,6 +71,7 @@ typedef struct layernorm_job {
     float eps;
     const float *x, *weight, *bias, *dout, *mean_in, *rstd_in;
     float *out, *mean, *rstd, *dx, *dweight, *dbias;
+    int fresh; /* dx holds nothing yet (din_fresh): each row zeroed just before its gradient is added */
 } layernorm_job;
 
 static void layernorm_forward_piece(void *ctx, int64_t piece, float *scratch) {
@@ -85,6 +87,7 @@ static void layernorm_backward_input_piece(void *ctx, int64_t piece, float *scra
     const layernorm_job *job = ctx;
     int64_t i0, i1, c = job->c;
     brg__cpu_piece_range(piece, job->per_piece, job->n, &i0, &i1);
+    if (job->fresh) memset(job->dx + i0 * c, 0, (size_t)((i1 - i0) * c) * sizeof *job->dx);
     for (int64_t i = i0; i < i1; i++)
         layernorm_row_backward_input(job->dx + i * c, job->x + i * c, job->weight, job->dout + i * c, c,
                                      job->mean_in[i], job->rstd_in[i]);
@@ -126,6 +129,7 @@ brg_status brg__cpu_layernorm_backward(const brg__op_call *call) {
     job.mean_in = call->aux;          // (N)
     job.rstd_in = call->aux + job.n;  // (N)
     job.dx = call->din[0];            // (N, C)
+    job.fresh = (call->din_fresh & 1u) != 0;
     job.dweight = call->din[1];       // (C)
     job.dbias = call->din[2];         // (C)
     if (job.dx) {

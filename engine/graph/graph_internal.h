@@ -165,8 +165,8 @@ typedef struct brg__op_costs {
 } brg__op_costs;
 void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *costs);
 /* Whether every backend's backward of op can write the gradient of input q rather than add to it
- * (brg__op_call.din_fresh): the products' dx (a GEMM with beta 0) and the loss's dlogits, where a zero-fill
- * and a read of the whole buffer would otherwise come first. */
+ * (brg__op_call.din_fresh): every activation input of the ops with kernels (the products' by GEMMs with
+ * beta 0), where a zero-fill and a read of the whole buffer would otherwise come first. */
 int brg__op_writes_fresh(const brg__op *op, int q);
 /* The workspace one call needs on a backend whose kernels run on the host (host != 0) or not. */
 static inline int64_t brg__op_scratch_floats(const brg__op_costs *c, int host) {

@@ -54,11 +54,22 @@ static int64_t float_count(double x) { return x < 0x1p62 ? (int64_t)x : INT64_C(
 
 int brg__op_writes_fresh(const brg__op *op, int q) {
     switch (op->kind) {
+    case BRG_OP_ADD: return q == 0 || q == 1;
     case BRG_OP_LINEAR:
     case BRG_OP_MATMUL:
+    case BRG_OP_LAYERNORM:
+    case BRG_OP_GELU:
+    case BRG_OP_RELU:
+    case BRG_OP_ATTENTION:
     case BRG_OP_CROSS_ENTROPY: return q == 0;
-    default: return 0;
+    case BRG_OP_EMBEDDING: /* its only gradient is the table's, a parameter's */
+    case BRG_OP_TP_COPY:   /* the group's collectives: the stage runs them */
+    case BRG_OP_TP_REDUCE:
+    case BRG_OP_TP_GATHER:
+    case BRG_OP_TP_SCATTER:
+    case BRG_OP_KIND_COUNT: break;
     }
+    return 0;
 }
 
 void brg__op_costs_get(const brg__op *op, int64_t batch, brg__op_costs *c) {
