@@ -64,8 +64,9 @@ brg__cuda_dtype brg__cuda_grad_type(const brg__cuda_ctx *c, const brg__op_call *
  * writes the pre-GELU values to aux (m, n, row stride ld_aux, C's type) and GELU (tanh) of them to C.
  * ROW_SUMS_A writes (not adds) to bias (m floats, fp32) the sums of op(A)'s rows over k: with op(A) =
  * dout^T, a linear's bias gradient from the GEMM that makes its weight gradient (cuBLASLt's BGRADB, B
- * being cuBLAS's name for our A). Without an epilogue the product goes through cublasGemmStridedBatchedEx. An epilogue cuBLASLt has
- * no algorithm for returns BRG_ERR_UNSUPPORTED (message set), so the caller can do it unfused. */
+ * being cuBLAS's name for our A). Without an epilogue the product goes through cublasGemmStridedBatchedEx.
+ * An epilogue cuBLASLt has no algorithm for returns BRG_ERR_UNSUPPORTED (message set), so the caller can do
+ * it unfused. */
 typedef enum brg__cuda_epilogue {
     BRG__CUDA_EPILOGUE_NONE = 0,
     BRG__CUDA_EPILOGUE_BIAS = 1,

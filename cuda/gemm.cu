@@ -1,7 +1,7 @@
 // GEMMs: row-major products mapped onto cuBLAS's column-major ones, through cublasGemmStridedBatchedEx, or
-// through cuBLASLt when an epilogue (bias, bias + GELU, the bias gradient) rides along. cuBLASLt's algorithm is chosen once
-// per problem (shapes, types, alignments) and kept, so a given product runs the same kernel every time:
-// results do not change from call to call, or with the pipeline's split.
+// through cuBLASLt when an epilogue (bias, bias + GELU, the bias gradient) rides along. cuBLASLt's algorithm
+// is chosen once per problem (shapes, types, alignments) and kept, so a given product runs the same kernel
+// every time: results do not change from call to call, or with the pipeline's split.
 #include <climits>
 #include <cstdlib>
 #include <cstring>

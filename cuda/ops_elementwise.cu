@@ -18,7 +18,8 @@
 
 // out (R, S) = a (R, S) + b (S) broadcast over the rows; S = n when the shapes are equal. With E = 8, S is a
 // multiple of 8, so the 8 elements of b are consecutive too.
-template <typename T, int E> __global__ void add_forward_kernel(T *out, const T *a, const T *b, int64_t n, int64_t inner) {
+template <typename T, int E>
+__global__ void add_forward_kernel(T *out, const T *a, const T *b, int64_t n, int64_t inner) {
     FOR_EACH_VECTOR(i, n, E) {
         float va[E], vb[E];
         brg__load<E>(a + i, va);
@@ -53,59 +54,48 @@ __global__ void add_into_kernel(TD *acc, const TG *g, int64_t n, int fresh) {
     }
 }
 
-/* 0.5 (1 + tanh(u)) written as 1 / (1 + e^(-2u)), as the CPU kernel does. */
-template <typename T, int E> __global__ void gelu_forward_kernel(T *out, const T *x, int64_t n) {
+/* GELU in its tanh form, 0.5 (1 + tanh(u)) written as 1 / (1 + e^(-2u)) as the CPU kernel does, or ReLU. */
+template <bool GELU> __device__ __forceinline__ float unary(float v) {
+    if constexpr (GELU) {
+        float u = GELU_SCALE * (v + GELU_CUBIC * v * v * v);
+        return v / (1.0f + expf(-2.0f * u));
+    } else {
+        return v > 0.0f ? v : 0.0f;
+    }
+}
+
+/* d += g f'(v). ReLU adds nothing where v <= 0: those elements are stored back as they were (a float holds
+ * a bf16 exactly). */
+template <bool GELU> __device__ __forceinline__ void unary_grad_add(float &d, float v, float g) {
+    if constexpr (GELU) {
+        float u = GELU_SCALE * (v + GELU_CUBIC * v * v * v);
+        float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
+        float s = 1.0f / (1.0f + expf(-2.0f * u));
+        d += g * (s + 2.0f * v * s * (1.0f - s) * du);
+    } else if (v > 0.0f) {
+        d += g;
+    }
+}
+
+template <typename T, int E, bool GELU> __global__ void unary_forward_kernel(T *out, const T *x, int64_t n) {
     FOR_EACH_VECTOR(i, n, E) {
         float v[E];
         brg__load<E>(x + i, v);
 #pragma unroll
-        for (int k = 0; k < E; k++) {
-            float u = GELU_SCALE * (v[k] + GELU_CUBIC * v[k] * v[k] * v[k]);
-            v[k] = v[k] / (1.0f + expf(-2.0f * u));
-        }
+        for (int k = 0; k < E; k++) v[k] = unary<GELU>(v[k]);
         brg__store<E>(out + i, v);
     }
 }
 
-template <typename T, typename TD, int E>
-__global__ void gelu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n, int fresh) {
+template <typename T, typename TD, int E, bool GELU>
+__global__ void unary_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n, int fresh) {
     FOR_EACH_VECTOR(i, n, E) {
         float v[E], g[E], d[E];
         brg__load<E>(x + i, v);
         brg__load<E>(dout + i, g);
         load_or_zero<E>(dx + i, d, fresh);
 #pragma unroll
-        for (int k = 0; k < E; k++) {
-            float u = GELU_SCALE * (v[k] + GELU_CUBIC * v[k] * v[k] * v[k]);
-            float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v[k] * v[k]);
-            float s = 1.0f / (1.0f + expf(-2.0f * u));
-            d[k] += g[k] * (s + 2.0f * v[k] * s * (1.0f - s) * du);
-        }
-        brg__store<E>(dx + i, d);
-    }
-}
-
-template <typename T, int E> __global__ void relu_forward_kernel(T *out, const T *x, int64_t n) {
-    FOR_EACH_VECTOR(i, n, E) {
-        float v[E];
-        brg__load<E>(x + i, v);
-#pragma unroll
-        for (int k = 0; k < E; k++) v[k] = v[k] > 0.0f ? v[k] : 0.0f;
-        brg__store<E>(out + i, v);
-    }
-}
-
-/* Elements where x <= 0 are stored back as they were (a float holds a bf16 exactly). */
-template <typename T, typename TD, int E>
-__global__ void relu_backward_kernel(TD *dx, const T *x, const T *dout, int64_t n, int fresh) {
-    FOR_EACH_VECTOR(i, n, E) {
-        float v[E], g[E], d[E];
-        brg__load<E>(x + i, v);
-        brg__load<E>(dout + i, g);
-        load_or_zero<E>(dx + i, d, fresh);
-#pragma unroll
-        for (int k = 0; k < E; k++)
-            if (v[k] > 0.0f) d[k] += g[k];
+        for (int k = 0; k < E; k++) unary_grad_add<GELU>(d[k], v[k], g[k]);
         brg__store<E>(dx + i, d);
     }
 }
@@ -351,12 +341,12 @@ template <typename T> static brg_status unary_forward(brg__cuda_ctx *c, const br
     const T *in = (const T *)x;
     if (vectorized(n, out, in)) {
         unsigned grid = grid_of(n, BRG__VECTOR);
-        if (gelu) gelu_forward_kernel<T, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(out, in, n);
-        else relu_forward_kernel<T, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(out, in, n);
+        if (gelu) unary_forward_kernel<T, BRG__VECTOR, true><<<grid, THREADS, 0, c->stream>>>(out, in, n);
+        else unary_forward_kernel<T, BRG__VECTOR, false><<<grid, THREADS, 0, c->stream>>>(out, in, n);
     } else {
         unsigned grid = grid_of(n, 1);
-        if (gelu) gelu_forward_kernel<T, 1><<<grid, THREADS, 0, c->stream>>>(out, in, n);
-        else relu_forward_kernel<T, 1><<<grid, THREADS, 0, c->stream>>>(out, in, n);
+        if (gelu) unary_forward_kernel<T, 1, true><<<grid, THREADS, 0, c->stream>>>(out, in, n);
+        else unary_forward_kernel<T, 1, false><<<grid, THREADS, 0, c->stream>>>(out, in, n);
     }
     BRG__LAUNCH_CHECK("gelu_forward or relu_forward", call->msg);
     return BRG_OK;
@@ -369,12 +359,14 @@ static brg_status unary_backward_typed(brg__cuda_ctx *c, const brg__op_call *cal
     int fresh = call->din_fresh & 1u;
     if (vectorized(n, dx, x, dout)) {
         unsigned grid = grid_of(n, BRG__VECTOR);
-        if (gelu) gelu_backward_kernel<T, TD, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
-        else relu_backward_kernel<T, TD, BRG__VECTOR><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
+        if (gelu)
+            unary_backward_kernel<T, TD, BRG__VECTOR, true><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
+        else
+            unary_backward_kernel<T, TD, BRG__VECTOR, false><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
     } else {
         unsigned grid = grid_of(n, 1);
-        if (gelu) gelu_backward_kernel<T, TD, 1><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
-        else relu_backward_kernel<T, TD, 1><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
+        if (gelu) unary_backward_kernel<T, TD, 1, true><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
+        else unary_backward_kernel<T, TD, 1, false><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);
     }
     BRG__LAUNCH_CHECK("gelu_backward or relu_backward", call->msg);
     return BRG_OK;

@@ -216,8 +216,8 @@ template <typename T> static brg_status backward_typed(brg__cuda_ctx *c, const b
     const int32_t *targets = (const int32_t *)call->in[1];
     int fresh = (call->din_fresh & 1u) != 0;
     if (brg__cuda_grad_type(c, call, 0) == BRG__CUDA_BF16)
-        return cross_entropy_backward((brg__bf16 *)call->din[0], (const T *)logits, call->aux, targets, call->dout, rows,
-                                      vocab, fresh, c->errors, op, c->stream, call->msg);
+        return cross_entropy_backward((brg__bf16 *)call->din[0], (const T *)logits, call->aux, targets, call->dout,
+                                      rows, vocab, fresh, c->errors, op, c->stream, call->msg);
     return cross_entropy_backward((float *)call->din[0], (const T *)logits, call->aux, targets, call->dout, rows, vocab,
                                   fresh, c->errors, op, c->stream, call->msg);
 }
