@@ -64,7 +64,9 @@ brg__cuda_dtype brg__cuda_grad_type(const brg__cuda_ctx *c, const brg__op_call *
  * writes the pre-GELU values to aux (m, n, row stride ld_aux, C's type) and GELU (tanh) of them to C.
  * ROW_SUMS_A writes (not adds) to bias (m floats, fp32) the sums of op(A)'s rows over k: with op(A) =
  * dout^T, a linear's bias gradient from the GEMM that makes its weight gradient (cuBLASLt's BGRADB, B
- * being cuBLAS's name for our A). Without an epilogue the product goes through cublasGemmStridedBatchedEx.
+ * being cuBLAS's name for our A). DGELU multiplies the product by GELU's derivative (tanh form) at aux (m,
+ * n, row stride ld_aux, C's type): with beta 0, the gradient of a GELU's input from the product that
+ * makes the gradient of its output. Without an epilogue the product goes through cublasGemmStridedBatchedEx.
  * An epilogue cuBLASLt has no algorithm for returns BRG_ERR_UNSUPPORTED (message set), so the caller can do
  * it unfused. */
 typedef enum brg__cuda_epilogue {
@@ -72,6 +74,7 @@ typedef enum brg__cuda_epilogue {
     BRG__CUDA_EPILOGUE_BIAS = 1,
     BRG__CUDA_EPILOGUE_GELU_AUX_BIAS = 2,
     BRG__CUDA_EPILOGUE_ROW_SUMS_A = 3,
+    BRG__CUDA_EPILOGUE_DGELU = 4,
 } brg__cuda_epilogue;
 
 typedef struct brg__cuda_gemm_args {
@@ -125,6 +128,9 @@ brg_status brg__cuda_linear_forward(brg__cuda_ctx *c, const brg__op_call *call);
  * gets the pre-activation, the GELU's output its GELU. BRG_ERR_UNSUPPORTED when cuBLASLt cannot. */
 brg_status brg__cuda_linear_gelu_forward(brg__cuda_ctx *c, const brg__op_call *linear, const brg__op_call *gelu);
 brg_status brg__cuda_linear_backward(brg__cuda_ctx *c, const brg__op_call *call);
+/* The input gradient of `linear` (x = GELU(pre), held back) and `gelu`'s backward in one GEMM with the
+ * DGELU epilogue: gelu->din[0] = GELU'(pre) (dout W). Both gradients must be fresh (din_fresh). */
+brg_status brg__cuda_linear_dgelu_backward(brg__cuda_ctx *c, const brg__op_call *linear, const brg__op_call *gelu);
 brg_status brg__cuda_matmul_forward(brg__cuda_ctx *c, const brg__op_call *call);
 brg_status brg__cuda_matmul_backward(brg__cuda_ctx *c, const brg__op_call *call);
 brg_status brg__cuda_add_forward(brg__cuda_ctx *c, const brg__op_call *call);

@@ -30,6 +30,9 @@ typedef struct squares_entry {
     int64_t n;
 } squares_entry;
 
+/* What a held-back linear call is (cuda_backend.pending). */
+typedef enum pending_kind { PENDING_NONE, PENDING_FORWARD, PENDING_BACKWARD } pending_kind;
+
 typedef struct cuda_backend {
     brg__backend base; /* first: a brg__backend * is a cuda_backend * */
     brg__cuda_ctx ctx;
@@ -39,8 +42,10 @@ typedef struct cuda_backend {
     size_t workspace_bytes;
     shadow_entry *shadows;
     int n_shadows, cap_shadows;
-    /* A linear forward held back until the next call: fused with it when that is the GELU reading it. */
-    int pending;
+    /* A linear call held back until the next call on the backend, fused with it when that is the GELU next
+     * to it: a forward with the GELU's forward reading its output (GELU_AUX_BIAS), the input gradient of a
+     * backward with the backward of the GELU making its input (DGELU). Anything else runs it first. */
+    pending_kind pending;
     brg__op_call pending_call;
     /* Sums of squares: the last run of consecutive calls is the plan; the next run computes all of it at once. */
     squares_entry *plan, *run;
@@ -85,10 +90,12 @@ static void enter(cuda_backend *b) { keep_cuda_error(b, cudaSetDevice(b->ctx.dev
 /* ---- deferred work ---- */
 
 static void flush_pending(cuda_backend *b) {
-    if (!b->pending) return;
-    b->pending = 0;
+    if (b->pending == PENDING_NONE) return;
+    int forward = b->pending == PENDING_FORWARD;
+    b->pending = PENDING_NONE;
     b->epoch++;
-    brg_status s = brg__cuda_linear_forward(&b->ctx, &b->pending_call);
+    brg_status s = forward ? brg__cuda_linear_forward(&b->ctx, &b->pending_call)
+                           : brg__cuda_linear_backward(&b->ctx, &b->pending_call);
     keep_error(b, s, b->pending_call.msg);
 }
 
@@ -342,8 +349,8 @@ static brg_status cuda_forward(brg__backend *be, const brg__op_call *call) {
     enter(b);
     end_squares_run(b);
     b->epoch++;
-    if (b->pending && call->op->kind == BRG_OP_GELU && call->in[0] == b->pending_call.out) {
-        b->pending = 0;
+    if (b->pending == PENDING_FORWARD && call->op->kind == BRG_OP_GELU && call->in[0] == b->pending_call.out) {
+        b->pending = PENDING_NONE;
         BRG__CHECK(returned_error(b, call));
         nvtxRangePushA("forward linear + gelu (cuBLASLt epilogue)");
         brg_status s = brg__cuda_linear_gelu_forward(&b->ctx, &b->pending_call, call);
@@ -357,16 +364,62 @@ static brg_status cuda_forward(brg__backend *be, const brg__op_call *call) {
     BRG__CHECK(returned_error(b, call));
     if (fusable(call)) {
         b->pending_call = *call;
-        b->pending = 1;
+        b->pending = PENDING_FORWARD;
         return BRG_OK;
     }
     return run_op(b, call, 1);
 }
 
+/* Whether the input gradient of a linear's backward may wait for the next call: its input is the output
+ * of the GELU right before it in the same layer, read by nothing else, and the gradient is fresh (it holds
+ * nothing the fused GEMM would leave out). */
+static int backward_fusable(const brg__op_call *call) {
+    const brg__op *op = call->op;
+    const brg_graph *g = op->output->graph;
+    if (op->kind != BRG_OP_LINEAR || !call->din[0] || !(call->din_fresh & 1u) || op->index < 1) return 0;
+    const brg__op *prev = &g->ops[op->index - 1];
+    return prev->kind == BRG_OP_GELU && prev->output == op->inputs[0] && prev->output->consumers == 1 &&
+           prev->layer == op->layer && op->inputs[0]->shape[op->inputs[0]->ndim - 1] % 8 == 0;
+}
+
+/* The GELU's backward meets the held-back input gradient of the linear reading its output, and its own
+ * gradient is fresh too: GELU'(pre) times the product is all of it. */
+static int meets_pending_backward(const cuda_backend *b, const brg__op_call *call) {
+    const brg__op_call *p = &b->pending_call;
+    return b->pending == PENDING_BACKWARD && call->op->kind == BRG_OP_GELU &&
+           call->op->index + 1 == p->op->index && call->out == p->in[0] && call->din[0] &&
+           (call->din_fresh & 1u);
+}
+
 static brg_status cuda_backward(brg__backend *be, const brg__op_call *call) {
     cuda_backend *b = cb(be);
-    before_call(b);
+    enter(b);
+    end_squares_run(b);
+    b->epoch++;
+    if (meets_pending_backward(b, call)) {
+        b->pending = PENDING_NONE;
+        BRG__CHECK(returned_error(b, call));
+        nvtxRangePushA("backward linear input + gelu (cuBLASLt DGELU epilogue)");
+        brg_status s = brg__cuda_linear_dgelu_backward(&b->ctx, &b->pending_call, call);
+        nvtxRangePop();
+        if (s != BRG_ERR_UNSUPPORTED) return finish_call(b, call, s);
+        /* cuBLASLt has no fused algorithm here: the two one after the other. */
+        BRG__CHECK(run_op(b, &b->pending_call, 0));
+        return run_op(b, call, 0);
+    }
+    flush_pending(b);
     BRG__CHECK(returned_error(b, call));
+    if (backward_fusable(call)) {
+        /* The weight and bias gradients now; the input gradient waits for the GELU's backward. */
+        brg__op_call now = *call;
+        now.din[0] = NULL;
+        now.din_fresh &= ~1u;
+        if (now.din[1] || now.din[2]) BRG__CHECK(run_op(b, &now, 0));
+        b->pending_call = *call;
+        b->pending_call.din[1] = b->pending_call.din[2] = NULL;
+        b->pending = PENDING_BACKWARD;
+        return BRG_OK;
+    }
     return run_op(b, call, 0);
 }
 
@@ -398,9 +451,11 @@ static void *cuda_alloc(brg__backend *be, size_t bytes) {
 }
 
 static int pending_uses(const cuda_backend *b, const void *p) {
-    if (!b->pending) return 0;
+    if (b->pending == PENDING_NONE) return 0;
     const brg__op_call *c = &b->pending_call;
-    return c->out == p || c->in[0] == p || c->in[1] == p || c->in[2] == p;
+    int uses = c->out == p || c->dout == p;
+    for (int q = 0; q < BRG__MAX_INPUTS; q++) uses |= c->in[q] == p || c->din[q] == p;
+    return uses;
 }
 
 static void cuda_free(brg__backend *be, void *p) {

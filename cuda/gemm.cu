@@ -143,6 +143,7 @@ static brg_status lt_problem_make(brg__cuda_ctx *c, const brg__cuda_gemm_args *g
     brg_status s = BRG_OK;
     cublasLtEpilogue_t epilogue = g->epilogue == BRG__CUDA_EPILOGUE_GELU_AUX_BIAS ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
                                   : g->epilogue == BRG__CUDA_EPILOGUE_ROW_SUMS_A  ? CUBLASLT_EPILOGUE_BGRADB
+                                  : g->epilogue == BRG__CUDA_EPILOGUE_DGELU       ? CUBLASLT_EPILOGUE_DGELU
                                                                                   : CUBLASLT_EPILOGUE_BIAS;
     int32_t op_first = cm->op_first, op_second = cm->op_second;
     uint64_t workspace = c->blas_workspace_bytes;
@@ -170,7 +171,7 @@ static brg_status lt_problem_make(brg__cuda_ctx *c, const brg__cuda_gemm_args *g
                                                               sizeof sums_type),
                                msg, fail);
     }
-    if (g->epilogue == BRG__CUDA_EPILOGUE_GELU_AUX_BIAS) {
+    if (g->epilogue == BRG__CUDA_EPILOGUE_GELU_AUX_BIAS || g->epilogue == BRG__CUDA_EPILOGUE_DGELU) {
         int64_t ld_aux = g->ld_aux;
         BRG__CUBLAS_CHECK_GOTO(
             s, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g->aux, sizeof g->aux),
@@ -216,7 +217,8 @@ fail:
 
 static brg_status gemm_lt(brg__cuda_ctx *c, const brg__cuda_gemm_args *g, char *msg) {
     column_major cm = to_column_major(g);
-    if (g->epilogue == BRG__CUDA_EPILOGUE_GELU_AUX_BIAS && (g->ld_aux % 8 != 0 || g->ld_aux < g->n))
+    if ((g->epilogue == BRG__CUDA_EPILOGUE_GELU_AUX_BIAS || g->epilogue == BRG__CUDA_EPILOGUE_DGELU) &&
+        (g->ld_aux % 8 != 0 || g->ld_aux < g->n))
         return brg__message_set(msg, BRG_ERROR_MESSAGE_MAX, BRG_ERR_UNSUPPORTED,
                                 "GELU epilogue: the pre-activation's row stride %lld is not a multiple of 8",
                                 (long long)g->ld_aux);

@@ -95,6 +95,32 @@ brg_status brg__cuda_linear_gelu_forward(brg__cuda_ctx *c, const brg__op_call *l
     return brg__cuda_gemm(c, &g, gelu->msg);
 }
 
+/* The input gradient's GEMM: dx (N, K) += dout (N, M) W (M, K), or = (beta 0: dx not read) when fresh. */
+static brg__cuda_gemm_args linear_dx_product(const brg__cuda_ctx *c, const brg__op_call *call, const linear_dims *d,
+                                             const void *w, void *dx, brg__cuda_dtype dx_type, int fresh) {
+    brg__cuda_gemm_args g;
+    memset(&g, 0, sizeof g);
+    g.m = d->rows, g.n = d->in_features, g.k = d->out_features, g.alpha = 1.0f, g.beta = fresh ? 0.0f : 1.0f;
+    g.a = call->dout, g.lda = d->out_features, g.b = w, g.ldb = d->in_features, g.ab_type = c->act;
+    g.c = dx, g.ldc = d->in_features, g.c_type = dx_type;
+    return g;
+}
+
+brg_status brg__cuda_linear_dgelu_backward(brg__cuda_ctx *c, const brg__op_call *linear, const brg__op_call *gelu) {
+    linear_dims d;
+    linear_dims_get(linear, &d);
+    const void *x, *w, *bias;
+    BRG__CHECK(linear_operands(c, linear, &x, &w, &bias));
+    const void *pre;
+    BRG__CHECK(brg__cuda_operand(c, gelu, 0, &pre)); // (N, K): GELU's input, the fused forward's aux
+    // dpre (N, K) = GELU'(pre) (dout (N, M) W (M, K)); the GELU output's gradient is never formed
+    brg__cuda_gemm_args g = linear_dx_product(c, linear, &d, w, gelu->din[0], brg__cuda_grad_type(c, gelu, 0), 1);
+    g.epilogue = BRG__CUDA_EPILOGUE_DGELU;
+    g.aux = (void *)pre;
+    g.ld_aux = d.in_features;
+    return brg__cuda_gemm(c, &g, gelu->msg);
+}
+
 brg_status brg__cuda_linear_backward(brg__cuda_ctx *c, const brg__op_call *call) {
     linear_dims d;
     linear_dims_get(call, &d);
@@ -103,11 +129,8 @@ brg_status brg__cuda_linear_backward(brg__cuda_ctx *c, const brg__op_call *call)
     BRG__CHECK(linear_operands(c, call, &x, &w, &bias));
     const void *dout = call->dout; // (N, M)
     brg__cuda_gemm_args g;
-    if (call->din[0]) { // dx (N, K) += dout (N, M) W (M, K); written (beta 0: not read) when fresh
-        memset(&g, 0, sizeof g);
-        g.m = n, g.n = k, g.k = m, g.alpha = 1.0f, g.beta = call->din_fresh & 1u ? 0.0f : 1.0f;
-        g.a = dout, g.lda = m, g.b = w, g.ldb = k, g.ab_type = c->act;
-        g.c = call->din[0], g.ldc = k, g.c_type = brg__cuda_grad_type(c, call, 0);
+    if (call->din[0]) {
+        g = linear_dx_product(c, call, &d, w, call->din[0], brg__cuda_grad_type(c, call, 0), call->din_fresh & 1u);
         BRG__CHECK(brg__cuda_gemm(c, &g, call->msg));
     }
     int bias_done = 0;

@@ -365,6 +365,97 @@ static void test_linear_gelu_fused(void) {
     check_linear_gelu(1);
 }
 
+/* Backward of linear -> GELU -> linear with fresh input gradients, as the runtime calls it: on the CUDA
+ * backend the second linear's input gradient waits, and one GEMM with the DGELU epilogue writes the
+ * GELU's input gradient; the GELU's output gradient is never formed (it is NaN here, and stays unread). */
+static void check_linear_dgelu(int bf16) {
+    brg_graph *g = new_graph();
+    brg_tensor *x = input3(g, "x", 16, 32);
+    brg_layer_begin(g, "mlp");
+    brg_tensor *pre = brg_linear(g, x, 64, "fc");
+    brg_tensor *act = brg_gelu(g, pre, "act");
+    brg_linear(g, act, 24, "proj");
+    brg_layer_end(g);
+    CU_ASSERT_EQUAL_FATAL(brg_graph_status(g), BRG_OK);
+    const brg__op *ops[3] = {brg__graph_op(g, 0), brg__graph_op(g, 1), brg__graph_op(g, 2)};
+    int64_t batch = 2, rows = batch * 16;
+    int64_t n_x = rows * 32, n_pre = rows * 64, n_y = rows * 24;
+    int64_t n_w[2] = {64 * 32, 24 * 64}, n_b[2] = {64, 24};
+    float *hx = malloc((size_t)n_x * sizeof(float)), *hdy = malloc((size_t)n_y * sizeof(float));
+    float *hw[2], *hb[2], *nan_pre = malloc((size_t)n_pre * sizeof(float));
+    for (int64_t i = 0; i < n_x; i++) hx[i] = round_to(uniform(), bf16);
+    for (int64_t i = 0; i < n_y; i++) hdy[i] = round_to(uniform(), bf16);
+    for (int64_t i = 0; i < n_pre; i++) nan_pre[i] = NAN;
+    for (int l = 0; l < 2; l++) {
+        hw[l] = malloc((size_t)n_w[l] * sizeof(float));
+        hb[l] = malloc((size_t)n_b[l] * sizeof(float));
+        for (int64_t i = 0; i < n_w[l]; i++) hw[l][i] = 0.3f * uniform();
+        for (int64_t i = 0; i < n_b[l]; i++) hb[l][i] = 0.5f * uniform();
+    }
+    char msg[BRG_ERROR_MESSAGE_MAX] = "";
+    side sides[2] = {{0}, {0}};
+    sides[1].bf16 = bf16;
+    BRG_ASSERT_OK(brg__backend_cpu_create(&sides[0].be, msg), msg);
+    BRG_ASSERT_OK(brg__backend_cuda_create(&sides[1].be, 0, bf16, msg), msg);
+    float *got[2][3]; /* [side][the GELU's input gradient, proj's weight gradient, proj's bias gradient] */
+    for (int k = 0; k < 2; k++) {
+        side *sd = &sides[k];
+        brg__backend *be = sd->be;
+        void *xbuf = upload(sd, hx, NULL, n_x, 1), *dout_y = upload(sd, hdy, NULL, n_y, 1);
+        void *w[2], *bias[2];
+        for (int l = 0; l < 2; l++) {
+            w[l] = upload(sd, hw[l], NULL, n_w[l], 0);
+            bias[l] = upload(sd, hb[l], NULL, n_b[l], 0);
+        }
+        void *pre_out = be->vt->alloc(be, (size_t)n_pre * element_size(sd, 1));
+        void *act_out = be->vt->alloc(be, (size_t)n_pre * element_size(sd, 1));
+        void *y = be->vt->alloc(be, (size_t)n_y * element_size(sd, 1));
+        void *d_pre = upload(sd, nan_pre, NULL, n_pre, 1), *d_act = upload(sd, nan_pre, NULL, n_pre, 1);
+        void *dw = be->vt->alloc(be, (size_t)n_w[1] * sizeof(float));
+        void *db = be->vt->alloc(be, (size_t)n_b[1] * sizeof(float));
+        brg__op_call fc = {.op = ops[0], .batch = batch, .in = {xbuf, w[0], bias[0]}, .out = pre_out, .msg = msg};
+        brg__op_call ge = {.op = ops[1], .batch = batch, .in = {pre_out}, .out = act_out, .dout = d_act, .msg = msg};
+        brg__op_call pr = {.op = ops[2], .batch = batch, .in = {act_out, w[1], bias[1]}, .out = y, .dout = dout_y, .msg = msg};
+        BRG_ASSERT_OK(be->vt->forward(be, &fc), msg);
+        BRG_ASSERT_OK(be->vt->forward(be, &ge), msg);
+        BRG_ASSERT_OK(be->vt->forward(be, &pr), msg);
+        pr.din[0] = d_act, pr.din[1] = dw, pr.din[2] = db, pr.din_fresh = 1u;
+        ge.din[0] = d_pre, ge.din_fresh = 1u;
+        BRG_ASSERT_OK(be->vt->backward(be, &pr), msg);
+        BRG_ASSERT_OK(be->vt->backward(be, &ge), msg);
+        int64_t counts[3] = {n_pre, n_w[1], n_b[1]};
+        void *ptrs[3] = {d_pre, dw, db};
+        for (int q = 0; q < 3; q++) {
+            got[k][q] = malloc((size_t)counts[q] * sizeof(float));
+            download(sd, got[k][q], ptrs[q], counts[q], q == 0);
+        }
+        void *all[] = {xbuf, dout_y, w[0], w[1], bias[0], bias[1], pre_out, act_out, y, d_pre, d_act, dw, db};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->vt->free(be, all[i]);
+    }
+    /* cuBLASLt's GELU derivative is the same tanh form computed its own way: a little more room in fp32. */
+    compare(bf16 ? "bf16 fused input gradient" : "fp32 fused input gradient", "act", got[1][0], got[0][0], n_pre,
+            bf16 ? TOL_BF16 : 1e-3);
+    compare(bf16 ? "bf16 weight gradient" : "fp32 weight gradient", "proj", got[1][1], got[0][1], n_w[1],
+            bf16 ? TOL_BF16 : TOL_FP32);
+    compare(bf16 ? "bf16 bias gradient" : "fp32 bias gradient", "proj", got[1][2], got[0][2], n_b[1],
+            bf16 ? TOL_BF16 : TOL_FP32);
+    BRG_ASSERT_OK(brg__cuda_backend_status(sides[1].be, msg), msg);
+    for (int k = 0; k < 2; k++) {
+        for (int q = 0; q < 3; q++) free(got[k][q]);
+        brg__backend_destroy(sides[k].be);
+    }
+    for (int l = 0; l < 2; l++) free(hw[l]), free(hb[l]);
+    free(hx);
+    free(hdy);
+    free(nan_pre);
+    brg_graph_destroy(g);
+}
+
+static void test_linear_dgelu_fused(void) {
+    check_linear_dgelu(0);
+    check_linear_dgelu(1);
+}
+
 static void test_matmul_head(void) { /* (B, T, C) x w^T, w a (V, C) parameter: the tied GPT head */
     brg_graph *g = new_graph();
     brg_tensor *x = input3(g, "x", 6, 16);
@@ -959,6 +1050,7 @@ int main(int argc, char **argv) {
         {"linear", test_linear},
         {"linear_odd_sizes", test_linear_odd_sizes},
         {"linear_gelu_fused", test_linear_gelu_fused},
+        {"linear_dgelu_fused", test_linear_dgelu_fused},
         {"matmul_head", test_matmul_head},
         {"matmul_batched", test_matmul_batched},
         {"matmul_transposed_a_shared_b", test_matmul_transposed_a_shared_b},
