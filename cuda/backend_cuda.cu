@@ -344,22 +344,28 @@ static brg_status run_op(cuda_backend *b, const brg__op_call *call, int forward)
     return finish_call(b, call, s);
 }
 
+/* The held-back linear call and `call` (the GELU next to it) as one GEMM, or, where cuBLASLt has no fused
+ * algorithm, one after the other. */
+static brg_status run_fused(cuda_backend *b, const brg__op_call *call,
+                            brg_status (*fused)(brg__cuda_ctx *, const brg__op_call *, const brg__op_call *),
+                            const char *range, int forward) {
+    b->pending = PENDING_NONE;
+    BRG__CHECK(returned_error(b, call));
+    nvtxRangePushA(range);
+    brg_status s = fused(&b->ctx, &b->pending_call, call);
+    nvtxRangePop();
+    if (s != BRG_ERR_UNSUPPORTED) return finish_call(b, call, s);
+    BRG__CHECK(run_op(b, &b->pending_call, forward));
+    return run_op(b, call, forward);
+}
+
 static brg_status cuda_forward(brg__backend *be, const brg__op_call *call) {
     cuda_backend *b = cb(be);
     enter(b);
     end_squares_run(b);
     b->epoch++;
-    if (b->pending == PENDING_FORWARD && call->op->kind == BRG_OP_GELU && call->in[0] == b->pending_call.out) {
-        b->pending = PENDING_NONE;
-        BRG__CHECK(returned_error(b, call));
-        nvtxRangePushA("forward linear + gelu (cuBLASLt epilogue)");
-        brg_status s = brg__cuda_linear_gelu_forward(&b->ctx, &b->pending_call, call);
-        nvtxRangePop();
-        if (s != BRG_ERR_UNSUPPORTED) return finish_call(b, call, s);
-        /* cuBLASLt has no fused algorithm here: the two ops one after the other. */
-        BRG__CHECK(run_op(b, &b->pending_call, 1));
-        return run_op(b, call, 1);
-    }
+    if (b->pending == PENDING_FORWARD && call->op->kind == BRG_OP_GELU && call->in[0] == b->pending_call.out)
+        return run_fused(b, call, brg__cuda_linear_gelu_forward, "forward linear + gelu (cuBLASLt epilogue)", 1);
     flush_pending(b);
     BRG__CHECK(returned_error(b, call));
     if (fusable(call)) {
@@ -396,17 +402,9 @@ static brg_status cuda_backward(brg__backend *be, const brg__op_call *call) {
     enter(b);
     end_squares_run(b);
     b->epoch++;
-    if (meets_pending_backward(b, call)) {
-        b->pending = PENDING_NONE;
-        BRG__CHECK(returned_error(b, call));
-        nvtxRangePushA("backward linear input + gelu (cuBLASLt DGELU epilogue)");
-        brg_status s = brg__cuda_linear_dgelu_backward(&b->ctx, &b->pending_call, call);
-        nvtxRangePop();
-        if (s != BRG_ERR_UNSUPPORTED) return finish_call(b, call, s);
-        /* cuBLASLt has no fused algorithm here: the two one after the other. */
-        BRG__CHECK(run_op(b, &b->pending_call, 0));
-        return run_op(b, call, 0);
-    }
+    if (meets_pending_backward(b, call))
+        return run_fused(b, call, brg__cuda_linear_dgelu_backward,
+                         "backward linear input + gelu (cuBLASLt DGELU epilogue)", 0);
     flush_pending(b);
     BRG__CHECK(returned_error(b, call));
     if (backward_fusable(call)) {
