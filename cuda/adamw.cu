@@ -1,25 +1,34 @@
-// AdamW, one thread per element; fp32 parameters and moments (the master copy in mixed precision), and
-// the parameters' bf16 copy rewritten in the same pass when there is one.
+// AdamW, eight elements a thread in 16-byte vectors where the lengths and addresses allow, else one;
+// fp32 parameters and moments (the master copy in mixed precision), and the parameters' bf16 copy
+// rewritten in the same pass when there is one.
 #include <cmath>
 
 #include "backend.cuh"
 #include "cuda.h"
 
-// param, m, v (n); grad (n); shadow (n) or NULL.
+// param, m, v (n); grad (n); shadow (n) or NULL. E elements a thread at a time (16-byte vectors with E = 8).
+template <int E>
 __global__ static void adamw_kernel(float *param, const float *grad, float *m, float *v, brg__bf16 *shadow, int64_t n,
                                     float lr, float beta1, float beta2, float m_correction, float v_correction,
                                     float eps, float weight_decay) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float g = grad[i];
-        float mi = beta1 * m[i] + (1.0f - beta1) * g;
-        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        float root = sqrtf(vi * v_correction);
-        float p = param[i];
-        p -= lr * (mi * m_correction / (root + eps) + weight_decay * p);
-        param[i] = p;
-        if (shadow) shadow[i] = __float2bfloat16_rn(p);
+    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * E; i < n;
+         i += (int64_t)gridDim.x * blockDim.x * E) {
+        float g[E], mi[E], vi[E], p[E];
+        brg__load<E>(grad + i, g);
+        brg__load<E>(m + i, mi);
+        brg__load<E>(v + i, vi);
+        brg__load<E>(param + i, p);
+#pragma unroll
+        for (int k = 0; k < E; k++) {
+            mi[k] = beta1 * mi[k] + (1.0f - beta1) * g[k];
+            vi[k] = beta2 * vi[k] + (1.0f - beta2) * g[k] * g[k];
+            float root = sqrtf(vi[k] * v_correction);
+            p[k] -= lr * (mi[k] * m_correction / (root + eps) + weight_decay * p[k]);
+        }
+        brg__store<E>(m + i, mi);
+        brg__store<E>(v + i, vi);
+        brg__store<E>(param + i, p);
+        if (shadow) brg__store<E>(shadow + i, p);
     }
 }
 
@@ -32,8 +41,15 @@ extern "C" brg_status brg__cuda_adamw(float *param, const float *grad, float *m,
     float m_correction = 1.0f / (1.0f - powf(beta1, (float)step));
     float v_correction = 1.0f / (1.0f - powf(beta2, (float)step));
     const int threads = 256;
-    adamw_kernel<<<brg__grid_for(n, threads), threads, 0, (cudaStream_t)stream>>>(
-        param, grad, m, v, (brg__bf16 *)shadow, n, lr, beta1, beta2, m_correction, v_correction, eps, weight_decay);
+    cudaStream_t s = (cudaStream_t)stream;
+    brg__bf16 *copy = (brg__bf16 *)shadow;
+    if (n % BRG__VECTOR == 0 && brg__aligned16(param) && brg__aligned16(grad) && brg__aligned16(m) &&
+        brg__aligned16(v) && (!copy || brg__aligned16(copy)))
+        adamw_kernel<BRG__VECTOR><<<brg__grid_for(n / BRG__VECTOR, threads), threads, 0, s>>>(
+            param, grad, m, v, copy, n, lr, beta1, beta2, m_correction, v_correction, eps, weight_decay);
+    else
+        adamw_kernel<1><<<brg__grid_for(n, threads), threads, 0, s>>>(
+            param, grad, m, v, copy, n, lr, beta1, beta2, m_correction, v_correction, eps, weight_decay);
     BRG__LAUNCH_CHECK("adamw", msg);
     return BRG_OK;
 }
