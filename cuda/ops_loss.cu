@@ -42,11 +42,12 @@ template <int E> __device__ __forceinline__ void max_sum_add(max_sum &a, const f
         for (int k = 0; k < E; k++) a.s += expf(v[k] - a.m);
 }
 
-/* Commutative bit for bit (a sum of two products), so both lanes of a butterfly pair agree. */
+/* Commutative bit for bit, so both lanes of a butterfly pair agree: a sum of two products each rounded
+ * on its own (__fmul_rn is never contracted into an FMA, which would round the two differently). */
 __device__ __forceinline__ max_sum max_sum_merge(max_sum a, max_sum b) {
     float m = fmaxf(a.m, b.m);
     if (m == -INFINITY) return a;
-    max_sum r = {m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
+    max_sum r = {m, __fmul_rn(a.s, expf(a.m - m)) + __fmul_rn(b.s, expf(b.m - m))};
     return r;
 }
 
