@@ -43,8 +43,7 @@ extern "C" brg_status brg__cuda_adamw(float *param, const float *grad, float *m,
     const int threads = 256;
     cudaStream_t s = (cudaStream_t)stream;
     brg__bf16 *copy = (brg__bf16 *)shadow;
-    if (n % BRG__VECTOR == 0 && brg__aligned16(param) && brg__aligned16(grad) && brg__aligned16(m) &&
-        brg__aligned16(v) && (!copy || brg__aligned16(copy)))
+    if (brg__vectorized(n, {param, grad, m, v, copy}))
         adamw_kernel<BRG__VECTOR><<<brg__grid_for(n / BRG__VECTOR, threads), threads, 0, s>>>(
             param, grad, m, v, copy, n, lr, beta1, beta2, m_correction, v_correction, eps, weight_decay);
     else

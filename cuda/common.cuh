@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <initializer_list>
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -120,10 +121,17 @@ template <> __host__ __device__ __forceinline__ brg__bf16 brg__from_float<brg__b
 /* ---- vector access ----
  * E consecutive elements as floats: with E = 8, one 16-byte load or store for bf16, two for fp32 (the
  * pointer 16-byte aligned); with E = 1, one element. Kernels take E as a template parameter and their
- * launchers pick 8 where every pointer is aligned (brg__aligned16) and the lengths are multiples of 8. */
+ * launchers pick 8 where brg__vectorized says so. */
 #define BRG__VECTOR 8
 
-static inline bool brg__aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+/* Whether runs of n elements at each of these addresses (NULL: none) go as 16-byte vectors: n a multiple of
+ * 8 (so rows of n stay aligned) and every address 16-byte aligned. */
+static inline bool brg__vectorized(int64_t n, std::initializer_list<const void *> addresses) {
+    if (n % BRG__VECTOR != 0) return false;
+    for (const void *p : addresses)
+        if (p && ((uintptr_t)p & 15u) != 0) return false;
+    return true;
+}
 
 template <int E, typename T> __device__ __forceinline__ void brg__load(const T *p, float (&v)[E]) {
     if constexpr (E == 8 && sizeof(T) == 2) {

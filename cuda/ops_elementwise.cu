@@ -166,11 +166,6 @@ __global__ static void sum_squares_finish_kernel(double *out, const double *part
 
 static const int THREADS = 256;
 
-/* Whether n elements at each of these addresses (NULL: none) go as 16-byte vectors. */
-static bool vectorized(int64_t n, const void *p0, const void *p1 = NULL, const void *p2 = NULL) {
-    return n % BRG__VECTOR == 0 && (!p0 || brg__aligned16(p0)) && (!p1 || brg__aligned16(p1)) &&
-           (!p2 || brg__aligned16(p2));
-}
 
 /* Blocks for n elements taken E at a time. */
 static unsigned grid_of(int64_t n, int e) { return brg__grid_for((n + e - 1) / e, THREADS); }
@@ -181,7 +176,7 @@ static brg_status add_forward(T *out, const T *a, const T *b, int64_t n, int64_t
                               char *msg) {
     BRG__REQUIRE(inner > 0 && n % inner == 0, msg, "add: %lld elements do not repeat a trailing shape of %lld",
                  (long long)n, (long long)inner);
-    if (vectorized(n, out, a, b) && inner % BRG__VECTOR == 0)
+    if (brg__vectorized(n, {out, a, b}) && inner % BRG__VECTOR == 0)
         add_forward_kernel<T, BRG__VECTOR><<<grid_of(n, BRG__VECTOR), THREADS, 0, stream>>>(out, a, b, n, inner);
     else
         add_forward_kernel<T, 1><<<grid_of(n, 1), THREADS, 0, stream>>>(out, a, b, n, inner);
@@ -192,7 +187,7 @@ static brg_status add_forward(T *out, const T *a, const T *b, int64_t n, int64_t
 template <typename TD, typename TG>
 static brg_status add_into(TD *acc, const TG *g, int64_t n, int fresh, cudaStream_t stream, char *msg) {
     if (n <= 0) return BRG_OK;
-    if (vectorized(n, acc, g))
+    if (brg__vectorized(n, {acc, g}))
         add_into_kernel<TD, TG, BRG__VECTOR><<<grid_of(n, BRG__VECTOR), THREADS, 0, stream>>>(acc, g, n, fresh);
     else
         add_into_kernel<TD, TG, 1><<<grid_of(n, 1), THREADS, 0, stream>>>(acc, g, n, fresh);
@@ -235,7 +230,7 @@ brg_status brg__cuda_column_sums(brg__cuda_ctx *c, void *acc, brg__cuda_dtype ac
 brg_status brg__cuda_convert(void *dst, brg__cuda_dtype dst_type, const void *src, brg__cuda_dtype src_type, int64_t n,
                              cudaStream_t stream, char *msg) {
     if (n <= 0) return BRG_OK;
-    bool vector = vectorized(n, dst, src);
+    bool vector = brg__vectorized(n, {dst, src});
     unsigned grid = grid_of(n, vector ? BRG__VECTOR : 1);
     if (dst_type == BRG__CUDA_BF16 && src_type == BRG__CUDA_F32 && vector)
         convert_kernel<brg__bf16, float, BRG__VECTOR>
@@ -264,7 +259,7 @@ brg_status brg__cuda_accumulate(float *dst, const float *src, int64_t n, cudaStr
 
 brg_status brg__cuda_scale(float *x, int64_t n, float factor, cudaStream_t stream, char *msg) {
     if (n <= 0) return BRG_OK;
-    if (vectorized(n, x))
+    if (brg__vectorized(n, {x}))
         scale_kernel<BRG__VECTOR><<<grid_of(n, BRG__VECTOR), THREADS, 0, stream>>>(x, n, factor);
     else
         scale_kernel<1><<<grid_of(n, 1), THREADS, 0, stream>>>(x, n, factor);
@@ -339,7 +334,7 @@ template <typename T> static brg_status unary_forward(brg__cuda_ctx *c, const br
     BRG__CHECK(brg__cuda_operand(c, call, 0, &x));
     T *out = (T *)call->out;
     const T *in = (const T *)x;
-    if (vectorized(n, out, in)) {
+    if (brg__vectorized(n, {out, in})) {
         unsigned grid = grid_of(n, BRG__VECTOR);
         if (gelu) unary_forward_kernel<T, BRG__VECTOR, true><<<grid, THREADS, 0, c->stream>>>(out, in, n);
         else unary_forward_kernel<T, BRG__VECTOR, false><<<grid, THREADS, 0, c->stream>>>(out, in, n);
@@ -357,7 +352,7 @@ static brg_status unary_backward_typed(brg__cuda_ctx *c, const brg__op_call *cal
     TD *dx = (TD *)call->din[0];
     const T *dout = (const T *)call->dout;
     int fresh = call->din_fresh & 1u;
-    if (vectorized(n, dx, x, dout)) {
+    if (brg__vectorized(n, {dx, x, dout})) {
         unsigned grid = grid_of(n, BRG__VECTOR);
         if (gelu)
             unary_backward_kernel<T, TD, BRG__VECTOR, true><<<grid, THREADS, 0, c->stream>>>(dx, x, dout, n, fresh);

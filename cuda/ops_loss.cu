@@ -139,11 +139,6 @@ __global__ void cross_entropy_backward_kernel(TD *dlogits, const T *logits, cons
 
 static unsigned rows_grid(int64_t rows) { return (unsigned)(rows < 65536 ? rows : 65536); }
 
-/* Whether rows of `vocab` elements at these addresses go as 16-byte vectors. */
-static bool rows_vectorized(int64_t vocab, const void *a, const void *b) {
-    return vocab % BRG__VECTOR == 0 && brg__aligned16(a) && brg__aligned16(b);
-}
-
 template <typename T>
 static brg_status cross_entropy_forward(float *losses, float *lse, const T *logits, const int32_t *targets,
                                         int64_t rows, int64_t vocab, brg__cuda_error_record *rec, const brg__op *op,
@@ -151,7 +146,7 @@ static brg_status cross_entropy_forward(float *losses, float *lse, const T *logi
     BRG__REQUIRE(vocab > 0, msg, "cross-entropy: %lld classes", (long long)vocab);
     if (rows == 0) return BRG_OK;
     unsigned long long id = (unsigned long long)(uintptr_t)op;
-    if (rows_vectorized(vocab, logits, logits))
+    if (brg__vectorized(vocab, {logits}))
         cross_entropy_forward_kernel<T, BRG__VECTOR>
             <<<rows_grid(rows), THREADS, 0, stream>>>(losses, lse, logits, targets, rows, vocab, rec, id);
     else
@@ -180,7 +175,7 @@ static brg_status cross_entropy_backward(TD *dlogits, const T *logits, const flo
                                          char *msg) {
     if (rows == 0 || vocab == 0) return BRG_OK;
     unsigned long long id = (unsigned long long)(uintptr_t)op;
-    if (rows_vectorized(vocab, logits, dlogits))
+    if (brg__vectorized(vocab, {logits, dlogits}))
         launch_backward<T, TD, BRG__VECTOR>(dlogits, logits, lse, targets, dlosses, rows, vocab, fresh, rec, id,
                                             stream);
     else

@@ -138,8 +138,7 @@ static brg_status layernorm_forward(T *out, float *mean, float *rstd, const T *x
     BRG__REQUIRE(channels > 0, msg, "layernorm: %lld channels", (long long)channels);
     if (rows == 0) return BRG_OK;
     unsigned grid = (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK);
-    if (channels % BRG__VECTOR == 0 && brg__aligned16(out) && brg__aligned16(x) && brg__aligned16(weight) &&
-        brg__aligned16(bias))
+    if (brg__vectorized(channels, {out, x, weight, bias}))
         layernorm_forward_kernel<T, BRG__VECTOR>
             <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(out, mean, rstd, x, weight, bias, rows, channels, eps);
     else
@@ -154,8 +153,7 @@ static brg_status layernorm_backward_input(TD *dx, const T *x, const float *weig
                                            const float *rstd, int64_t rows, int64_t channels, int fresh,
                                            cudaStream_t stream, char *msg) {
     unsigned grid = (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK);
-    if (channels % BRG__VECTOR == 0 && brg__aligned16(dx) && brg__aligned16(x) && brg__aligned16(weight) &&
-        brg__aligned16(dout))
+    if (brg__vectorized(channels, {dx, x, weight, dout}))
         layernorm_backward_input_kernel<T, TD, BRG__VECTOR>
             <<<grid, 32 * WARPS_PER_BLOCK, 0, stream>>>(dx, x, weight, dout, mean, rstd, rows, channels, fresh);
     else

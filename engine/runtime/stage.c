@@ -616,8 +616,11 @@ brg_status brg__stage_backward(brg__stage *s, int slot, brg__backward_part part)
             } else if (t->kind == BRG_TENSOR_ACTIVATION && (part & BRG__BACKWARD_INPUT)) {
                 if (s->zero_before[t->index] == i) {
                     int first = 1, alone = 1; /* an op reading t twice zeroes it once */
-                    for (int r = 0; r < op->n_inputs; r++)
-                        if (r != q && op->inputs[r] == t) first &= r > q, alone = 0;
+                    for (int r = 0; r < op->n_inputs; r++) {
+                        if (r == q || op->inputs[r] != t) continue;
+                        alone = 0;
+                        if (r < q) first = 0;
+                    }
                     /* The sole reading of t by its first backward: the kernel writes the gradient outright
                      * where it can, sparing a zero-fill and a read of the whole buffer. */
                     if (alone && brg__op_writes_fresh(op, q)) call.din_fresh |= 1u << q;
